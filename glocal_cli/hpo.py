@@ -1,0 +1,273 @@
+"""HPO drivers: ``none``, ``local``, ``glocal`` and ``global`` on one code path.
+
+Hyperparameters ``φ`` are updated every τ inner steps with an optax outer
+optimizer (Adam by default) fed with a hypergradient:
+
+* ``none``: φ fixed, plain training (no tangents);
+* ``local``: the local hypergradient at the window's end, ``h_τ``;
+* ``glocal``: the Hankel-DMD estimate (:mod:`glocal_cli.dmd`) of the global
+  hypergradient from the window's last σ local hypergradients, falling back to
+  ``h_τ`` when the DMD assumptions fail (counted and recorded);
+* ``global``: every outer step retrains from ``θ_0`` for all T steps with
+  tangents carried across windows, and uses ``h_T``.
+
+The inner problem is an :class:`InnerProblem`; the driver is
+:class:`HPORunner`, whose :meth:`HPORunner.run_window` advances an explicit
+:class:`HPOState` pytree by one window (one outer step for ``global``) and
+returns a :class:`WindowRecord`. The caller owns the loop, so it can show
+progress, evaluate, checkpoint and resume between windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, List, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from glocal_cli import dmd
+from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
+
+METHODS = ("none", "local", "glocal", "global")
+DMD_MODES = ("unit", "horizon")
+
+
+class InnerProblem(NamedTuple):
+    """The inner training problem.
+
+    Attributes:
+      init_state: inner state at ``t = 0`` (pytree of floating arrays).
+      step: ``(state, phi [q], batch) -> state``, pure.
+      val_loss: ``state -> scalar``, pure (full-batch validation loss).
+      batches: host function ``(start_step, n_steps) -> batch pytree`` with a
+        leading ``[n_steps]`` axis; must be a pure function of its arguments.
+      hyperparams: ``phi -> {name: value}`` for logging (optional).
+    """
+
+    init_state: Any
+    step: Callable
+    val_loss: Callable
+    batches: Callable[[int, int], Any]
+    hyperparams: Optional[Callable] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HPOConfig:
+    """Settings of the outer loop (paper defaults)."""
+
+    method: str = "glocal"
+    steps: int = 20_000  # T, inner steps of a training run
+    tau: int = 50  # inner steps between hyperparameter updates
+    sigma: int = 20  # local hypergradients fed to DMD (glocal)
+    m: int = 10  # Hankel time-delay stacks
+    outer_lr: float = 0.1
+    outer_optimizer: str = "adam"
+    dmd_mode: str = "unit"  # "unit" (ĥ_∞) or "horizon" (ĥ_T)
+    dmd_tol: float = dmd.DEFAULT_TOL
+    grad_mode: str = "auto"  # "forward", "reverse" or "auto" (by q)
+    global_outer_steps: Optional[int] = None  # outer steps of `global` (default T/τ)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line message on an inconsistent config."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.dmd_mode not in DMD_MODES:
+            raise ValueError(f"dmd_mode must be one of {', '.join(DMD_MODES)}, got {self.dmd_mode!r}")
+        if self.tau < 1 or self.steps < self.tau:
+            raise ValueError(f"need 1 <= tau <= steps, got tau={self.tau}, steps={self.steps}")
+        if self.steps % self.tau:
+            raise ValueError(f"steps must be a multiple of tau, got steps={self.steps}, tau={self.tau}")
+        if self.method == "glocal" and not 1 <= self.m <= self.sigma - 2:
+            raise ValueError(f"glocal needs 1 <= m <= sigma - 2, got m={self.m}, sigma={self.sigma}")
+        if self.method == "glocal" and self.sigma > self.tau:
+            raise ValueError(f"sigma must be <= tau, got sigma={self.sigma}, tau={self.tau}")
+        if self.outer_lr <= 0:
+            raise ValueError(f"outer_lr must be > 0, got {self.outer_lr}")
+
+    @property
+    def windows(self) -> int:
+        """S = T / τ windows per training run."""
+        return self.steps // self.tau
+
+    @property
+    def outer_steps(self) -> int:
+        """Number of hyperparameter updates of a run."""
+        if self.method == "global":
+            return self.global_outer_steps or self.windows
+        return self.windows
+
+
+def outer_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    """The optax outer optimizer by name (``adam``, ``sgd``, ``rmsprop``)."""
+    table = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop}
+    if name not in table:
+        raise ValueError(f"outer optimizer must be one of {', '.join(table)}, got {name!r}")
+    return table[name](lr)
+
+
+class HPOState(NamedTuple):
+    """Everything the outer loop carries between windows (checkpoint this).
+
+    Attributes:
+      inner: inner state (model parameters, optimizer state).
+      phi: ``[q]`` hyperparameters.
+      outer: outer optimizer state.
+      outer_step: number of completed outer steps (windows, or global retrains).
+    """
+
+    inner: Any
+    phi: jnp.ndarray
+    outer: Any
+    outer_step: int
+
+
+@dataclasses.dataclass
+class WindowRecord:
+    """Per-window (per outer step) record; all arrays are host NumPy."""
+
+    outer_step: int  # 1-based index of the completed outer step
+    step: int  # inner steps done in the current training run
+    phi: np.ndarray  # [q] φ used in this window (before the update)
+    hypergrad_local: np.ndarray  # [q] last local hypergradient (zeros for `none`)
+    hypergrad_used: np.ndarray  # [q] what the outer optimizer got
+    val_loss: float  # validation loss at the window's end (NaN for `none`)
+    finite: bool  # inner state and hypergradient finite
+    dmd: Optional[dmd.DMDResult] = None  # glocal only
+    hypergrads: Optional[np.ndarray] = None  # [n_record, q] recorded local hypergradients
+    seconds: float = 0.0
+
+
+class HPORunner:
+    """Runs the outer loop of one method on one :class:`InnerProblem`.
+
+    Holds only immutable configuration and jitted functions; the evolving
+    state is the :class:`HPOState` passed in and returned.
+    """
+
+    def __init__(self, problem: InnerProblem, cfg: HPOConfig):
+        cfg.validate()
+        self.problem = problem
+        self.cfg = cfg
+        self.tx = outer_optimizer(cfg.outer_optimizer, cfg.outer_lr)
+        self._train = make_train_fn(problem.step)
+        self._windows = {}
+
+    def _window_fn(self, n_record: int, mode: str):
+        key = (n_record, mode)
+        if key not in self._windows:
+            self._windows[key] = make_window_fn(self.problem.step, self.problem.val_loss, n_record, mode)
+        return self._windows[key]
+
+    def init(self, phi0) -> HPOState:
+        """Outer state at the start of a run from ``phi0 [q]``."""
+        phi = jnp.asarray(phi0, dtype=jax.tree_util.tree_leaves(self.problem.init_state)[0].dtype)
+        return HPOState(self.problem.init_state, phi, self.tx.init(phi), 0)
+
+    def done(self, hs: HPOState) -> bool:
+        return hs.outer_step >= self.cfg.outer_steps
+
+    def inner_steps_done(self, hs: HPOState) -> int:
+        """Inner steps of the current training run completed at ``hs``."""
+        if self.cfg.method == "global":
+            return self.cfg.steps if hs.outer_step else 0
+        return hs.outer_step * self.cfg.tau
+
+    def run_window(self, hs: HPOState, on_chunk: Optional[Callable[[int], None]] = None):
+        """Advance by one outer step. Returns ``(new HPOState, WindowRecord)``.
+
+        ``on_chunk(n)`` is called after every ``n`` inner steps (progress).
+        """
+        cfg = self.cfg
+        q = hs.phi.shape[0]
+        mode = choose_mode(q, cfg.grad_mode)
+        phi_np = np.asarray(hs.phi, dtype=np.float64)
+
+        if cfg.method == "global":
+            inner, h_all, val, finite = self._global_run(hs.phi, mode, on_chunk)
+            h_local = h_all[-1]
+            used = h_local
+            rec_dmd = None
+            step = cfg.steps
+        else:
+            start = hs.outer_step * cfg.tau
+            batches = self.problem.batches(start, cfg.tau)
+            step = start + cfg.tau
+            if cfg.method == "none":
+                inner, finite = self._train(hs.inner, hs.phi, batches)
+                finite = bool(finite)
+                h_all = np.zeros((0, q))
+                h_local = used = np.zeros(q)
+                val, rec_dmd = float("nan"), None
+            else:
+                n_record = cfg.sigma if cfg.method == "glocal" else 1
+                out = self._window_fn(n_record, mode)(hs.inner, hs.phi, batches)
+                inner = out.state
+                h_all = np.asarray(out.hypergrads, dtype=np.float64)
+                val = float(out.val_losses[-1])
+                h_local = h_all[-1]
+                finite = bool(out.finite) and bool(np.all(np.isfinite(h_local)))
+                rec_dmd = None
+                used = h_local
+                if cfg.method == "glocal":
+                    horizon = None if cfg.dmd_mode == "unit" else cfg.steps - step
+                    rec_dmd = dmd.hankel_dmd_estimate(h_all, cfg.m, horizon=horizon, tol=cfg.dmd_tol)
+                    used = rec_dmd.estimate
+            if on_chunk is not None:
+                on_chunk(cfg.tau)
+
+        record = WindowRecord(
+            outer_step=hs.outer_step + 1,
+            step=step,
+            phi=phi_np,
+            hypergrad_local=np.asarray(h_local, np.float64),
+            hypergrad_used=np.asarray(used, np.float64),
+            val_loss=val,
+            finite=finite,
+            dmd=rec_dmd,
+            hypergrads=h_all,
+        )
+        if cfg.method == "none" or not finite:
+            return HPOState(inner, hs.phi, hs.outer, hs.outer_step + 1), record
+        grad = jnp.asarray(used, dtype=hs.phi.dtype)
+        updates, outer = self.tx.update(grad, hs.outer, hs.phi)
+        phi = optax.apply_updates(hs.phi, updates)
+        return HPOState(inner, phi, outer, hs.outer_step + 1), record
+
+    def _global_run(self, phi, mode, on_chunk):
+        """Retrain from θ_0 for T steps with φ fixed, tangents carried: ``h_T``."""
+        cfg = self.cfg
+        inner = self.problem.init_state
+        if mode == "reverse":
+            raise ValueError("the global method needs forward mode (tangents carried over T steps)")
+        carry_fn = self._window_fn(0, "forward")
+        last_fn = self._window_fn(1, "forward")
+        tangents = None
+        for w in range(cfg.windows):
+            batches = self.problem.batches(w * cfg.tau, cfg.tau)
+            fn = last_fn if w == cfg.windows - 1 else carry_fn
+            out = fn(inner, phi, batches, tangents)
+            inner, tangents = out.state, out.tangents
+            if on_chunk is not None:
+                on_chunk(cfg.tau)
+            if not bool(out.finite):
+                q = phi.shape[0]
+                return inner, np.full((1, q), np.nan), float("nan"), False
+        h = np.asarray(out.hypergrads, np.float64)
+        finite = bool(out.finite) and bool(np.all(np.isfinite(h)))
+        return inner, h, float(out.val_losses[-1]), finite
+
+
+def run(problem: InnerProblem, cfg: HPOConfig, phi0) -> tuple[HPOState, List[WindowRecord]]:
+    """Run a whole method to the end (no checkpoints); stops at the first non-finite window."""
+    runner = HPORunner(problem, cfg)
+    hs = runner.init(phi0)
+    records: List[WindowRecord] = []
+    while not runner.done(hs):
+        hs, rec = runner.run_window(hs)
+        records.append(rec)
+        if not rec.finite:
+            break
+    return hs, records

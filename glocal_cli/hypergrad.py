@@ -1,0 +1,230 @@
+"""Local hypergradients through an unrolled window of inner training steps.
+
+The inner problem is given by two pure functions:
+
+* ``step(state, phi, batch) -> state``: one inner optimizer step (the state is
+  any pytree of floating arrays: parameters, momentum buffers, ...), and
+* ``val_loss(state) -> scalar``: the meta criterion (full-batch validation loss).
+
+Inside a window the hyperparameters ``phi [q]`` are fixed, ``Z_t = dθ_t/dφ``
+starts at zero (or at given tangents, to continue a longer horizon) and
+
+    Z_t = ∂Θ/∂θ · Z_{t-1} + ∂Θ/∂φ,        h_t = ∇ val_loss(θ_t) · Z_t  ∈ R^q.
+
+Two ways to compute the same ``h_t``:
+
+* **forward** (the paper's): ``q`` tangents pushed through every step with
+  ``jax.jvp`` (vmapped over the ``q`` basis directions, i.e. ``jax.jacfwd``)
+  inside a ``lax.scan``; memory ``O(p q)``, independent of the window length.
+  At a recorded step one reverse pass gives ``∇ val_loss(θ_t)``, contracted
+  with the ``q`` tangents (cheaper than ``q`` forward passes for ``q > 1``).
+* **reverse**: ``jax.vjp`` through the window with a rematerialized
+  (``jax.checkpoint``) step, one backward pass per recorded step; cost
+  independent of ``q`` (the choice for the 385-parameter reweighting module).
+
+:func:`choose_mode` picks one by ``q``. The validation loss is evaluated only
+at the recorded steps (the last ``n_record`` of the window).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+FORWARD_MAX_Q = 32
+MODES = ("auto", "forward", "reverse")
+
+Step = Callable[[Any, jnp.ndarray, Any], Any]
+ValLoss = Callable[[Any], jnp.ndarray]
+
+
+class WindowOutput(NamedTuple):
+    """What a window returns.
+
+    Attributes:
+      state: inner state after the window's τ steps.
+      tangents: ``Z`` at the end (pytree like ``state`` with a leading ``[q]``
+        axis), or ``None`` in reverse mode.
+      hypergrads: ``[n_record, q]`` local hypergradients at the last
+        ``n_record`` steps, oldest first.
+      val_losses: ``[n_record]`` validation losses at those steps.
+      finite: scalar bool, whether the final state is finite.
+    """
+
+    state: Any
+    tangents: Any
+    hypergrads: jnp.ndarray
+    val_losses: jnp.ndarray
+    finite: jnp.ndarray
+
+
+def choose_mode(q: int, mode: str = "auto") -> str:
+    """``"forward"`` for ``q <= FORWARD_MAX_Q``, else ``"reverse"``, unless ``mode`` forces one."""
+    if mode not in MODES:
+        raise ValueError(f"unknown hypergradient mode {mode!r}; allowed: {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    return "forward" if q <= FORWARD_MAX_Q else "reverse"
+
+
+def tree_vdot(a, b) -> jnp.ndarray:
+    """Sum over leaves of ``vdot(a_leaf, b_leaf)``."""
+    leaves = jax.tree_util.tree_map(lambda x, y: jnp.vdot(x, y), a, b)
+    return sum(jax.tree_util.tree_leaves(leaves))
+
+
+def tree_all_finite(tree) -> jnp.ndarray:
+    """Scalar bool: every leaf of ``tree`` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def zero_tangents(state, q: int):
+    """``Z = 0``: a pytree like ``state`` with a leading ``[q]`` axis."""
+    return jax.tree_util.tree_map(lambda x: jnp.zeros((q,) + x.shape, x.dtype), state)
+
+
+def _split(batches, n_first: int):
+    first = jax.tree_util.tree_map(lambda b: b[:n_first], batches)
+    rest = jax.tree_util.tree_map(lambda b: b[n_first:], batches)
+    return first, rest
+
+
+def _n_steps(batches) -> int:
+    return jax.tree_util.tree_leaves(batches)[0].shape[0]
+
+
+def forward_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, tangents=None) -> WindowOutput:
+    """Run a window with ``q`` forward-mode tangents (pure; jit it).
+
+    Args:
+      step: ``(state, phi, batch) -> state``.
+      val_loss: ``state -> scalar``.
+      state: inner state at the window's start.
+      phi: ``[q]`` hyperparameters, fixed in the window.
+      batches: pytree whose leaves have a leading ``[τ]`` axis (one batch a step).
+      n_record: number of last steps whose hypergradient is returned (``0..τ``).
+      tangents: ``Z`` at the start (leading ``[q]`` axis); ``None`` means zero.
+
+    Returns:
+      :class:`WindowOutput` with ``hypergrads [n_record, q]``.
+    """
+    q = phi.shape[0]
+    tau = _n_steps(batches)
+    if not 0 <= n_record <= tau:
+        raise ValueError(f"n_record must be in [0, {tau}], got {n_record}")
+    if tangents is None:
+        tangents = zero_tangents(state, q)
+    basis = jnp.eye(q, dtype=phi.dtype)
+
+    def advance(carry, batch):
+        s, ds = carry
+        f = lambda s_, p_: step(s_, p_, batch)
+        jvp = lambda d, e: jax.jvp(f, (s, phi), (d, e))
+        s_new, ds_new = jax.vmap(jvp, in_axes=(0, 0), out_axes=(None, 0))(ds, basis)
+        return s_new, ds_new
+
+    def plain(carry, batch):
+        return advance(carry, batch), None
+
+    def recorded(carry, batch):
+        s, ds = advance(carry, batch)
+        v, g = jax.value_and_grad(val_loss)(s)
+        h = jax.vmap(lambda d: tree_vdot(g, d))(ds)
+        return (s, ds), (h, v)
+
+    first, rest = _split(batches, tau - n_record)
+    carry = (state, tangents)
+    if tau - n_record > 0:
+        carry, _ = lax.scan(plain, carry, first)
+    if n_record > 0:
+        carry, (hs, vs) = lax.scan(recorded, carry, rest)
+    else:
+        hs = jnp.zeros((0, q), phi.dtype)
+        vs = jnp.zeros((0,), phi.dtype)
+    s, ds = carry
+    return WindowOutput(s, ds, hs, vs, tree_all_finite(s))
+
+
+def reverse_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record: int) -> WindowOutput:
+    """Same hypergradients as :func:`forward_window` (with zero start tangents) by reverse mode.
+
+    The step is rematerialized (``jax.checkpoint``) so memory holds one state per
+    step of the window rather than every intermediate of every step. Cost: one
+    forward pass and ``n_record`` backward passes, independent of ``q``.
+    """
+    tau = _n_steps(batches)
+    if not 1 <= n_record <= tau:
+        raise ValueError(f"reverse mode needs n_record in [1, {tau}], got {n_record}")
+    ckpt_step = jax.checkpoint(step)
+
+    def unrolled(p):
+        first, rest = _split(batches, tau - n_record)
+
+        def plain(s, batch):
+            return ckpt_step(s, p, batch), None
+
+        def recorded(s, batch):
+            s = ckpt_step(s, p, batch)
+            return s, val_loss(s)
+
+        s = state
+        if tau - n_record > 0:
+            s, _ = lax.scan(plain, s, first)
+        s, vs = lax.scan(recorded, s, rest)
+        return vs, s
+
+    vs, vjp_fn, s_end = jax.vjp(unrolled, phi, has_aux=True)
+    cotangents = jnp.eye(n_record, dtype=vs.dtype)
+    (hs,) = jax.vmap(vjp_fn)(cotangents)
+    return WindowOutput(s_end, None, hs, vs, tree_all_finite(s_end))
+
+
+def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str):
+    """Jitted ``(state, phi, batches, tangents) -> WindowOutput`` for a fixed ``n_record``.
+
+    ``mode`` is ``"forward"`` or ``"reverse"`` (resolve ``"auto"`` with
+    :func:`choose_mode` first). In reverse mode ``tangents`` must be ``None``.
+    """
+    if mode == "forward":
+        fn = lambda state, phi, batches, tangents=None: forward_window(
+            step, val_loss, state, phi, batches, n_record, tangents
+        )
+    elif mode == "reverse":
+
+        def fn(state, phi, batches, tangents=None):
+            if tangents is not None:
+                raise ValueError("reverse mode cannot continue from given tangents")
+            return reverse_window(step, val_loss, state, phi, batches, n_record)
+
+    else:
+        raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+    return jax.jit(fn)
+
+
+def make_train_fn(step: Step):
+    """Jitted ``(state, phi, batches) -> (state, finite)``: τ plain steps, no tangents."""
+
+    def fn(state, phi, batches):
+        s, _ = lax.scan(lambda s, b: (step(s, phi, b), None), state, batches)
+        return s, tree_all_finite(s)
+
+    return jax.jit(fn)
+
+
+def window_hypergrads(
+    step: Step,
+    val_loss: ValLoss,
+    state,
+    phi,
+    batches,
+    n_record: int = 1,
+    mode: str = "auto",
+    tangents: Optional[Any] = None,
+) -> WindowOutput:
+    """Convenience one-shot call: local hypergradients of one window (see :func:`forward_window`)."""
+    mode = choose_mode(phi.shape[0], mode)
+    return make_window_fn(step, val_loss, n_record, mode)(state, phi, batches, tangents)

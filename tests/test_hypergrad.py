@@ -1,0 +1,116 @@
+"""Local hypergradients: forward mode vs finite differences, reverse mode and closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glocal_cli import quadratic
+from glocal_cli.hypergrad import choose_mode, forward_window, reverse_window, window_hypergrads
+from glocal_cli.inner_optim import learnable_sgd, sgd_phi0
+
+TAU, BATCH = 12, 8
+
+
+def mlp_problem(seed=0):
+    """A 2-layer MLP on random regression data, SGD with learnable lr/momentum/wd."""
+    rng = np.random.default_rng(seed)
+    x_tr, y_tr = rng.normal(size=(TAU, BATCH, 3)), rng.normal(size=(TAU, BATCH, 1))
+    x_val, y_val = rng.normal(size=(16, 3)), rng.normal(size=(16, 1))
+    params = {"w1": rng.normal(size=(3, 5)) * 0.5, "w2": rng.normal(size=(5, 1)) * 0.5}
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    opt = learnable_sgd()
+
+    def predict(p, x):
+        return jnp.tanh(x @ p["w1"]) @ p["w2"]
+
+    def step(state, phi, batch):
+        p, o = state
+        x, y = batch
+        g = jax.grad(lambda p_: jnp.mean((predict(p_, x) - y) ** 2))(p)
+        updates, o = opt.update(g, o, p, phi)
+        return (jax.tree_util.tree_map(lambda a, u: a + u, p, updates), o)
+
+    def val_loss(state):
+        return jnp.mean((predict(state[0], jnp.asarray(x_val)) - jnp.asarray(y_val)) ** 2)
+
+    state0 = (params, opt.init(params))
+    batches = (jnp.asarray(x_tr), jnp.asarray(y_tr))
+    phi = jnp.asarray(sgd_phi0(0.2, 0.5, 0.01))
+    return step, val_loss, state0, phi, batches
+
+
+def unrolled_val_losses(step, val_loss, state, phi, batches):
+    vals = []
+    for t in range(TAU):
+        state = step(state, phi, jax.tree_util.tree_map(lambda b: b[t], batches))
+        vals.append(val_loss(state))
+    return jnp.stack(vals)
+
+
+def test_forward_equals_finite_differences(x64):
+    step, val_loss, state0, phi, batches = mlp_problem()
+    out = forward_window(step, val_loss, state0, phi, batches, n_record=5)
+    assert out.hypergrads.shape == (5, 3)
+    eps = 1e-6
+    fd = []
+    for i in range(3):
+        e = jnp.zeros(3).at[i].set(eps)
+        up = unrolled_val_losses(step, val_loss, state0, phi + e, batches)
+        dn = unrolled_val_losses(step, val_loss, state0, phi - e, batches)
+        fd.append((up - dn) / (2 * eps))
+    fd = jnp.stack(fd, axis=1)[-5:]
+    np.testing.assert_allclose(out.hypergrads, fd, rtol=1e-6, atol=1e-9)
+    ref_vals = unrolled_val_losses(step, val_loss, state0, phi, batches)[-5:]
+    np.testing.assert_allclose(out.val_losses, ref_vals, rtol=1e-12)
+
+
+def test_reverse_equals_forward(x64):
+    step, val_loss, state0, phi, batches = mlp_problem(seed=1)
+    fwd = forward_window(step, val_loss, state0, phi, batches, n_record=4)
+    rev = reverse_window(step, val_loss, state0, phi, batches, n_record=4)
+    np.testing.assert_allclose(rev.hypergrads, fwd.hypergrads, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rev.val_losses, fwd.val_losses, rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(rev.state), jax.tree_util.tree_leaves(fwd.state)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_tangents_carry_across_windows(x64):
+    """Two windows with tangents carried equal one window of twice the length."""
+    step, val_loss, state0, phi, batches = mlp_problem(seed=2)
+    half = jax.tree_util.tree_map(lambda b: b[: TAU // 2], batches)
+    rest = jax.tree_util.tree_map(lambda b: b[TAU // 2 :], batches)
+    a = forward_window(step, val_loss, state0, phi, half, n_record=0)
+    b = forward_window(step, val_loss, a.state, phi, rest, n_record=1, tangents=a.tangents)
+    whole = forward_window(step, val_loss, state0, phi, batches, n_record=1)
+    np.testing.assert_allclose(b.hypergrads, whole.hypergrads, rtol=1e-12)
+
+
+def test_quadratic_closed_form(x64):
+    qp = quadratic.make_quadratic(p=4, q=2, seed=3)
+    theta0 = np.random.default_rng(0).normal(size=4)
+    phi = np.array([0.3, -0.4])
+    prob = quadratic.inner_problem(qp, theta0)
+    out = window_hypergrads(prob.step, prob.val_loss, prob.init_state, jnp.asarray(phi), prob.batches(0, 30), 30)
+    ref = np.stack([quadratic.hypergrad_closed_form(qp, theta0, phi, t) for t in range(1, 31)])
+    np.testing.assert_allclose(out.hypergrads, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_choose_mode():
+    assert choose_mode(3) == "forward"
+    assert choose_mode(385) == "reverse"
+    assert choose_mode(385, "forward") == "forward"
+    with pytest.raises(ValueError, match="unknown hypergradient mode"):
+        choose_mode(3, "sideways")
+
+
+def test_float32_matches_float64():
+    """The accelerator dtype (float32) agrees with float64 to float32 precision."""
+    step, val_loss, state0, phi, batches = mlp_problem()
+    out32 = forward_window(step, val_loss, state0, phi, batches, n_record=2)
+    with jax.enable_x64(True):
+        step, val_loss, state0, phi, batches = mlp_problem()
+        state0 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), state0)
+        out64 = forward_window(step, val_loss, state0, jnp.asarray(phi, jnp.float64), batches, n_record=2)
+    assert out32.hypergrads.dtype == jnp.float32
+    np.testing.assert_allclose(out32.hypergrads, out64.hypergrads, rtol=2e-4, atol=1e-6)
