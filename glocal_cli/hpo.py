@@ -40,10 +40,11 @@ class InnerProblem(NamedTuple):
 
     Attributes:
       init_state: inner state at ``t = 0`` (pytree of floating arrays).
-      step: ``(state, phi [q], batch) -> state``, pure.
-      val_loss: ``state -> scalar``, pure (full-batch validation loss).
+      step: ``(state, phi [q], batch, data) -> state``, pure.
+      val_loss: ``(state, data) -> scalar``, pure (full-batch validation loss).
       batches: host function ``(start_step, n_steps) -> batch pytree`` with a
         leading ``[n_steps]`` axis; must be a pure function of its arguments.
+      data: pytree passed to ``step`` and ``val_loss`` (device arrays), or None.
       hyperparams: ``phi -> {name: value}`` for logging (optional).
     """
 
@@ -51,6 +52,7 @@ class InnerProblem(NamedTuple):
     step: Callable
     val_loss: Callable
     batches: Callable[[int, int], Any]
+    data: Any = None
     hyperparams: Optional[Callable] = None
 
 
@@ -196,14 +198,14 @@ class HPORunner:
             batches = self.problem.batches(start, cfg.tau)
             step = start + cfg.tau
             if cfg.method == "none":
-                inner, finite = self._train(hs.inner, hs.phi, batches)
+                inner, finite = self._train(hs.inner, hs.phi, batches, self.problem.data)
                 finite = bool(finite)
                 h_all = np.zeros((0, q))
                 h_local = used = np.zeros(q)
                 val, rec_dmd = float("nan"), None
             else:
                 n_record = cfg.sigma if cfg.method == "glocal" else 1
-                out = self._window_fn(n_record, mode)(hs.inner, hs.phi, batches)
+                out = self._window_fn(n_record, mode)(hs.inner, hs.phi, batches, self.problem.data)
                 inner = out.state
                 h_all = np.asarray(out.hypergrads, dtype=np.float64)
                 val = float(out.val_losses[-1])
@@ -248,7 +250,7 @@ class HPORunner:
         for w in range(cfg.windows):
             batches = self.problem.batches(w * cfg.tau, cfg.tau)
             fn = last_fn if w == cfg.windows - 1 else carry_fn
-            out = fn(inner, phi, batches, tangents)
+            out = fn(inner, phi, batches, self.problem.data, tangents)
             inner, tangents = out.state, out.tangents
             if on_chunk is not None:
                 on_chunk(cfg.tau)

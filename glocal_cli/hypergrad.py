@@ -2,9 +2,15 @@
 
 The inner problem is given by two pure functions:
 
-* ``step(state, phi, batch) -> state``: one inner optimizer step (the state is
-  any pytree of floating arrays: parameters, momentum buffers, ...), and
-* ``val_loss(state) -> scalar``: the meta criterion (full-batch validation loss).
+* ``step(state, phi, batch, data) -> state``: one inner optimizer step (the
+  state is any pytree of floating arrays: parameters, momentum buffers, ...), and
+* ``val_loss(state, data) -> scalar``: the meta criterion (full-batch
+  validation loss).
+
+``data`` is any pytree (e.g. the device-resident training and validation
+arrays, with ``batch`` holding minibatch indices). It is passed as an argument
+to the jitted functions rather than closed over, so XLA does not embed large
+arrays as compile-time constants. Use ``None`` when there is none.
 
 Inside a window the hyperparameters ``phi [q]`` are fixed, ``Z_t = dθ_t/dφ``
 starts at zero (or at given tangents, to continue a longer horizon) and
@@ -37,8 +43,8 @@ from jax import lax
 FORWARD_MAX_Q = 32
 MODES = ("auto", "forward", "reverse")
 
-Step = Callable[[Any, jnp.ndarray, Any], Any]
-ValLoss = Callable[[Any], jnp.ndarray]
+Step = Callable[[Any, jnp.ndarray, Any, Any], Any]
+ValLoss = Callable[[Any, Any], jnp.ndarray]
 
 
 class WindowOutput(NamedTuple):
@@ -97,17 +103,20 @@ def _n_steps(batches) -> int:
     return jax.tree_util.tree_leaves(batches)[0].shape[0]
 
 
-def forward_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, tangents=None) -> WindowOutput:
+def forward_window(
+    step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, tangents=None, data=None
+) -> WindowOutput:
     """Run a window with ``q`` forward-mode tangents (pure; jit it).
 
     Args:
-      step: ``(state, phi, batch) -> state``.
-      val_loss: ``state -> scalar``.
+      step: ``(state, phi, batch, data) -> state``.
+      val_loss: ``(state, data) -> scalar``.
       state: inner state at the window's start.
       phi: ``[q]`` hyperparameters, fixed in the window.
       batches: pytree whose leaves have a leading ``[τ]`` axis (one batch a step).
       n_record: number of last steps whose hypergradient is returned (``0..τ``).
       tangents: ``Z`` at the start (leading ``[q]`` axis); ``None`` means zero.
+      data: passed to ``step`` and ``val_loss``.
 
     Returns:
       :class:`WindowOutput` with ``hypergrads [n_record, q]``.
@@ -122,7 +131,7 @@ def forward_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record:
 
     def advance(carry, batch):
         s, ds = carry
-        f = lambda s_, p_: step(s_, p_, batch)
+        f = lambda s_, p_: step(s_, p_, batch, data)
         jvp = lambda d, e: jax.jvp(f, (s, phi), (d, e))
         s_new, ds_new = jax.vmap(jvp, in_axes=(0, 0), out_axes=(None, 0))(ds, basis)
         return s_new, ds_new
@@ -132,7 +141,7 @@ def forward_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record:
 
     def recorded(carry, batch):
         s, ds = advance(carry, batch)
-        v, g = jax.value_and_grad(val_loss)(s)
+        v, g = jax.value_and_grad(val_loss)(s, data)
         h = jax.vmap(lambda d: tree_vdot(g, d))(ds)
         return (s, ds), (h, v)
 
@@ -149,7 +158,7 @@ def forward_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record:
     return WindowOutput(s, ds, hs, vs, tree_all_finite(s))
 
 
-def reverse_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record: int) -> WindowOutput:
+def reverse_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, data=None) -> WindowOutput:
     """Same hypergradients as :func:`forward_window` (with zero start tangents) by reverse mode.
 
     The step is rematerialized (``jax.checkpoint``) so memory holds one state per
@@ -165,11 +174,11 @@ def reverse_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record:
         first, rest = _split(batches, tau - n_record)
 
         def plain(s, batch):
-            return ckpt_step(s, p, batch), None
+            return ckpt_step(s, p, batch, data), None
 
         def recorded(s, batch):
-            s = ckpt_step(s, p, batch)
-            return s, val_loss(s)
+            s = ckpt_step(s, p, batch, data)
+            return s, val_loss(s, data)
 
         s = state
         if tau - n_record > 0:
@@ -184,21 +193,22 @@ def reverse_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record:
 
 
 def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str):
-    """Jitted ``(state, phi, batches, tangents) -> WindowOutput`` for a fixed ``n_record``.
+    """Jitted ``(state, phi, batches, data, tangents=None) -> WindowOutput`` for a fixed ``n_record``.
 
     ``mode`` is ``"forward"`` or ``"reverse"`` (resolve ``"auto"`` with
     :func:`choose_mode` first). In reverse mode ``tangents`` must be ``None``.
     """
     if mode == "forward":
-        fn = lambda state, phi, batches, tangents=None: forward_window(
-            step, val_loss, state, phi, batches, n_record, tangents
-        )
+
+        def fn(state, phi, batches, data, tangents=None):
+            return forward_window(step, val_loss, state, phi, batches, n_record, tangents, data)
+
     elif mode == "reverse":
 
-        def fn(state, phi, batches, tangents=None):
+        def fn(state, phi, batches, data, tangents=None):
             if tangents is not None:
                 raise ValueError("reverse mode cannot continue from given tangents")
-            return reverse_window(step, val_loss, state, phi, batches, n_record)
+            return reverse_window(step, val_loss, state, phi, batches, n_record, data)
 
     else:
         raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
@@ -206,10 +216,10 @@ def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str):
 
 
 def make_train_fn(step: Step):
-    """Jitted ``(state, phi, batches) -> (state, finite)``: τ plain steps, no tangents."""
+    """Jitted ``(state, phi, batches, data) -> (state, finite)``: τ plain steps, no tangents."""
 
-    def fn(state, phi, batches):
-        s, _ = lax.scan(lambda s, b: (step(s, phi, b), None), state, batches)
+    def fn(state, phi, batches, data):
+        s, _ = lax.scan(lambda s, b: (step(s, phi, b, data), None), state, batches)
         return s, tree_all_finite(s)
 
     return jax.jit(fn)
@@ -224,7 +234,8 @@ def window_hypergrads(
     n_record: int = 1,
     mode: str = "auto",
     tangents: Optional[Any] = None,
+    data: Any = None,
 ) -> WindowOutput:
     """Convenience one-shot call: local hypergradients of one window (see :func:`forward_window`)."""
     mode = choose_mode(phi.shape[0], mode)
-    return make_window_fn(step, val_loss, n_record, mode)(state, phi, batches, tangents)
+    return make_window_fn(step, val_loss, n_record, mode)(state, phi, batches, data, tangents)

@@ -68,11 +68,12 @@ def inner_problem(qp: Quadratic, theta0: np.ndarray) -> InnerProblem:
     """The quadratic as an :class:`InnerProblem` (state = θ; batches are unused step indices)."""
     A, b, B, target = (jnp.asarray(x) for x in (qp.A, qp.b, qp.B, qp.target))
 
-    def step(theta, phi, batch):
-        del batch
+    def step(theta, phi, batch, data):
+        del batch, data
         return theta - qp.lr * (A @ theta - b - B @ phi)
 
-    def val_loss(theta):
+    def val_loss(theta, data):
+        del data
         return 0.5 * jnp.sum((theta - target) ** 2)
 
     def batches(start, n):

@@ -24,51 +24,58 @@ def mlp_problem(seed=0):
     def predict(p, x):
         return jnp.tanh(x @ p["w1"]) @ p["w2"]
 
-    def step(state, phi, batch):
+    def step(state, phi, batch, data):
         p, o = state
         x, y = batch
         g = jax.grad(lambda p_: jnp.mean((predict(p_, x) - y) ** 2))(p)
         updates, o = opt.update(g, o, p, phi)
         return (jax.tree_util.tree_map(lambda a, u: a + u, p, updates), o)
 
-    def val_loss(state):
-        return jnp.mean((predict(state[0], jnp.asarray(x_val)) - jnp.asarray(y_val)) ** 2)
+    def val_loss(state, data):
+        x, y = data
+        return jnp.mean((predict(state[0], x) - y) ** 2)
 
     state0 = (params, opt.init(params))
     batches = (jnp.asarray(x_tr), jnp.asarray(y_tr))
     phi = jnp.asarray(sgd_phi0(0.2, 0.5, 0.01))
-    return step, val_loss, state0, phi, batches
+    return step, val_loss, state0, phi, batches, (jnp.asarray(x_val), jnp.asarray(y_val))
 
 
-def unrolled_val_losses(step, val_loss, state, phi, batches):
+def unrolled_val_losses(step, val_loss, state, batches, data):
+    """``phi -> [τ]`` validation losses by a plain Python unroll (the reference), jitted once."""
+    return jax.jit(lambda phi: _unroll(step, val_loss, state, phi, batches, data))
+
+
+def _unroll(step, val_loss, state, phi, batches, data):
     vals = []
     for t in range(TAU):
-        state = step(state, phi, jax.tree_util.tree_map(lambda b: b[t], batches))
-        vals.append(val_loss(state))
+        state = step(state, phi, jax.tree_util.tree_map(lambda b: b[t], batches), data)
+        vals.append(val_loss(state, data))
     return jnp.stack(vals)
 
 
 def test_forward_equals_finite_differences(x64):
-    step, val_loss, state0, phi, batches = mlp_problem()
-    out = forward_window(step, val_loss, state0, phi, batches, n_record=5)
+    step, val_loss, state0, phi, batches, data = mlp_problem()
+    out = forward_window(step, val_loss, state0, phi, batches, n_record=5, data=data)
     assert out.hypergrads.shape == (5, 3)
     eps = 1e-6
+    unrolled = unrolled_val_losses(step, val_loss, state0, batches, data)
     fd = []
     for i in range(3):
         e = jnp.zeros(3).at[i].set(eps)
-        up = unrolled_val_losses(step, val_loss, state0, phi + e, batches)
-        dn = unrolled_val_losses(step, val_loss, state0, phi - e, batches)
+        up = unrolled(phi + e)
+        dn = unrolled(phi - e)
         fd.append((up - dn) / (2 * eps))
     fd = jnp.stack(fd, axis=1)[-5:]
     np.testing.assert_allclose(out.hypergrads, fd, rtol=1e-6, atol=1e-9)
-    ref_vals = unrolled_val_losses(step, val_loss, state0, phi, batches)[-5:]
+    ref_vals = unrolled(phi)[-5:]
     np.testing.assert_allclose(out.val_losses, ref_vals, rtol=1e-12)
 
 
 def test_reverse_equals_forward(x64):
-    step, val_loss, state0, phi, batches = mlp_problem(seed=1)
-    fwd = forward_window(step, val_loss, state0, phi, batches, n_record=4)
-    rev = reverse_window(step, val_loss, state0, phi, batches, n_record=4)
+    step, val_loss, state0, phi, batches, data = mlp_problem(seed=1)
+    fwd = forward_window(step, val_loss, state0, phi, batches, n_record=4, data=data)
+    rev = reverse_window(step, val_loss, state0, phi, batches, n_record=4, data=data)
     np.testing.assert_allclose(rev.hypergrads, fwd.hypergrads, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(rev.val_losses, fwd.val_losses, rtol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(rev.state), jax.tree_util.tree_leaves(fwd.state)):
@@ -77,12 +84,12 @@ def test_reverse_equals_forward(x64):
 
 def test_tangents_carry_across_windows(x64):
     """Two windows with tangents carried equal one window of twice the length."""
-    step, val_loss, state0, phi, batches = mlp_problem(seed=2)
+    step, val_loss, state0, phi, batches, data = mlp_problem(seed=2)
     half = jax.tree_util.tree_map(lambda b: b[: TAU // 2], batches)
     rest = jax.tree_util.tree_map(lambda b: b[TAU // 2 :], batches)
-    a = forward_window(step, val_loss, state0, phi, half, n_record=0)
-    b = forward_window(step, val_loss, a.state, phi, rest, n_record=1, tangents=a.tangents)
-    whole = forward_window(step, val_loss, state0, phi, batches, n_record=1)
+    a = forward_window(step, val_loss, state0, phi, half, n_record=0, data=data)
+    b = forward_window(step, val_loss, a.state, phi, rest, n_record=1, tangents=a.tangents, data=data)
+    whole = forward_window(step, val_loss, state0, phi, batches, n_record=1, data=data)
     np.testing.assert_allclose(b.hypergrads, whole.hypergrads, rtol=1e-12)
 
 
@@ -106,11 +113,11 @@ def test_choose_mode():
 
 def test_float32_matches_float64():
     """The accelerator dtype (float32) agrees with float64 to float32 precision."""
-    step, val_loss, state0, phi, batches = mlp_problem()
-    out32 = forward_window(step, val_loss, state0, phi, batches, n_record=2)
+    step, val_loss, state0, phi, batches, data = mlp_problem()
+    out32 = forward_window(step, val_loss, state0, phi, batches, n_record=2, data=data)
     with jax.enable_x64(True):
-        step, val_loss, state0, phi, batches = mlp_problem()
+        step, val_loss, state0, phi, batches, data = mlp_problem()
         state0 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), state0)
-        out64 = forward_window(step, val_loss, state0, jnp.asarray(phi, jnp.float64), batches, n_record=2)
+        out64 = forward_window(step, val_loss, state0, jnp.asarray(phi, jnp.float64), batches, n_record=2, data=data)
     assert out32.hypergrads.dtype == jnp.float32
     np.testing.assert_allclose(out32.hypergrads, out64.hypergrads, rtol=2e-4, atol=1e-6)
