@@ -1,0 +1,132 @@
+"""The ``glocal`` command line: one command per pipeline stage.
+
+Bad input (unknown names, missing files, bad values) ends with a one-line
+``error: ...`` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.exceptions import UsageError as TyperUsageError
+
+from glocal_cli.errors import UserError
+
+app = typer.Typer(
+    name="glocal",
+    help="Gradient-based HPO with glocal hypergradients (Hankel DMD), local and global baselines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.command()
+def download(
+    name: str = typer.Argument(..., help="mnist, fashion_mnist (fmnist), kmnist, svhn, cifar10, cifar100"),
+    source: str = typer.Option("tfds", help="'tfds' (needs a network) or a folder of the original files"),
+    out: Path = typer.Option(Path("data/raw"), help="output folder for <name>.npz and <name>.json"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="check the official checksums"),
+):
+    """Prepare a dataset as one compact array file (from tensorflow-datasets or the original files)."""
+    from stages import download as stage
+
+    stage.run(name=name, source=source, out=out, verify=verify)
+
+
+@app.command()
+def imbalance(
+    dataset: str = typer.Option("cifar10", help="cifar10 or cifar100 (any prepared dataset works)"),
+    factor: float = typer.Option(50.0, help="imbalance factor n_max / n_min, > 1"),
+    seed: int = typer.Option(0, help="seed of the validation draw and the subsampling"),
+    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files"),
+    out: Path = typer.Option(Path("data/imbalanced"), help="output folder"),
+):
+    """Build the long-tailed training set (Cui et al. 2019) and the balanced 1 000-example validation set."""
+    from stages import imbalance as stage
+
+    stage.run(dataset=dataset, factor=factor, seed=seed, data_dir=data_dir, out=out)
+
+
+@app.command()
+def train(
+    dataset: Optional[str] = typer.Option(None, help="dataset name (default fashion_mnist)"),
+    method: Optional[str] = typer.Option(None, help="none | local | glocal | global (default glocal)"),
+    model: Optional[str] = typer.Option(None, help="lenet | wrn28_2 | wrn16_2 (default lenet)"),
+    task: Optional[str] = typer.Option(None, help="optimizer | reweight (default optimizer)"),
+    steps: Optional[int] = typer.Option(None, help="inner training steps T (default 20000)"),
+    tau: Optional[int] = typer.Option(None, help="inner steps per hyperparameter update (default 50)"),
+    sigma: Optional[int] = typer.Option(None, help="local hypergradients fed to DMD (default 20)"),
+    m: Optional[int] = typer.Option(None, "--m", help="Hankel time-delay stacks (default 10)"),
+    seed: Optional[int] = typer.Option(None, help="fixes split, initialization and batch order (default 0)"),
+    lr0: Optional[float] = typer.Option(None, help="initial inner learning rate (default 1e-3)"),
+    momentum0: Optional[float] = typer.Option(None, help="initial momentum (default 0.1)"),
+    weight_decay0: Optional[float] = typer.Option(None, help="initial weight decay (default 1e-3)"),
+    learn: Optional[str] = typer.Option(None, help="learned hyperparameters, e.g. lr,momentum,weight_decay"),
+    outer_lr: Optional[float] = typer.Option(None, help="Adam learning rate on phi (default 0.1)"),
+    batch_size: Optional[int] = typer.Option(None, help="minibatch size (default 128)"),
+    dmd_mode: Optional[str] = typer.Option(None, help="unit (h_inf) | horizon (h_T) (default unit)"),
+    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| tolerance of a unit eigenvalue"),
+    grad_mode: Optional[str] = typer.Option(None, help="forward | reverse | auto (by number of hyperparameters)"),
+    global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method"),
+    imbalance_factor: Optional[float] = typer.Option(None, help="reweight task: long-tail factor"),
+    val_fraction: Optional[float] = typer.Option(None, help="held-out validation fraction (default 0.1)"),
+    eval_every: Optional[int] = typer.Option(None, help="windows between test evaluations"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="windows between checkpoints"),
+    conv_impl: Optional[str] = typer.Option(None, help="patches (fast on CPU) | lax"),
+    data_dir: Optional[str] = typer.Option(None, help="prepared datasets or a folder of original files"),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+    params: Optional[Path] = typer.Option(None, help="params.yaml to take defaults from"),
+    profile: Optional[str] = typer.Option(None, "--profile", "-P", help="profile of params.yaml: quick | paper"),
+):
+    """Train a model with hyperparameters optimized by none / local / glocal / global hypergradients."""
+    from glocal_cli.config import from_mapping
+    from glocal_cli.params import load_params, train_config
+    from stages import train as stage
+
+    overrides = {k: v for k, v in locals().items() if k not in ("params", "profile", "from_mapping", "stage")}
+    overrides = {k: v for k, v in overrides.items() if k in _TRAIN_FIELDS}
+    if params is not None:
+        cfg = train_config(load_params(params), profile, overrides)
+    else:
+        if profile is not None:
+            raise UserError("--profile needs --params params.yaml")
+        cfg = from_mapping(overrides)
+    stage.run(cfg)
+
+
+_TRAIN_FIELDS = (
+    "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
+    "dmd_mode dmd_tol grad_mode global_outer_steps imbalance_factor val_fraction eval_every checkpoint_every conv_impl data_dir out"
+).split()
+
+
+def main(argv=None) -> None:
+    """Entry point: run the app, turning bad input into one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except NoArgsIsHelpError as e:
+        print(e.format_message())
+    except TyperUsageError as e:
+        name = getattr(getattr(e.ctx, "command", None), "name", None) if e.ctx is not None else None
+        hint = f" (see `glocal {name} --help`)" if name and name != "glocal" else " (see `glocal --help`)"
+        message = " ".join(e.format_message().split())
+        print(f"error: {message}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

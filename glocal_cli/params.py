@@ -1,0 +1,73 @@
+"""Reading ``params.yaml``: the training defaults and the ``quick`` / ``paper`` profiles.
+
+Layout (see the repository's ``params.yaml``)::
+
+    profile: quick            # which entry of `profiles` applies
+    train: {...}              # TrainConfig fields shared by every profile
+    hpo: {tau, sigma, m, ...} # TrainConfig fields of the outer loop
+    profiles:
+      quick: {steps: ..., ...}
+      paper: {steps: 20000, ..., gpu_required_for: [wrn28_2, wrn16_2]}
+
+A profile holds TrainConfig fields, plus ``gpu_required_for`` (models that the
+profile refuses to train without a GPU). Other top-level sections (``data``,
+``grid``, ``report``, ``bench``, ``verify``) are read by their own stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import yaml
+
+from glocal_cli.config import TrainConfig, from_mapping
+from glocal_cli.errors import UserError
+
+PROFILE_ONLY = ("gpu_required_for",)
+
+
+def load_params(path: str | Path) -> Dict[str, Any]:
+    """Parse a params file; a missing or malformed file is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--params {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"--params {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--params {path}: expected a mapping at the top level")
+    return data
+
+
+def profile_section(params: Dict[str, Any], profile: Optional[str]) -> Dict[str, Any]:
+    """The chosen profile's mapping (``profile`` or the file's default)."""
+    profiles = params.get("profiles") or {}
+    name = profile or params.get("profile")
+    if name is None:
+        return {}
+    if name not in profiles:
+        raise UserError(f"unknown profile {name!r}; params.yaml defines: {', '.join(profiles) or 'none'}")
+    return dict(profiles[name] or {})
+
+
+def train_config(params: Dict[str, Any], profile: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
+    """TrainConfig from defaults <- ``train`` <- ``hpo`` <- profile <- command-line ``overrides``."""
+    cfg = TrainConfig()
+    cfg = from_mapping(params.get("train") or {}, cfg)
+    cfg = from_mapping(params.get("hpo") or {}, cfg)
+    prof = profile_section(params, profile)
+    gpu_models = prof.pop("gpu_required_for", []) or []
+    cfg = from_mapping(prof, cfg)
+    cfg = from_mapping(overrides, cfg)
+    if cfg.model in gpu_models:
+        import jax
+
+        if jax.default_backend() == "cpu":
+            name = profile or params.get("profile")
+            raise UserError(
+                f"profile {name!r} trains {cfg.model} at full size, which needs a GPU and none is visible; "
+                "use `-P quick` (or `dvc exp run -S profile=quick`) on this machine"
+            )
+    return cfg

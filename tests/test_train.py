@@ -1,0 +1,129 @@
+"""End-to-end training on real Fashion-MNIST (small), resume, failures and CLI errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from glocal_cli.config import TrainConfig
+from glocal_cli.errors import UserError
+from glocal_cli.train import run_training
+
+from conftest import shared_datasets
+
+DATA = shared_datasets()
+needs_data = pytest.mark.skipif(DATA is None, reason="../shared/datasets not found")
+
+
+def small_cfg(tmp_path, method, **kw):
+    base = dict(
+        dataset="fashion_mnist",
+        method=method,
+        steps=60,
+        tau=20,
+        sigma=8,
+        m=3,
+        batch_size=64,
+        lr0=0.1,
+        momentum0=0.5,
+        val_fraction=0.01,
+        eval_every=1,
+        checkpoint_every=1,
+        data_dir=str(DATA),
+        out=str(tmp_path / method),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def read_history(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@needs_data
+@pytest.mark.parametrize("method", ["none", "local", "glocal"])
+def test_short_run_learns(tmp_path, method):
+    cfg = small_cfg(tmp_path, method)
+    metrics = run_training(cfg)
+    assert metrics["status"] == "complete"
+    assert metrics["test_accuracy"] > 0.5  # chance is 0.1
+    assert metrics["inner_steps"] == 60 and metrics["outer_steps"] == 3
+    saved = json.loads((tmp_path / method / "metrics.json").read_text())
+    assert saved["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    rows = read_history(tmp_path / method / "history.csv")
+    lrs = [float(r["lr"]) for r in rows]
+    assert len(rows) == 3 and all(r["test_accuracy"] for r in rows)
+    if method == "none":
+        assert len(set(lrs)) == 1 and lrs[0] == pytest.approx(0.1, rel=1e-5)
+    else:
+        assert metrics["hyperparams"]["lr"] != pytest.approx(0.1, rel=1e-4)
+        assert all(np.isfinite(float(r["val_loss"])) for r in rows)
+    if method == "glocal":
+        assert (tmp_path / method / "dmd.npz").exists()
+        assert all(r["dmd_reason"] in ("",) or r["dmd_fallback"] == "1" for r in rows)
+    assert not (tmp_path / method / "checkpoint.pkl").exists()
+
+
+@needs_data
+def test_resume_equals_uninterrupted(tmp_path):
+    whole = run_training(small_cfg(tmp_path, "local", out=str(tmp_path / "whole")))
+    cfg = small_cfg(tmp_path, "local", out=str(tmp_path / "split"))
+    first = run_training(cfg, stop_after=1)
+    assert first["status"] == "stopped" and (tmp_path / "split" / "checkpoint.pkl").exists()
+    resumed = run_training(cfg)
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert resumed["hyperparams"] == whole["hyperparams"]
+    a = read_history(tmp_path / "whole" / "history.csv")
+    b = read_history(tmp_path / "split" / "history.csv")
+    assert [r["lr"] for r in a] == [r["lr"] for r in b]
+
+
+@needs_data
+def test_divergence_is_recorded_not_raised(tmp_path):
+    cfg = small_cfg(tmp_path, "local", lr0=0.999, momentum0=0.999, outer_lr=1e-6, steps=200, tau=20, eval_every=0)
+    metrics = run_training(cfg)
+    assert metrics["status"] == "diverged"
+    assert "non-finite" in metrics["failure"]
+    assert json.loads((tmp_path / "local" / "metrics.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(method="best"), "method"),
+        (dict(lr0=1.5), "lr0"),
+        (dict(steps=100, tau=30), "multiple of tau"),
+        (dict(model="vgg"), "model"),
+    ],
+)
+def test_bad_config_is_user_error(kw, match):
+    with pytest.raises(UserError, match=match):
+        TrainConfig(**kw).validate()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "glocal_cli.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--method", "best"], "--method 'best' is not one of"),
+        (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["train", "--steps", "abc"], "Invalid value for '--steps'"),
+        (["train", "--data-dir", "/nonexistent"], "does not exist"),
+        (["train", "--params", "/nonexistent.yaml"], "no such file"),
+        (["download", "nope", "--source", "/tmp"], "unknown dataset"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(args, needle):
+    res = _cli(*args)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
