@@ -72,6 +72,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="minibatch size (default 128)"),
     dmd_mode: Optional[str] = typer.Option(None, help="unit (h_inf) | horizon (h_T) (default unit)"),
     dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| tolerance of a unit eigenvalue"),
+    dmd_rank_rtol: Optional[float] = typer.Option(None, help="SVD truncation of the Hankel fit (default 0.2)"),
     grad_mode: Optional[str] = typer.Option(None, help="forward | reverse | auto (by number of hyperparameters)"),
     global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method"),
     imbalance_factor: Optional[float] = typer.Option(None, help="reweight task: long-tail factor"),
@@ -102,7 +103,7 @@ def train(
 
 _TRAIN_FIELDS = (
     "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
-    "dmd_mode dmd_tol grad_mode global_outer_steps imbalance_factor val_fraction eval_every checkpoint_every conv_impl data_dir out"
+    "dmd_mode dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction eval_every checkpoint_every conv_impl data_dir out"
 ).split()
 
 

@@ -46,7 +46,8 @@ class TrainConfig:
     outer_optimizer: str = "adam"
     outer_lr: float = 0.1
     dmd_mode: str = "unit"
-    dmd_tol: float = dmd.DEFAULT_TOL
+    dmd_tol: float = 0.05  # noisy minibatch hypergradients: see docs/method.md
+    dmd_rank_rtol: float = 0.2
     grad_mode: str = "auto"
     global_outer_steps: Optional[int] = None
     val_fraction: float = 0.1
@@ -108,6 +109,7 @@ class TrainConfig:
             outer_optimizer=self.outer_optimizer,
             dmd_mode=self.dmd_mode,
             dmd_tol=self.dmd_tol,
+            dmd_rank_rtol=self.dmd_rank_rtol,
             grad_mode=self.grad_mode,
             global_outer_steps=self.global_outer_steps,
         )

@@ -34,6 +34,15 @@ the last local hypergradient ``h_σ`` with ``fallback=True`` and a ``reason``:
   ``imag_rtol`` times its norm (modes near 1 without their conjugates);
 * ``"non_finite_estimate"``: the extrapolation produced NaN or inf.
 
+Noise (documented choices, tuned on real LeNet / Fashion-MNIST windows, see
+``docs/method.md``): each hyperparameter's trajectory is divided by its RMS
+over the σ snapshots before the fit and the estimate is scaled back
+(``scale=True``; an invertible diagonal change of observable, so exact data
+give the same estimate, but the rank truncation then no longer ignores small
+components such as weight decay), and the SVD rank is truncated at
+``rank_rtol · s_max`` (``1e-10`` here, exact; the training default is 0.2,
+which keeps the dynamics above minibatch noise).
+
 Runs on the host in float64 NumPy: it is called once per window and its cost is
 negligible (an SVD of an ``[m q, N-1]`` matrix).
 """
@@ -107,6 +116,7 @@ def hankel_dmd_estimate(
     rank_rtol: float = DEFAULT_RANK_RTOL,
     max_rank: Optional[int] = None,
     imag_rtol: float = 1e-6,
+    scale: bool = True,
 ) -> DMDResult:
     """Estimate the global hypergradient from local hypergradients by Hankel DMD.
 
@@ -124,6 +134,8 @@ def hankel_dmd_estimate(
         truncated (numerical rank).
       max_rank: optional cap on the SVD rank (``None``: no cap).
       imag_rtol: largest allowed ``‖Im ĥ‖ / ‖ĥ‖`` before falling back.
+      scale: divide each of the ``q`` components by its RMS over the σ
+        snapshots before the fit (and multiply the estimate back).
 
     Returns:
       A :class:`DMDResult`; ``estimate`` is ``[q]`` float64 and always finite
@@ -150,7 +162,11 @@ def hankel_dmd_estimate(
     if m < 1 or n_snap < 3:
         return fallback("too_short")
 
-    H = hankel_matrix(h, m)
+    unit_scale = np.ones(q)
+    if scale:
+        rms = np.sqrt(np.mean(h**2, axis=0))
+        unit_scale = np.where(rms > 0, rms, 1.0)
+    H = hankel_matrix(h / unit_scale, m)
     X, Y = H[:, :-1], H[:, 1:]
     U, s, Vh = np.linalg.svd(X, full_matrices=False)
     if s.size == 0 or s[0] <= np.finfo(np.float64).tiny:
@@ -194,4 +210,4 @@ def hankel_dmd_estimate(
     est = est_c.real
     if np.linalg.norm(est_c.imag) > imag_rtol * max(np.linalg.norm(est), np.finfo(float).tiny):
         return fallback("complex_estimate", **diag)
-    return DMDResult(est, eigs, radius, r, residual, False, "", n_unit)
+    return DMDResult(est * unit_scale, eigs, radius, r, residual, False, "", n_unit)

@@ -69,6 +69,7 @@ class HPOConfig:
     outer_optimizer: str = "adam"
     dmd_mode: str = "unit"  # "unit" (ĥ_∞) or "horizon" (ĥ_T)
     dmd_tol: float = dmd.DEFAULT_TOL
+    dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
     grad_mode: str = "auto"  # "forward", "reverse" or "auto" (by q)
     global_outer_steps: Optional[int] = None  # outer steps of `global` (default T/τ)
 
@@ -215,7 +216,9 @@ class HPORunner:
                 used = h_local
                 if cfg.method == "glocal":
                     horizon = None if cfg.dmd_mode == "unit" else cfg.steps - step
-                    rec_dmd = dmd.hankel_dmd_estimate(h_all, cfg.m, horizon=horizon, tol=cfg.dmd_tol)
+                    rec_dmd = dmd.hankel_dmd_estimate(
+                        h_all, cfg.m, horizon=horizon, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol
+                    )
                     used = rec_dmd.estimate
             if on_chunk is not None:
                 on_chunk(cfg.tau)
