@@ -52,6 +52,7 @@ class TrainConfig:
     global_outer_steps: Optional[int] = None
     val_fraction: float = 0.1
     imbalance_factor: float = 50.0  # reweight task: long-tail factor of the training set
+    reweight_val: int = 1000  # reweight task: balanced validation examples taken from the training set
     eval_every: int = 20  # windows between test-set evaluations (0: only at the end)
     checkpoint_every: int = 20  # windows between checkpoints (0: never)
     conv_impl: str = "patches"
@@ -89,8 +90,6 @@ class TrainConfig:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.eval_every < 0 or self.checkpoint_every < 0:
             raise UserError("eval_every and checkpoint_every must be >= 0")
-        if self.task == "reweight" and self.model == "lenet":
-            raise UserError("--task reweight needs a WideResNet (--model wrn16_2), got lenet")
         try:
             self.hpo().validate()
         except ValueError as e:

@@ -45,7 +45,7 @@ def load_splits(cfg: TrainConfig) -> Splits:
     """Train / validation / test arrays for the config's task."""
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     if cfg.task == "reweight":
-        train_idx, val_idx = make_long_tailed(ds, cfg.imbalance_factor, cfg.seed)
+        train_idx, val_idx = make_long_tailed(ds, cfg.imbalance_factor, cfg.seed, n_val=cfg.reweight_val)
         return splits_from_indices(ds, train_idx, val_idx)
     return make_splits(ds, cfg.seed, cfg.val_fraction)
 
