@@ -101,6 +101,17 @@ def train(
     stage.run(cfg)
 
 
+@app.command()
+def report(
+    runs: Path = typer.Option(Path("data/runs"), help="folder of run directories (searched recursively for metrics.json)"),
+    out: Path = typer.Option(Path("results"), help="output folder: figures/, tables/, summary.json, README.md"),
+):
+    """Figures (trajectories, DMD eigenvalues, ablation, divergence) and Markdown tables from the runs."""
+    from stages import report as stage
+
+    stage.run(runs=runs, out=out)
+
+
 _TRAIN_FIELDS = (
     "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
     "dmd_mode dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction eval_every checkpoint_every conv_impl data_dir out"

@@ -1,0 +1,229 @@
+"""Assemble the report: figures, Markdown tables, ``summary.json`` and ``README.md``.
+
+Layout of ``out_dir``::
+
+    figures/   PNGs (trajectories per family / dataset / lr0, DMD eigenvalues, ablation, divergence)
+    tables/    accuracy.md, table3_imbalanced.md, table4_runtime.md, ablation.md
+    summary.json   flat {"lenet/fashion_mnist/lr0.001/glocal/test_accuracy_mean": 0.71, ...}
+    README.md      the tables and links to the figures
+
+Missing groups are skipped with a note; a figure that fails is noted, never fatal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import traceback
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from glocal_cli import atomic
+from glocal_cli.errors import UserError
+from glocal_cli.report import figures, paper, tables
+from glocal_cli.report.collect import Group, Run, collect_runs, group_runs
+
+FIG_NAMES = {
+    "lenet": "Fig. 2/6/7/8 (LeNet, optimizer hyperparameters)",
+    "cifar": "Fig. 3 (WRN-28-2, CIFAR)",
+}
+
+
+@dataclasses.dataclass
+class Report:
+    out_dir: Path
+    runs: int
+    figures: List[Path]
+    tables: Dict[str, Path]
+    summary: Dict[str, float]
+    notes: List[str]
+
+
+def _lr_tag(lr0: float) -> str:
+    return f"lr{lr0:g}"
+
+
+def _put(summary: Dict[str, float], key: str, value) -> None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        summary[key] = float(value) if isinstance(value, float) else int(value)
+
+
+def _group_summary(summary: Dict[str, float], prefix: str, g: Group) -> None:
+    mean, std, n = g.stat("test_accuracy")
+    _put(summary, f"{prefix}/test_accuracy_mean", mean)
+    _put(summary, f"{prefix}/test_accuracy_std", std)
+    _put(summary, f"{prefix}/n_seeds", n)
+    _put(summary, f"{prefix}/n_diverged", g.n_diverged())
+    _put(summary, f"{prefix}/wall_s_mean", g.stat("wall_s")[0])
+    if g.method == "glocal":
+        _put(summary, f"{prefix}/dmd_fallbacks_mean", g.stat("dmd_fallbacks")[0])
+
+
+def _merge(groups: List[Group], family: str, dataset: str, method: str) -> Optional[Group]:
+    runs = [r for g in groups for r in g.runs if g.method == method]
+    if not runs:
+        return None
+    return Group(family, dataset, math.nan, method, (), runs)
+
+
+def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str], None] = lambda s: None) -> Report:
+    """Read every run under ``runs_dir`` and write the report to ``out_dir``."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"--runs {runs_dir}: no such folder (run `dvc repro report` or `glocal train --out {runs_dir}/...` first)")
+    runs, notes = collect_runs(runs_dir)
+    groups = group_runs(runs)
+    fig_dir, tab_dir = out_dir / "figures", out_dir / "tables"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    tab_dir.mkdir(parents=True, exist_ok=True)
+    figs: List[Path] = []
+    fig_md: List[str] = []
+    summary: Dict[str, float] = {}
+    tabs: Dict[str, Path] = {}
+    sections: List[str] = []
+
+    def attempt(what: str, fn):
+        try:
+            return fn()
+        except Exception as e:  # a figure must never take the report down
+            notes.append(f"{what} failed: {e.__class__.__name__}: {e}")
+            log(traceback.format_exc())
+            return None
+
+    by_family: Dict[str, List[Group]] = {}
+    for g in groups.values():
+        by_family.setdefault(g.family, []).append(g)
+
+    # Trajectories (Fig. 2/6/7/8 and Fig. 3) and the accuracy tables.
+    for family in ("lenet", "cifar"):
+        fam = by_family.get(family, [])
+        if not fam:
+            notes.append(f"no {family} runs: {FIG_NAMES[family]} and its accuracy table skipped")
+            continue
+        for ds, lr0 in sorted({(g.dataset, g.lr0) for g in fam}):
+            same = [g for g in fam if g.dataset == ds and g.lr0 == lr0]
+            same += [g for g in by_family.get("global", []) if family == "lenet" and g.dataset == ds and g.lr0 == lr0]
+            name = f"{family}_{ds}_{_lr_tag(lr0)}.png"
+            title = f"{FIG_NAMES[family].split(' (')[0]}: {ds}, initial lr {lr0:g}"
+            p = attempt(f"figure {name}", lambda: figures.trajectory_figure(same, title, fig_dir / name))
+            if p:
+                figs.append(p)
+                fig_md.append(f"### {title}\n\n![{name}](figures/{name})\n")
+            for g in fam:
+                if g.dataset == ds and g.lr0 == lr0:
+                    _group_summary(summary, f"{family}/{ds}/{_lr_tag(lr0)}/{g.method}", g)
+        text = tables.accuracy_table(fam)
+        fname = f"accuracy_{family}.md"
+        atomic.write_text(tab_dir / fname, text)
+        tabs[fname] = tab_dir / fname
+        sections.append(f"## Final test accuracy, {FIG_NAMES[family].split('(')[1].rstrip(')')}\n\n"
+                        "mean ± std over seeds (n = seeds with a finite result)\n\n" + text)
+
+    # Table 3 (reweighting).
+    rw = by_family.get("reweight", [])
+    text = tables.table3(rw)
+    atomic.write_text(tab_dir / "table3_imbalanced.md", text)
+    tabs["table3_imbalanced.md"] = tab_dir / "table3_imbalanced.md"
+    sections.append("## Table 3: imbalanced CIFAR, data reweighting (WRN-16-2), test accuracy\n\n" + text)
+    if not rw:
+        notes.append("no reweight runs: Table 3 shows the paper's numbers only (`dvc repro train_reweight` needs the CIFAR files)")
+    for g in rw:
+        _group_summary(summary, f"reweight/{g.dataset}/lt{g.extra[0]:g}/{g.method}", g)
+
+    # Table 4 (runtime).
+    glob = by_family.get("global", [])
+    ref_ds = glob[0].dataset if glob else "fashion_mnist"
+    lenet_ds = [g for g in by_family.get("lenet", []) if g.dataset == ref_ds]
+    by_method = {m: g for m in ("none", "local", "glocal") if (g := _merge(lenet_ds, "lenet", ref_ds, m))}
+    if glob:
+        by_method["global"] = _merge(glob, "global", ref_ds, "global")
+    if by_method:
+        devices = sorted({str(r.metrics.get("device", "?")) for g in by_method.values() for r in g.runs})
+        text, numbers = tables.table4(by_method, ", ".join(devices))
+        for k, v in numbers.items():
+            _put(summary, k, v)
+        steps = sorted({int(r.config.get("steps", 0)) for g in by_method.values() for r in g.runs})
+        text += (f"\nOurs: LeNet on {ref_ds}, T = {', '.join(map(str, steps))} inner steps, all lr0s and seeds pooled; "
+                 "wall includes data loading, compilation and test evaluations. The global baseline ran only "
+                 "the outer steps in `grid.global.outer_steps` (each retrains all T steps with tangents), so "
+                 "compare ms / inner step, not totals.\n")
+        atomic.write_text(tab_dir / "table4_runtime.md", text)
+        tabs["table4_runtime.md"] = tab_dir / "table4_runtime.md"
+        sections.append("## Table 4: runtime\n\n" + text)
+    else:
+        notes.append("no LeNet or global runs: Table 4 skipped")
+
+    # Fig. 4: DMD eigenvalues of one window.
+    cands = [r for r in runs if r.method == "glocal" and r.dmd is not None and "hypergrads" in r.dmd]
+    cands.sort(key=lambda r: (r.family != "lenet", r.dataset != "fashion_mnist", r.lr0, r.seed, str(r.path)))
+    dmd_done = False
+    for r in cands:
+        res = attempt("figure dmd_eigenvalues.png", lambda: figures.dmd_figure(r, fig_dir / "dmd_eigenvalues.png"))
+        if res:
+            p, info = res
+            figs.append(p)
+            fig_md.append(
+                f"### Fig. 4: DMD eigenvalues of one window\n\n{info['run']}, window {info['window']}: "
+                f"spectral radius {info['spectral_radius']:.3f}, {info['n_unit']} eigenvalue(s) within tol of 1, "
+                f"estimator {'fell back (' + info['reason'] + ')' if info['fallback'] else 'used the unit modes'}.\n\n"
+                "![dmd_eigenvalues.png](figures/dmd_eigenvalues.png)\n"
+            )
+            _put(summary, "dmd_window/spectral_radius", info["spectral_radius"])
+            _put(summary, "dmd_window/n_unit", info["n_unit"])
+            dmd_done = True
+            break
+    if not dmd_done:
+        notes.append("no glocal run with stored window hypergradients (dmd.npz): Fig. 4 skipped")
+    n_fb = sum(r.value("dmd_fallbacks") for r in runs if r.method == "glocal" and math.isfinite(r.value("dmd_fallbacks")))
+    n_win = sum(r.value("outer_steps") for r in runs if r.method == "glocal" and math.isfinite(r.value("outer_steps")))
+    if n_win:
+        _put(summary, "glocal/dmd_fallback_fraction", n_fb / n_win)
+
+    # Fig. 5: ablation.
+    abl = by_family.get("ablation", [])
+    if abl:
+        text, cells = tables.ablation_table(abl)
+        atomic.write_text(tab_dir / "ablation.md", text)
+        tabs["ablation.md"] = tab_dir / "ablation.md"
+        g0 = abl[0]
+        sections.append(f"## Fig. 5: σ × m ablation (glocal, {g0.dataset}, lr0 {g0.lr0:g}); paper best σ = "
+                        f"{paper.BEST_SIGMA_M[0]}, m = {paper.BEST_SIGMA_M[1]}\n\n" + text)
+        for g in abl:
+            _put(summary, f"ablation/{g.dataset}/{_lr_tag(g.lr0)}/sigma{g.extra[0]}_m{g.extra[1]}/test_accuracy_mean",
+                  g.stat("test_accuracy")[0])
+        p = attempt("figure ablation.png", lambda: figures.ablation_figure(
+            cells, f"glocal σ × m ablation: {g0.dataset}, lr0 {g0.lr0:g}", fig_dir / "ablation_sigma_m.png"))
+        if p:
+            figs.append(p)
+            fig_md.append("### Fig. 5: σ × m ablation\n\n![ablation_sigma_m.png](figures/ablation_sigma_m.png)\n")
+    else:
+        notes.append("no ablation runs: Fig. 5 skipped")
+
+    # Fig. 9: divergence.
+    diverged = [r for r in runs if r.status == "diverged"]
+    shown = diverged or [r for r in runs if r.family == "global"]
+    if shown:
+        title = ("Fig. 9: runs that diverged" if diverged
+                 else "Fig. 9 material: global runs (none diverged at this scale)")
+        p = attempt("figure divergence.png", lambda: figures.divergence_figure(shown[:8], title, fig_dir / "divergence.png"))
+        if p:
+            figs.append(p)
+            fig_md.append(f"### {title}\n\n![divergence.png](figures/divergence.png)\n")
+        if not diverged:
+            notes.append("no run diverged: Fig. 9 shows the global run(s) instead")
+    else:
+        notes.append("no diverged and no global runs: Fig. 9 skipped")
+
+    _put(summary, "runs/total", len(runs))
+    _put(summary, "runs/diverged", len(diverged))
+    atomic.write_json(out_dir / "summary.json", summary)
+
+    readme = ["# glocal report\n",
+              f"Generated by `glocal report --runs {runs_dir} --out {out_dir}` from {len(runs)} run(s).\n"]
+    readme += sections
+    readme.append("## Figures\n")
+    readme += fig_md or ["(no figures: no runs with history)\n"]
+    if notes:
+        readme.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    atomic.write_text(out_dir / "README.md", "\n".join(readme))
+    return Report(out_dir, len(runs), figs, tabs, summary, notes)

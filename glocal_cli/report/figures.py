@@ -1,0 +1,270 @@
+"""Figures of the report (matplotlib, Agg backend), each written atomically as PNG.
+
+* :func:`trajectory_figure`: Fig. 2/6/7/8 (LeNet) and Fig. 3 (WRN, CIFAR) — learning
+  rate, momentum, weight decay and test accuracy over inner steps, one line per
+  method, mean ± std over seeds (shaded).
+* :func:`dmd_figure`: Fig. 4 — the DMD eigenvalues of one window on the complex
+  plane with the unit circle, and the mode magnitudes ``|b_j λ_j^n| ‖φ_j‖`` over
+  ``n``, recomputed from the window's stored local hypergradients.
+* :func:`ablation_figure`: Fig. 5 — final test accuracy over σ × m.
+* :func:`divergence_figure`: Fig. 9 — validation loss, learning rate and
+  hypergradient norm of runs that diverged (or of the global runs, if none did).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from glocal_cli import atomic  # noqa: E402
+from glocal_cli.report.collect import Group, Run  # noqa: E402
+
+METHOD_COLORS = {"none": "0.45", "local": "tab:blue", "glocal": "tab:red", "global": "tab:green"}
+PANELS = (("lr", "learning rate", True), ("momentum", "momentum", False), ("weight_decay", "weight decay", True))
+
+
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG atomically and close it."""
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def mean_curve(runs: Sequence[Run], column: str) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(step, mean, std) over runs of a history column, on the steps where it is finite.
+
+    Runs are aligned by inner step; a step enters the mean with the runs that have a
+    finite value there (a diverged run stops contributing where it diverged).
+    """
+    per_step: Dict[float, List[float]] = {}
+    for r in runs:
+        steps, vals = r.history.get("step"), r.history.get(column)
+        if steps is None or vals is None:
+            continue
+        for s, v in zip(steps, vals):
+            if np.isfinite(s) and np.isfinite(v):
+                per_step.setdefault(float(s), []).append(float(v))
+    if not per_step:
+        return None
+    steps = np.array(sorted(per_step))
+    mean = np.array([np.mean(per_step[s]) for s in steps])
+    std = np.array([np.std(per_step[s]) for s in steps])
+    return steps, mean, std
+
+
+def _plot_band(ax, curve, color, label, log=False):
+    steps, mean, std = curve
+    ax.plot(steps, mean, color=color, label=label, marker="o" if len(steps) <= 12 else None, ms=3)
+    lo, hi = mean - std, mean + std
+    if log:
+        lo = np.maximum(lo, mean * 0.5)
+    ax.fill_between(steps, lo, hi, color=color, alpha=0.2, linewidth=0)
+
+
+def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Optional[Path]:
+    """Hyperparameter trajectories and test accuracy of several methods (same dataset and lr0)."""
+    columns = [c for c, _, _ in PANELS if any(c in r.history for g in groups for r in g.runs)]
+    panels = [p for p in PANELS if p[0] in columns] + [("test_accuracy", "test accuracy", False)]
+    if not any(mean_curve(g.runs, "test_accuracy") or mean_curve(g.runs, "val_loss") for g in groups):
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4), squeeze=False)
+    for ax, (col, label, log) in zip(axes[0], panels):
+        for g in groups:
+            curve = mean_curve(g.runs, col)
+            if curve is None:
+                continue
+            n = len(g.runs)
+            _plot_band(ax, curve, METHOD_COLORS.get(g.method, None), f"{g.method} (n={n})", log)
+        if log and ax.lines:
+            ax.set_yscale("log")
+        ax.set_xlabel("inner step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, labels, fontsize=8, loc="best")
+    fig.suptitle(title + "  (mean ± std over seeds)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def dmd_fit(hypergrads: np.ndarray, m: int, rank_rtol: float, scale: bool = True) -> Optional[dict]:
+    """Exact Hankel DMD of one window (as in :func:`glocal_cli.dmd.hankel_dmd_estimate`):
+    eigenvalues, modes and amplitudes fitted to the last snapshot."""
+    h = np.asarray(hypergrads, dtype=np.float64)
+    if h.ndim != 2 or not np.all(np.isfinite(h)) or h.shape[0] - m + 1 < 3:
+        return None
+    from glocal_cli.dmd import hankel_matrix
+
+    unit_scale = np.ones(h.shape[1])
+    if scale:
+        rms = np.sqrt(np.mean(h**2, axis=0))
+        unit_scale = np.where(rms > 0, rms, 1.0)
+    H = hankel_matrix(h / unit_scale, m)
+    X, Y = H[:, :-1], H[:, 1:]
+    U, s, Vh = np.linalg.svd(X, full_matrices=False)
+    if s.size == 0 or s[0] <= 0:
+        return None
+    r = int(np.sum(s > rank_rtol * s[0]))
+    U, s, V = U[:, :r], s[:r], Vh[:r].conj().T
+    YVSinv = (Y @ V) / s
+    eigs, W = np.linalg.eig(U.conj().T @ YVSinv)
+    modes = YVSinv @ W
+    b = np.linalg.lstsq(modes, H[:, -1].astype(np.complex128), rcond=None)[0]
+    return {"eigenvalues": eigs, "modes": modes, "amplitudes": b, "n_snapshots": H.shape[1]}
+
+
+def pick_window(run: Run) -> Optional[int]:
+    """The window to show: the last one whose DMD found an eigenvalue near 1, else the last one."""
+    if run.dmd is None or "hypergrads" not in run.dmd:
+        return None
+    n = run.dmd["hypergrads"].shape[0]
+    if n == 0:
+        return None
+    n_unit = run.history.get("dmd_n_unit")
+    if n_unit is not None and len(n_unit) == n:
+        good = [i for i in range(n) if np.isfinite(n_unit[i]) and n_unit[i] > 0]
+        if good:
+            return good[-1]
+    return n - 1
+
+
+def dmd_figure(run: Run, path: Path, horizon: int = 60) -> Optional[Tuple[Path, dict]]:
+    """Fig. 4 for one window of a glocal run; returns the path and the window's diagnostics."""
+    from glocal_cli import dmd as dmd_mod
+
+    w = pick_window(run)
+    if w is None:
+        return None
+    h = np.asarray(run.dmd["hypergrads"][w], dtype=np.float64)
+    cfg = run.config
+    m = int(cfg.get("m", 10))
+    tol = float(cfg.get("dmd_tol", dmd_mod.DEFAULT_TOL))
+    rank_rtol = float(cfg.get("dmd_rank_rtol", dmd_mod.DEFAULT_RANK_RTOL))
+    try:
+        est = dmd_mod.hankel_dmd_estimate(h, m, tol=tol, rank_rtol=rank_rtol)
+    except TypeError:  # an older estimator without rank_rtol
+        est = dmd_mod.hankel_dmd_estimate(h, m, tol=tol)
+    fit = dmd_fit(h, m, rank_rtol)
+    if fit is None or fit["eigenvalues"].size == 0:
+        return None
+    eigs = fit["eigenvalues"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    t = np.linspace(0, 2 * np.pi, 400)
+    ax1.plot(np.cos(t), np.sin(t), color="0.6", lw=1, label="unit circle")
+    ax1.add_patch(plt.Circle((1, 0), tol, color="tab:green", alpha=0.15, label=f"|λ-1| ≤ {tol:g}"))
+    near = np.abs(eigs - 1) <= tol
+    ax1.scatter(eigs.real[~near], eigs.imag[~near], color="tab:blue", zorder=3, label="λ_j")
+    ax1.scatter(eigs.real[near], eigs.imag[near], color="tab:red", marker="*", s=120, zorder=4, label="λ_j ≈ 1")
+    lim = max(1.15, float(np.max(np.abs(eigs))) * 1.1)
+    ax1.set_xlim(-lim, lim)
+    ax1.set_ylim(-lim, lim)
+    ax1.set_aspect("equal")
+    ax1.axhline(0, color="0.85", lw=0.8)
+    ax1.axvline(0, color="0.85", lw=0.8)
+    ax1.set_xlabel("Re λ")
+    ax1.set_ylabel("Im λ")
+    ax1.legend(fontsize=7, loc="lower left")
+    ax1.set_title(f"DMD eigenvalues, window {w + 1} (σ={h.shape[0]}, m={m})")
+    n = np.arange(horizon + 1)
+    norms = np.linalg.norm(fit["modes"], axis=0)
+    order = np.argsort(-np.abs(eigs))
+    for j in order:
+        mag = np.abs(fit["amplitudes"][j]) * norms[j] * np.abs(eigs[j]) ** n
+        style = dict(color="tab:red", lw=2) if near[j] else dict(lw=1)
+        ax2.semilogy(n, np.maximum(mag, 1e-300), label=f"|λ|={abs(eigs[j]):.3f}", **style)
+    top = ax2.get_ylim()[1]
+    ax2.set_ylim(max(ax2.get_ylim()[0], top * 1e-12), top)
+    ax2.set_xlabel("steps ahead n")
+    ax2.set_ylabel("|b_j λ_j^n| ‖φ_j‖")
+    ax2.set_title("mode magnitudes (red: λ ≈ 1)")
+    ax2.grid(alpha=0.3, which="both")
+    if len(order) <= 10:
+        ax2.legend(fontsize=7)
+    fig.suptitle(f"{run.dataset} lr0={run.lr0:g} seed {run.seed}: estimator says "
+                 + (f"fallback ({est.reason})" if est.fallback else f"{est.n_unit} unit eigenvalue(s)"))
+    fig.tight_layout()
+    info = {
+        "run": str(run.path),
+        "window": w + 1,
+        "eigenvalues": [complex(x) for x in eigs],
+        "spectral_radius": float(np.max(np.abs(eigs))),
+        "n_unit": int(np.sum(near)),
+        "fallback": bool(est.fallback),
+        "reason": est.reason,
+        "estimator_eigenvalues_match": bool(
+            est.eigenvalues.size == eigs.size
+            and np.allclose(np.sort_complex(est.eigenvalues), np.sort_complex(eigs), atol=1e-8)
+        ),
+    }
+    return save(fig, path), info
+
+
+def ablation_figure(cells: Dict[Tuple[int, int], float], title: str, path: Path) -> Optional[Path]:
+    """Heat map of final test accuracy over (σ, m)."""
+    if not cells:
+        return None
+    sigmas = sorted({s for s, _ in cells})
+    ms = sorted({m for _, m in cells})
+    grid = np.full((len(ms), len(sigmas)), np.nan)
+    for (s, m), v in cells.items():
+        grid[ms.index(m), sigmas.index(s)] = v
+    fig, ax = plt.subplots(figsize=(1.4 * len(sigmas) + 2.5, 1.0 * len(ms) + 2.0))
+    masked = np.ma.masked_invalid(grid)
+    im = ax.imshow(masked, cmap="viridis", origin="lower", aspect="auto")
+    for i in range(len(ms)):
+        for j in range(len(sigmas)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="w", fontsize=9)
+    ax.set_xticks(range(len(sigmas)), [str(s) for s in sigmas])
+    ax.set_yticks(range(len(ms)), [str(m) for m in ms])
+    ax.set_xlabel("σ (hypergradients fed to DMD)")
+    ax.set_ylabel("m (Hankel stacks)")
+    fig.colorbar(im, ax=ax, label="test accuracy")
+    ax.set_title(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def divergence_figure(runs: Sequence[Run], title: str, path: Path) -> Optional[Path]:
+    """Validation loss, learning rate and hypergradient norm over inner steps of the given runs."""
+    runs = [r for r in runs if r.history.get("step") is not None]
+    if not runs:
+        return None
+    panels = [("val_loss", "validation loss"), ("lr", "learning rate"), ("h_used_norm", "‖hypergradient‖")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, (col, label) in zip(axes, panels):
+        for r in runs:
+            steps, vals = r.history.get("step"), r.history.get(col)
+            if vals is None:
+                continue
+            with np.errstate(invalid="ignore"):
+                finite = np.isfinite(vals) & np.isfinite(steps)
+            ax.plot(steps[finite], vals[finite], marker="o", ms=3,
+                    color=METHOD_COLORS.get(r.method), label=f"{r.method} {r.dataset} lr0={r.lr0:g} ({r.status})")
+            bad = ~np.isfinite(vals) & np.isfinite(steps)
+            for s in steps[bad]:
+                ax.axvline(s, color="k", ls="--", lw=1)
+        if col != "lr" and ax.lines:
+            ax.set_yscale("log")
+        ax.set_xlabel("inner step (global: outer step × T)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,122 @@
+"""Markdown tables of the report: final accuracy, Table 3, Table 4, the σ × m ablation."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+from glocal_cli.report import paper
+from glocal_cli.report.collect import Group
+
+METHOD_ORDER = ("none", "local", "glocal", "global")
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def fmt_stat(mean: float, std: float, n: int, digits: int = 3) -> str:
+    if n == 0:
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _methods(groups: Sequence[Group]) -> List[str]:
+    present = {g.method for g in groups}
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def accuracy_table(groups: Sequence[Group]) -> str:
+    """Final test accuracy per dataset × lr0 (rows) and method (columns): mean ± std (n seeds)."""
+    if not groups:
+        return ""
+    methods = _methods(groups)
+    keys = sorted({(g.dataset, g.lr0) for g in groups})
+    by = {(g.dataset, g.lr0, g.method): g for g in groups}
+    rows = []
+    for ds, lr0 in keys:
+        row = [ds, f"{lr0:g}"]
+        for m in methods:
+            g = by.get((ds, lr0, m))
+            if g is None:
+                row.append("not run")
+                continue
+            cell = fmt_stat(*g.stat("test_accuracy"))
+            if g.n_diverged():
+                cell += f", {g.n_diverged()} diverged"
+            row.append(cell)
+        rows.append(row)
+    return markdown(["dataset", "lr0"] + methods, rows)
+
+
+def table3(groups: Sequence[Group]) -> str:
+    """Imbalanced CIFAR (data reweighting): our test accuracy beside the paper's."""
+    by = {(g.dataset, g.extra[0] if g.extra else math.nan, g.method): g for g in groups}
+    rows = []
+    for (ds, factor), ref in paper.TABLE3.items():
+        row = [ds, f"{factor:g}"]
+        for m in ("local", "glocal"):
+            g = by.get((ds, float(factor), m))
+            ours = fmt_stat(*g.stat("test_accuracy")) if g is not None else "not run"
+            row += [ours, fmt(ref[m])]
+        rows.append(row)
+    return markdown(["dataset", "imbalance factor", "local (ours)", "local (paper)", "glocal (ours)", "glocal (paper)"], rows)
+
+
+def runtime_rows(by_method: Dict[str, Group]) -> Tuple[List[List[str]], Dict[str, float]]:
+    """Rows of Table 4 and the numbers for summary.json."""
+    rows = []
+    numbers: Dict[str, float] = {}
+    base_wall = by_method["none"].stat("wall_s")[0] if "none" in by_method else math.nan
+    base_ref = paper.TABLE4_SECONDS["none"]
+    for m in METHOD_ORDER:
+        ref = paper.TABLE4_SECONDS[m]
+        g = by_method.get(m)
+        if g is None:
+            rows.append([m, "not run", "–", "–", "–", "–", fmt(ref, 1), fmt(ref / base_ref, 1)])
+            continue
+        wall = g.stat("wall_s")
+        train = g.stat("train_s")
+        inner = g.stat("inner_steps")[0]
+        ratio = wall[0] / base_wall if math.isfinite(base_wall) and base_wall > 0 else math.nan
+        rows.append([
+            m,
+            fmt_stat(*wall, digits=1),
+            fmt_stat(*train, digits=1),
+            fmt(inner, 0),
+            fmt(wall[0] / inner * 1000, 1) if inner and math.isfinite(inner) else "–",
+            fmt(ratio, 1),
+            fmt(ref, 1),
+            fmt(ref / base_ref, 1),
+        ])
+        numbers[f"runtime/{m}/wall_s_mean"] = wall[0]
+        numbers[f"runtime/{m}/train_s_mean"] = train[0]
+    return rows, numbers
+
+
+def table4(by_method: Dict[str, Group], device: str) -> Tuple[str, Dict[str, float]]:
+    rows, numbers = runtime_rows(by_method)
+    header = ["method", f"wall s (ours, {device})", "train s (ours)", "inner steps", "ms / inner step",
+              "× none (ours)", f"paper s ({paper.TABLE4_DEVICE}, T=20000)", "× none (paper)"]
+    return markdown(header, rows), numbers
+
+
+def ablation_table(groups: Sequence[Group]) -> Tuple[str, Dict[Tuple[int, int], float]]:
+    cells = {}
+    rows = []
+    for g in sorted(groups, key=lambda g: g.extra):
+        sigma, m = g.extra
+        mean, std, n = g.stat("test_accuracy")
+        if n:
+            cells[(sigma, m)] = mean
+        fallbacks = g.stat("dmd_fallbacks")[0]
+        rows.append([str(sigma), str(m), fmt_stat(mean, std, n), fmt(fallbacks, 1)])
+    if not rows:
+        return "", {}
+    return markdown(["σ", "m", "test accuracy", "DMD fallbacks (mean)"], rows), cells
