@@ -1,0 +1,149 @@
+"""glocal report: figures, tables and summary.json from fake run directories (fast, no training)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glocal_cli.cli import main
+from glocal_cli.errors import UserError
+from glocal_cli.report import build_report, collect_runs, group_runs
+from glocal_cli.report.figures import dmd_fit
+
+
+def _hypergrads(windows: int, sigma: int, q: int, seed: int) -> np.ndarray:
+    """Local hypergradients converging geometrically to a steady state (what DMD assumes)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(sigma)[:, None]
+    out = []
+    for _ in range(windows):
+        c, a, b = rng.normal(size=(3, q))
+        out.append(c + a * 0.7**t + b * 0.4**t)
+    return np.stack(out)
+
+
+def make_run(root: Path, family: str, dataset: str, method: str, seed: int, lr0: float = 1e-3,
+             status: str = "complete", windows: int = 4, tau: int = 10, sigma: int = 6, m: int = 3,
+             steps: int = 40) -> Path:
+    name = f"{dataset}-lr{lr0:g}-{method}-seed{seed}" + ("" if family != "ablation" else f"-s{sigma}m{m}")
+    run = root / family / name
+    run.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    acc = 0.6 + 0.1 * rng.random() + (0.05 if method == "glocal" else 0.0)
+    cfg = dict(dataset=dataset, method=method, seed=seed, lr0=lr0, task="optimizer", model="lenet", tau=tau,
+               sigma=sigma, m=m, steps=steps, dmd_tol=0.05, dmd_rank_rtol=1e-10)
+    diverged = status == "diverged"
+    metrics = {
+        "status": status,
+        "failure": "non-finite parameters" if diverged else "",
+        "test_accuracy": math.nan if diverged else acc,
+        "test_loss": 1.0,
+        "val_accuracy": acc,
+        "val_loss": 1.0,
+        "wall_s": 10.0 + seed + (20 if method == "glocal" else 0),
+        "compile_s": 2.0,
+        "train_s": 8.0 + seed,
+        "outer_steps": windows,
+        "inner_steps": windows * (steps if method == "global" else tau),
+        "dmd_fallbacks": 1 if method == "glocal" else 0,
+        "hyperparams": {"lr": lr0},
+        "device": "cpu",
+        "config": cfg,
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics).replace("NaN", "null"))
+    with open(run / "history.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["outer_step", "step", "val_loss", "lr", "momentum", "weight_decay", "h_used_norm",
+                    "test_accuracy", "dmd_n_unit", "dmd_reason"])
+        for k in range(1, windows + 1):
+            bad = diverged and k == windows
+            w.writerow([k, k * tau, "nan" if bad else 2.0 / k, lr0 * (1 + 0.1 * k), 0.1, 1e-3, 0.1 * k,
+                        "" if bad else acc * k / windows, 1 if method == "glocal" else "", ""])
+    if method == "glocal":
+        hg = _hypergrads(windows, sigma, 3, seed)
+        np.savez(run / "dmd.npz", eigenvalues=np.ones((windows, 2), complex), hypergrads=hg)
+    return run
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        for method in ("none", "local", "glocal"):
+            make_run(root, "lenet", "fashion_mnist", method, seed)
+    make_run(root, "lenet", "mnist", "glocal", 0, lr0=0.1)
+    make_run(root, "global", "fashion_mnist", "global", 0, lr0=1e-3, status="diverged", windows=2)
+    make_run(root, "ablation", "fashion_mnist", "glocal", 0, sigma=6, m=2)
+    make_run(root, "ablation", "fashion_mnist", "glocal", 0, sigma=6, m=3)
+    (root / "lenet" / "broken").mkdir()
+    (root / "lenet" / "broken" / "metrics.json").write_text("{not json")
+    return root
+
+
+def test_collect_and_group(runs_dir):
+    runs, notes = collect_runs(runs_dir)
+    assert len(runs) == 10
+    assert len(notes) == 1 and "broken" in notes[0]
+    groups = group_runs(runs)
+    g = groups[("lenet", "fashion_mnist", 1e-3, "glocal")]
+    mean, std, n = g.stat("test_accuracy")
+    assert n == 2 and math.isfinite(mean) and math.isfinite(std)
+    assert ("ablation", "fashion_mnist", 1e-3, "glocal", 6, 2) in groups
+
+
+def test_report_outputs(runs_dir, tmp_path):
+    out = tmp_path / "results"
+    rep = build_report(runs_dir, out)
+    names = {p.name for p in rep.figures}
+    assert {"lenet_fashion_mnist_lr0.001.png", "lenet_mnist_lr0.1.png", "dmd_eigenvalues.png",
+            "ablation_sigma_m.png", "divergence.png"} <= names
+    for p in rep.figures:
+        assert p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in summary.values())
+    assert summary["lenet/fashion_mnist/lr0.001/glocal/n_seeds"] == 2
+    assert 0.6 < summary["lenet/fashion_mnist/lr0.001/glocal/test_accuracy_mean"] < 0.8
+    assert summary["runs/diverged"] == 1
+    assert "ablation/fashion_mnist/lr0.001/sigma6_m3/test_accuracy_mean" in summary
+    acc = (out / "tables" / "accuracy_lenet.md").read_text()
+    assert "| fashion_mnist | 0.001 |" in acc and "(n=2)" in acc and "not run" in acc
+    t3 = (out / "tables" / "table3_imbalanced.md").read_text()
+    assert "0.710" in t3 and "not run" in t3
+    t4 = (out / "tables" / "table4_runtime.md").read_text()
+    assert "4681.1" in t4 and "66.7" in t4
+    readme = (out / "README.md").read_text()
+    assert "figures/dmd_eigenvalues.png" in readme and "Table 3" in readme
+    # no temporary files left behind by the atomic writes
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_report_tolerates_empty_runs_dir(tmp_path):
+    (tmp_path / "runs").mkdir()
+    rep = build_report(tmp_path / "runs", tmp_path / "out")
+    assert rep.runs == 0 and rep.figures == []
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"runs/diverged": 0, "runs/total": 0}
+    assert "no lenet runs" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_dmd_fit_recovers_unit_eigenvalue():
+    h = _hypergrads(1, 12, 3, 0)[0]
+    fit = dmd_fit(h, 3, 1e-10)
+    assert np.min(np.abs(fit["eigenvalues"] - 1)) < 1e-6
+
+
+def test_missing_runs_dir_is_user_error(tmp_path):
+    with pytest.raises(UserError):
+        build_report(tmp_path / "nope", tmp_path / "out")
+
+
+def test_cli_missing_runs_dir_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["report", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --runs") and "\n" not in err
