@@ -54,12 +54,13 @@ class PatchConv(nn.Module):
       kernel_dilation: int or tuple of kernel (atrous) dilations.
       use_bias: add a learned bias of shape [cout].
       dtype, param_dtype, precision, kernel_init, bias_init: as in ``nn.Conv``.
-      patch_impl: how patches are extracted: "cgdp" (default,
-        ``lax.conv_general_dilated_patches``) or "slices" (one strided slice per kernel
-        offset, stacked). Same results; on CPU (LeNet, 2 cores) equally fast inside
-        ``lax.scan`` and to compile. "slices" avoids the identity-filter convolution,
-        whose FLOPs grow as (cin * prod(kernel_size))**2, if that ever matters on an
-        accelerator.
+      patch_impl: how patches are extracted: "slices" (default; one strided slice per
+        kernel offset, stacked) or "cgdp" (``lax.conv_general_dilated_patches``). Same
+        results. "slices" is the default since issue 6 (docs/performance.md): the
+        identity-filter convolution of "cgdp" costs (cin * prod(kernel_size))**2 FLOPs per
+        output pixel -- 25x the matmul for LeNet's second conv (cin 16, 5x5) -- and its
+        jvp and transpose are convolutions of the same size, so on CPU a LeNet step with
+        "slices" is ~3-4x faster (plain, with 3 tangents, and the validation pass).
 
     Input ``[*batch, *spatial, cin]`` (no batch dimension, one, or several) ->
     output ``[*batch, *spatial_out, cout]``.
@@ -76,7 +77,7 @@ class PatchConv(nn.Module):
     precision: Any = None
     kernel_init: Callable[..., Array] = default_kernel_init
     bias_init: Callable[..., Array] = nn.initializers.zeros_init()
-    patch_impl: str = "cgdp"
+    patch_impl: str = "slices"
 
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
@@ -161,3 +162,18 @@ def make_conv(conv_impl: str, features: int, kernel_size, **kwargs) -> nn.Module
     if conv_impl == "lax":
         return nn.Conv(features, kernel_size, **kwargs)
     raise ValueError(f"unknown conv_impl {conv_impl!r}; expected one of {CONV_IMPLS}")
+
+
+def max_pool(x: Array, window: int = 2) -> Array:
+    """Non-overlapping ``window x window`` max pooling ``[N, H, W, C] -> [N, H//w, W//w, C]``.
+
+    A reshape + max (cropping a remainder, as VALID pooling does), equal in value to
+    ``nn.max_pool(x, (w, w), strides=(w, w))``. Its gradient is a compare-and-select
+    instead of XLA's ``select_and_scatter``, which is slow on CPU, in particular under
+    jvp-of-grad (docs/performance.md). At exact ties the gradient is split between the
+    tied entries (``nn.max_pool`` gives it to the first one).
+    """
+    n, h, w, c = x.shape
+    h2, w2 = h // window, w // window
+    x = x[:, : h2 * window, : w2 * window]
+    return jnp.max(jnp.reshape(x, (n, h2, window, w2, window, c)), axis=(2, 4))
