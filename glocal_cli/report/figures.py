@@ -62,7 +62,9 @@ def mean_curve(runs: Sequence[Run], column: str) -> Optional[Tuple[np.ndarray, n
 
 def _plot_band(ax, curve, color, label, log=False):
     steps, mean, std = curve
-    ax.plot(steps, mean, color=color, label=label, marker="o" if len(steps) <= 12 else None, ms=3)
+    dashed = label.startswith("glocal")  # glocal equals local when every window falls back: keep both visible
+    ax.plot(steps, mean, color=color, label=label, marker="o" if len(steps) <= 12 else None, ms=3,
+            ls="--" if dashed else "-", lw=2.2 if dashed else 1.5, zorder=3 if dashed else 2)
     lo, hi = mean - std, mean + std
     if log:
         lo = np.maximum(lo, mean * 0.5)
