@@ -1,0 +1,255 @@
+"""Runtime benchmark: the paper's Table 4 (none / local / glocal / global) on the machine at hand.
+
+LeNet on Fashion-MNIST with the paper's settings (τ 50, σ 20, m 10, batch 128,
+10 % validation held out and evaluated full-batch). Every method runs through
+the product's own code path (:class:`~glocal_cli.hpo.HPORunner`), compiled
+first (compile time reported separately), then timed window by window in
+round-robin order (none, local, glocal, W, V, none, ...) so that load from
+other processes hits every method alike; the median per method is reported.
+
+Two components are timed alongside, in the same run:
+
+* ``W``: a window of τ steps with the q forward-mode tangents and no
+  validation evaluation (``make_window_fn(n_record=0)``);
+* ``V``: one validation evaluation with tangents, ``h = ∇ℓ̃(θ)·Z``
+  (a full-batch gradient of the validation loss contracted with the q tangents).
+
+so that ``local ≈ W + V`` and ``glocal ≈ W + σ V``; the floor of glocal/local is
+``(W + σV) / (W + V)`` and ``glocal_over_local_floor`` is the measured ratio
+divided by that floor (1.0 = no overhead beyond the σ evaluations).
+
+``global`` retrains from θ_0 for all T steps with tangents at every outer
+step: it is timed over one outer step with a short horizon ``global_steps`` and
+extrapolated linearly to ``S × T`` inner steps with tangents (S = T / τ);
+the output says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PAPER_TABLE4 = {"none": 11.4, "local": 25.1, "glocal": 66.7, "global": 4681.1}  # seconds, A100
+METHOD_ORDER = ("none", "local", "glocal", "global")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSettings:
+    """What the benchmark runs (paper defaults; :func:`bench_settings` for --quick)."""
+
+    dataset: str = "fashion_mnist"
+    data_dir: str = "data/raw"
+    tau: int = 50
+    sigma: int = 20
+    m: int = 10
+    batch_size: int = 128
+    val_fraction: float = 0.1
+    windows: int = 3  # timed windows per method (after the compiling one)
+    global_steps: int = 100  # T of the timed global outer step (extrapolated)
+    horizon: int = 20_000  # T of the extrapolated full run (paper)
+    seed: int = 0
+    quick: bool = False
+
+
+def bench_settings(quick: bool = False, steps: Optional[int] = None, data_dir: str = "data/raw", **kw) -> BenchSettings:
+    """Paper settings, or small ones for ``--quick`` (under two minutes on a 2-core CPU).
+
+    ``steps``: inner steps timed per method (rounded up to whole windows).
+    """
+    if quick:
+        base = BenchSettings(data_dir=data_dir, tau=20, sigma=10, m=4, val_fraction=0.02, windows=1,
+                             global_steps=40, quick=True)
+    else:
+        base = BenchSettings(data_dir=data_dir)
+    base = dataclasses.replace(base, **kw)
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        base = dataclasses.replace(base, windows=max(1, -(-steps // base.tau)))
+    return base
+
+
+def _block(x):
+    return jax.block_until_ready(x)
+
+
+def _timed(fn: Callable) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def build_lenet_task(s: BenchSettings, steps: int):
+    """(task, splits) for LeNet / ``s.dataset`` with the bench's settings."""
+    from glocal_cli.config import TrainConfig
+    from glocal_cli.tasks import build_task
+    from glocal_cli.train import load_splits
+
+    cfg = TrainConfig(dataset=s.dataset, data_dir=s.data_dir, tau=s.tau, sigma=s.sigma, m=s.m,
+                      batch_size=s.batch_size, val_fraction=s.val_fraction, seed=s.seed, steps=steps)
+    splits = load_splits(cfg)
+    return build_task(cfg, splits), splits
+
+
+def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None) -> Dict:
+    """Run the benchmark; returns the results dict (also what ``--out`` writes)."""
+    from glocal_cli.hpo import HPOConfig, HPORunner
+    from glocal_cli.hypergrad import make_window_fn, tree_vdot
+
+    say = progress or (lambda msg: None)
+    n_windows_run = 1 + s.windows  # compiling window + timed ones
+    steps = max(n_windows_run * s.tau, s.tau * 2)
+    task, splits = build_lenet_task(s, steps)
+    prob = task.problem
+    q = int(task.phi0.shape[0])
+
+    runners, states = {}, {}
+    for method in ("none", "local", "glocal"):
+        cfg = HPOConfig(method=method, steps=steps, tau=s.tau, sigma=s.sigma, m=s.m)
+        runners[method] = HPORunner(prob, cfg)
+        states[method] = runners[method].init(task.phi0)
+
+    # W and V: the two components of a window, on the same inner state.
+    # Share the compiled window functions between runners (same problem, same (n_record, mode)).
+    shared = runners["local"]._windows
+    for r_ in runners.values():
+        r_._windows = shared
+    w_fn = runners["local"]._window_fn(0, "forward")
+    v_fn = jax.jit(lambda st, d, Z: jax.vmap(lambda z: tree_vdot(jax.grad(prob.val_loss)(st, d), z))(Z))
+    phi = jnp.asarray(task.phi0)
+    batches = prob.batches(0, s.tau)
+
+    def run_w():
+        out = w_fn(prob.init_state, phi, batches, prob.data)
+        _block(out.state)
+        return out
+
+    def run_v(Z):
+        return _block(v_fn(prob.init_state, prob.data, Z))
+
+    def run_method(method):
+        states[method], _ = runners[method].run_window(states[method])
+        _block(states[method].inner)
+
+    first, times = {}, {k: [] for k in ("none", "local", "glocal", "W", "V")}
+    say("compiling none / local / glocal / W / V")
+    for method in ("none", "local", "glocal"):
+        first[method] = _timed(lambda: run_method(method))
+    t = time.perf_counter()
+    w_out = run_w()
+    first["W"] = time.perf_counter() - t
+    Z = w_out.tangents  # nonzero tangents for V
+    first["V"] = _timed(lambda: run_v(Z))
+
+    for r in range(s.windows):
+        say(f"timing window {r + 1}/{s.windows}")
+        for method in ("none", "local", "glocal"):
+            times[method].append(_timed(lambda: run_method(method)))
+        times["W"].append(_timed(run_w))
+        times["V"].extend(_timed(lambda: run_v(Z)) for _ in range(3))
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    compile_s = {k: max(first[k] - med[k], 0.0) for k in first}
+
+    # global: one outer step over a short horizon, extrapolated to S x T.
+    say(f"timing global (one outer step, T={s.global_steps})")
+    g_steps = max(s.tau, (s.global_steps // s.tau) * s.tau)
+    g_runner = HPORunner(prob, HPOConfig(method="global", steps=g_steps, tau=s.tau, global_outer_steps=2))
+    g_runner._windows = shared  # its (0, forward) and (1, forward) windows are W's and local's
+    g_state = g_runner.init(task.phi0)
+    g_first = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))
+    g_time = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))
+    compile_s["global"] = max(g_first - g_time, 0.0)
+    per_step_global = g_time / g_steps  # seconds per inner step with tangents (global path)
+    S = s.horizon // s.tau
+
+    per1000 = {m: med[m] * 1000.0 / s.tau for m in ("none", "local", "glocal")}
+    per1000["global"] = per_step_global * S * 1000.0  # S retrains of every step, per 1000 run steps
+    run_T = {m: per1000[m] * s.horizon / 1000.0 for m in METHOD_ORDER}
+
+    W, V = med["W"], med["V"]
+    floor = (W + s.sigma * V) / (W + V)
+    glocal_over_local = med["glocal"] / med["local"]
+    dev = jax.devices()[0]
+    return {
+        "settings": dataclasses.asdict(s),
+        "q": q,
+        "n_val": int(len(splits.val_x)),
+        "device": f"{dev.platform}:{dev.device_kind}",
+        "cpu_count": __import__("os").cpu_count(),
+        "window_s": {m: med[m] for m in ("none", "local", "glocal")},
+        "window_samples_s": times,
+        "W_s": W,
+        "V_s": V,
+        "val_evals_per_window": {"none": 0, "local": 1, "glocal": s.sigma},
+        "seconds_per_1000_steps": per1000,
+        "run_seconds_extrapolated": run_T,
+        "compile_s": compile_s,
+        "global_measured": {"steps": g_steps, "seconds": g_time, "outer_steps_extrapolated": S,
+                            "note": f"one global outer step timed at T={g_steps}, extrapolated linearly to "
+                                    f"S={S} outer steps x T={s.horizon} inner steps"},
+        "local_over_none": med["local"] / med["none"],
+        "glocal_over_local": glocal_over_local,
+        "glocal_over_none": med["glocal"] / med["none"],
+        "global_over_none": per1000["global"] / per1000["none"],
+        "glocal_over_local_floor": glocal_over_local / floor,
+        "floor_glocal_over_local": floor,
+        "W_over_none": W / med["none"],
+        "V_over_none_window": V / med["none"],
+        "paper_table4_s": PAPER_TABLE4,
+        "paper_ratios": {"local_over_none": 25.1 / 11.4, "glocal_over_local": 66.7 / 25.1,
+                         "glocal_over_none": 66.7 / 11.4, "global_over_none": 4681.1 / 11.4},
+    }
+
+
+def results_table(res: Dict):
+    """A rich Table of the results."""
+    from rich.table import Table
+
+    s = res["settings"]
+    title = (f"glocal bench: LeNet/{s['dataset']} τ={s['tau']} σ={s['sigma']} m={s['m']} batch={s['batch_size']} "
+             f"n_val={res['n_val']} on {res['device']}" + ("  [--quick: reduced settings]" if s["quick"] else ""))
+    t = Table(title=title)
+    for col in ("method", "s/window", "s/1k steps", f"T={s['horizon']} run (s)", "×none",
+                "compile s", "paper s", "paper ×none"):
+        t.add_column(col, justify="right" if col != "method" else "left")
+    none = res["seconds_per_1000_steps"]["none"]
+    for m in METHOD_ORDER:
+        win = res["window_s"].get(m)
+        t.add_row(
+            m + ("*" if m == "global" else ""),
+            "—" if win is None else f"{win:.3f}",
+            f"{res['seconds_per_1000_steps'][m]:.4g}",
+            f"{res['run_seconds_extrapolated'][m]:.4g}",
+            f"{res['seconds_per_1000_steps'][m] / none:.2f}",
+            f"{res['compile_s'].get(m, float('nan')):.1f}",
+            f"{PAPER_TABLE4[m]:.1f}",
+            f"{PAPER_TABLE4[m] / PAPER_TABLE4['none']:.2f}",
+        )
+    return t
+
+
+def summary_lines(res: Dict) -> list[str]:
+    """Plain-text ratio summary under the table."""
+    s = res["settings"]
+    return [
+        f"W (window with tangents, no validation) = {res['W_s']:.3f} s; V (one validation evaluation with "
+        f"tangents) = {res['V_s']:.3f} s",
+        f"local/none = {res['local_over_none']:.2f} (paper 2.20); glocal/local = {res['glocal_over_local']:.2f} "
+        f"(paper 2.66); glocal/none = {res['glocal_over_none']:.2f} (paper 5.85)",
+        f"floor (W + σV)/(W + V) = {res['floor_glocal_over_local']:.2f}; glocal/local over the floor = "
+        f"{res['glocal_over_local_floor']:.2f}",
+        "* global: " + res["global_measured"]["note"],
+    ]
+
+
+def write_results(res: Dict, path) -> None:
+    from glocal_cli import atomic
+
+    atomic.write_json(path, res)
