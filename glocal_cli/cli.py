@@ -112,6 +112,35 @@ def report(
     stage.run(runs=runs, out=out)
 
 
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="reduced settings, under two minutes on a 2-core CPU"),
+    out: Optional[Path] = typer.Option(None, help="write the results as JSON here"),
+    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files"),
+    steps: Optional[int] = typer.Option(None, help="inner steps timed per method (whole windows)"),
+):
+    """Runtime table (paper Table 4): none / local / glocal / global on LeNet + Fashion-MNIST."""
+    from stages import bench as stage
+
+    stage.run(quick=quick, out=out, data_dir=data_dir, steps=steps)
+
+
+@app.command()
+def verify(
+    quick: bool = typer.Option(False, "--quick", help="small settings (a few minutes on a 2-core CPU)"),
+    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files"),
+    out: Path = typer.Option(Path("results/verify"), help="output folder (verify.md, verify.json, verify.png)"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds of the LeNet runs, e.g. 0,1"),
+    windows: Optional[str] = typer.Option(None, help="comma-separated outer steps (windows) checked, e.g. 2,6"),
+    steps: Optional[int] = typer.Option(None, help="horizon T (inner steps) of the LeNet runs"),
+):
+    """Compare glocal and local hypergradients with the true global one (LeNet/FMNIST and the quadratic)."""
+    from stages import verify as stage
+
+    stage.run(quick=quick, data_dir=data_dir, out=out, seeds=seeds, windows=windows, steps=steps)
+
+
 _TRAIN_FIELDS = (
     "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
     "dmd_mode dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction eval_every checkpoint_every conv_impl data_dir out"
