@@ -112,7 +112,7 @@ def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
     """The optimizer-hyperparameter task (LeNet on MNIST-family, WRN-28-2 on CIFAR)."""
     model = get_model(cfg.model, splits.num_classes, cfg.conv_impl)
     key = jax.random.PRNGKey(cfg.seed)
-    params0 = model.init(key, jnp.asarray(splits.train_x[:1]))["params"]
+    params0 = jax.jit(model.init)(key, jnp.asarray(splits.train_x[:1]))["params"]  # eager init is slow
     opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
     init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
     phi0 = logit([init_values[n] for n in cfg.learn]).astype(np.float32)
@@ -148,7 +148,7 @@ def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
     model = get_model(cfg.model, splits.num_classes, cfg.conv_impl)
     meta = MetaMLP()
     k_model, k_meta = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    params0 = model.init(k_model, jnp.asarray(splits.train_x[:1]))["params"]
+    params0 = jax.jit(model.init)(k_model, jnp.asarray(splits.train_x[:1]))["params"]
     meta0 = meta.init(k_meta, jnp.zeros((1,), jnp.float32))["params"]
     phi0, unravel = ravel_pytree(meta0)
     opt = optax.sgd(0.01, momentum=0.9)
