@@ -1,0 +1,178 @@
+"""glocal_cli.params: reading params.yaml, profiles, precedence and bad input (issue 5)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+import yaml
+
+from glocal_cli.config import TrainConfig
+from glocal_cli.errors import UserError
+from glocal_cli.params import load_params, profile_section, train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+
+def _params(**sections):
+    base = {"profile": "quick", "train": {}, "hpo": {}, "profiles": {"quick": {"steps": 40}, "paper": {"steps": 20000}}}
+    base.update(sections)
+    return base
+
+
+# --- unknown keys and profiles --------------------------------------------------------
+
+
+@pytest.mark.parametrize("section", ["train", "hpo"])
+def test_unknown_key_in_train_or_hpo_is_named(section):
+    params = _params(**{section: {"tau": 10, "bogus_knob": 1}})
+    with pytest.raises(UserError, match="bogus_knob"):
+        train_config(params, None, {})
+
+
+def test_unknown_key_in_profile_is_named():
+    params = _params(profiles={"quick": {"steps": 40, "not_a_field": 3}})
+    with pytest.raises(UserError, match="not_a_field"):
+        train_config(params, "quick", {})
+
+
+def test_unknown_override_is_named():
+    with pytest.raises(UserError, match="nonsense"):
+        train_config(_params(), None, {"nonsense": 1})
+
+
+def test_unknown_profile_lists_the_profiles():
+    with pytest.raises(UserError) as e:
+        train_config(_params(), "nope", {})
+    msg = str(e.value)
+    assert "'nope'" in msg and "quick" in msg and "paper" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_default_profile_from_the_file():
+    with pytest.raises(UserError, match="'fast'.*quick, paper"):
+        profile_section(_params(profile="fast"), None)
+
+
+def test_no_profile_at_all_is_allowed():
+    params = {"train": {"steps": 7}}
+    assert profile_section(params, None) == {}
+    assert train_config(params, None, {}).steps == 7
+
+
+# --- GPU requirement ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the refusal on a machine without a GPU")
+def test_gpu_required_model_is_refused_on_cpu():
+    params = _params(profiles={"big": {"steps": 20000, "gpu_required_for": ["wrn16_2"]}})
+    with pytest.raises(UserError, match="GPU") as e:
+        train_config(params, "big", {"model": "wrn16_2"})
+    msg = str(e.value)
+    assert "wrn16_2" in msg and "quick" in msg  # names the fix
+    assert "\n" not in msg
+
+
+def test_gpu_requirement_applies_only_to_listed_models():
+    params = _params(profiles={"big": {"steps": 20000, "gpu_required_for": ["wrn16_2"]}})
+    cfg = train_config(params, "big", {"model": "lenet"})
+    assert cfg.model == "lenet" and cfg.steps == 20000
+    assert not hasattr(cfg, "gpu_required_for")
+
+
+def test_gpu_required_for_is_a_profile_only_key():
+    with pytest.raises(UserError, match="gpu_required_for"):
+        train_config(_params(train={"gpu_required_for": ["wrn16_2"]}), None, {})
+
+
+def test_profile_section_is_not_mutated():
+    params = _params(profiles={"big": {"steps": 5, "gpu_required_for": ["wrn16_2"]}})
+    train_config(params, "big", {})
+    assert params["profiles"]["big"]["gpu_required_for"] == ["wrn16_2"]
+
+
+# --- precedence -----------------------------------------------------------------------
+
+
+def test_precedence_defaults_train_hpo_profile_overrides():
+    d = TrainConfig()
+    params = {
+        "profile": "p",
+        "train": {"tau": 11, "sigma": 9, "m": 3, "batch_size": 64, "lr0": 0.01},
+        "hpo": {"sigma": 8, "m": 4, "batch_size": 32},
+        "profiles": {"p": {"m": 5, "batch_size": 16}},
+    }
+    cfg = train_config(params, None, {"batch_size": 8, "seed": None})
+    assert cfg.steps == d.steps  # default only
+    assert cfg.lr0 == 0.01 and cfg.tau == 11  # train only
+    assert cfg.sigma == 8  # hpo over train
+    assert cfg.m == 5  # profile over hpo
+    assert cfg.batch_size == 8  # override over profile
+    assert cfg.seed == d.seed  # a None override leaves the value alone
+
+
+def test_explicit_profile_beats_the_files_default():
+    params = _params(profiles={"quick": {"steps": 40}, "paper": {"steps": 20000}})
+    assert train_config(params, None, {}).steps == 40
+    assert train_config(params, "paper", {}).steps == 20000
+
+
+# --- the file itself ------------------------------------------------------------------
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_malformed_yaml_is_a_one_line_user_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML") as e:
+        load_params(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_non_mapping_file_is_a_user_error(tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_params(bad)
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_repository_params_yaml_loads_and_validates(profile):
+    params = load_params(PARAMS)
+    assert set(params["profiles"]) >= {"quick", "paper"}
+    cfg = train_config(params, profile, {}).validate()
+    prof = yaml.safe_load(PARAMS.read_text())["profiles"][profile]
+    assert cfg.steps == prof["steps"] and cfg.tau == prof["tau"]
+    assert cfg.sigma == prof["sigma"] and cfg.m == prof["m"]
+    assert cfg.model == "lenet" and cfg.learn == ("lr", "momentum", "weight_decay")
+
+
+def test_repository_default_profile_is_quick():
+    params = load_params(PARAMS)
+    assert train_config(params, None, {}) == train_config(params, "quick", {})
+
+
+# --- the command line -----------------------------------------------------------------
+
+
+def test_cli_unknown_profile_exits_2_with_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "glocal_cli.cli", "train", "--params", "params.yaml", "--profile", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "nope" in lines[0] and "quick" in lines[0]
+    assert proc.stdout.strip() == ""
