@@ -189,11 +189,10 @@ class HPORunner:
         phi_np = np.asarray(hs.phi, dtype=np.float64)
 
         if cfg.method == "global":
-            inner, h_all, val, finite = self._global_run(hs.phi, mode, on_chunk)
+            inner, h_all, val, finite, step = self._global_run(hs.phi, mode, on_chunk)
             h_local = h_all[-1]
             used = h_local
             rec_dmd = None
-            step = cfg.steps
         else:
             start = hs.outer_step * cfg.tau
             batches = self.problem.batches(start, cfg.tau)
@@ -242,7 +241,11 @@ class HPORunner:
         return HPOState(inner, phi, outer, hs.outer_step + 1), record
 
     def _global_run(self, phi, mode, on_chunk):
-        """Retrain from θ_0 for T steps with φ fixed, tangents carried: ``h_T``."""
+        """Retrain from θ_0 for T steps with φ fixed, tangents carried.
+
+        Returns ``(state, h_T [1, q], val_loss, finite, steps_done)``; stops at the
+        first window whose state is non-finite.
+        """
         cfg = self.cfg
         inner = self.problem.init_state
         if mode == "reverse":
@@ -259,10 +262,10 @@ class HPORunner:
                 on_chunk(cfg.tau)
             if not bool(out.finite):
                 q = phi.shape[0]
-                return inner, np.full((1, q), np.nan), float("nan"), False
+                return inner, np.full((1, q), np.nan), float("nan"), False, (w + 1) * cfg.tau
         h = np.asarray(out.hypergrads, np.float64)
         finite = bool(out.finite) and bool(np.all(np.isfinite(h)))
-        return inner, h, float(out.val_losses[-1]), finite
+        return inner, h, float(out.val_losses[-1]), finite, cfg.steps
 
 
 def run(problem: InnerProblem, cfg: HPOConfig, phi0) -> tuple[HPOState, List[WindowRecord]]:
