@@ -79,7 +79,7 @@ def train(
     val_fraction: Optional[float] = typer.Option(None, help="held-out validation fraction (default 0.1)"),
     eval_every: Optional[int] = typer.Option(None, help="windows between test evaluations"),
     checkpoint_every: Optional[int] = typer.Option(None, help="windows between checkpoints"),
-    conv_impl: Optional[str] = typer.Option(None, help="patches (fast on CPU) | lax"),
+    conv_impl: Optional[str] = typer.Option(None, help="auto (default) | patches (fast on CPU) | lax (XLA convolutions, fast on GPU)"),
     data_dir: Optional[str] = typer.Option(None, help="prepared datasets or a folder of original files"),
     out: Optional[str] = typer.Option(None, help="run directory"),
     params: Optional[Path] = typer.Option(None, help="params.yaml to take defaults from"),

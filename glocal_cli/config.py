@@ -20,7 +20,7 @@ from glocal_cli.hypergrad import MODES as GRAD_MODES
 
 TASKS = ("optimizer", "reweight")
 MODELS = ("lenet", "wrn28_2", "wrn16_2")
-CONV_IMPLS = ("patches", "lax")
+CONV_IMPLS = ("auto", "patches", "lax")
 OUTER_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LEARNABLE = ("lr", "momentum", "weight_decay")
 
@@ -55,7 +55,7 @@ class TrainConfig:
     reweight_val: int = 1000  # reweight task: balanced validation examples taken from the training set
     eval_every: int = 20  # windows between test-set evaluations (0: only at the end)
     checkpoint_every: int = 20  # windows between checkpoints (0: never)
-    conv_impl: str = "patches"
+    conv_impl: str = "auto"  # auto: patches+matmul on CPU, XLA/cuDNN convolutions on GPU
     data_dir: str = "data/raw"
     out: str = ""  # run directory; "" means runs/<dataset>-<method>-seed<seed>
 
@@ -95,6 +95,14 @@ class TrainConfig:
         except ValueError as e:
             raise UserError(str(e)) from None
         return self
+
+    def resolved_conv_impl(self) -> str:
+        """``conv_impl`` with ``auto`` resolved by the default JAX backend."""
+        if self.conv_impl != "auto":
+            return self.conv_impl
+        import jax
+
+        return "patches" if jax.default_backend() == "cpu" else "lax"
 
     def hpo(self) -> HPOConfig:
         """The outer-loop part of the config."""

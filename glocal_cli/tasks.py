@@ -110,7 +110,7 @@ def _evaluator(model) -> Callable:
 
 def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
     """The optimizer-hyperparameter task (LeNet on MNIST-family, WRN-28-2 on CIFAR)."""
-    model = get_model(cfg.model, splits.num_classes, cfg.conv_impl)
+    model = get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl())
     key = jax.random.PRNGKey(cfg.seed)
     params0 = jax.jit(model.init)(key, jnp.asarray(splits.train_x[:1]))["params"]  # eager init is slow
     opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
@@ -145,7 +145,7 @@ def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
 
 def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
     """The data-reweighting task: ``splits`` must already be the long-tailed train / balanced val."""
-    model = get_model(cfg.model, splits.num_classes, cfg.conv_impl)
+    model = get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl())
     meta = MetaMLP()
     k_model, k_meta = jax.random.split(jax.random.PRNGKey(cfg.seed))
     params0 = jax.jit(model.init)(k_model, jnp.asarray(splits.train_x[:1]))["params"]
