@@ -72,7 +72,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="minibatch size (default 128)"),
     dmd_mode: Optional[str] = typer.Option(None, help="unit (h_inf) | horizon (h_T) (default unit)"),
     dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| tolerance of a unit eigenvalue"),
-    dmd_rank_rtol: Optional[float] = typer.Option(None, help="SVD truncation of the Hankel fit (default 0.2)"),
+    dmd_rank_rtol: Optional[float] = typer.Option(None, help="SVD truncation of the Hankel fit (default 1e-10: exact DMD)"),
     grad_mode: Optional[str] = typer.Option(None, help="forward | reverse | auto (by number of hyperparameters)"),
     global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method"),
     imbalance_factor: Optional[float] = typer.Option(None, help="reweight task: long-tail factor"),

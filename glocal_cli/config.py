@@ -46,8 +46,8 @@ class TrainConfig:
     outer_optimizer: str = "adam"
     outer_lr: float = 0.1
     dmd_mode: str = "unit"
-    dmd_tol: float = 0.05  # noisy minibatch hypergradients: see docs/method.md
-    dmd_rank_rtol: float = 0.2
+    dmd_tol: float = dmd.DEFAULT_TOL  # see docs/method.md for the evidence behind the defaults
+    dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
     grad_mode: str = "auto"
     global_outer_steps: Optional[int] = None
     val_fraction: float = 0.1

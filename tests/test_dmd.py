@@ -128,3 +128,21 @@ def test_horizon_overflow_falls_back():
     h, _, _ = linear_signal(lams=(1.5, 0.5))
     res = hankel_dmd_estimate(h, 5, horizon=10**6)
     _check_fallback(res, h, "diverging")
+
+
+def test_horizon_mode_falls_back_on_growing_mode():
+    """A mode with |λ| > 1 + tol makes a finite-horizon extrapolation meaningless too (no huge finite values)."""
+    h, _, _ = linear_signal(lams=(1.05, 0.5))
+    res = hankel_dmd_estimate(h, 5, horizon=30)
+    _check_fallback(res, h, "diverging")
+    assert res.spectral_radius == pytest.approx(1.05, rel=1e-6)
+
+
+def test_fit_predict_matches_signal():
+    """HankelFit.predict(n) reproduces the snapshot n steps after the last one (first block = h_{N+n})."""
+    from glocal_cli.dmd import hankel_dmd_fit
+
+    h, _, _ = linear_signal(sigma=20)
+    fit = hankel_dmd_fit(h, 10)
+    future, _, _ = linear_signal(sigma=10, t0=11 + 5)  # g_{N+5} holds h_{N+5} .. h_{N+5+m-1}, N = 11
+    np.testing.assert_allclose(fit.predict(5).real, future, rtol=1e-7, atol=1e-9)

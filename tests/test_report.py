@@ -13,7 +13,7 @@ import pytest
 from glocal_cli.cli import main
 from glocal_cli.errors import UserError
 from glocal_cli.report import build_report, collect_runs, group_runs
-from glocal_cli.report.figures import dmd_fit
+from glocal_cli.dmd import hankel_dmd_fit
 
 
 def _hypergrads(windows: int, sigma: int, q: int, seed: int) -> np.ndarray:
@@ -132,8 +132,8 @@ def test_report_tolerates_empty_runs_dir(tmp_path):
 
 def test_dmd_fit_recovers_unit_eigenvalue():
     h = _hypergrads(1, 12, 3, 0)[0]
-    fit = dmd_fit(h, 3, 1e-10)
-    assert np.min(np.abs(fit["eigenvalues"] - 1)) < 1e-6
+    fit = hankel_dmd_fit(h, 3, rank_rtol=1e-10)
+    assert np.min(np.abs(fit.eigenvalues - 1)) < 1e-6
 
 
 def test_missing_runs_dir_is_user_error(tmp_path):

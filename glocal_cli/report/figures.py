@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from glocal_cli import atomic  # noqa: E402
+from glocal_cli.dmd import hankel_dmd_fit  # noqa: E402
 from glocal_cli.report.collect import Group, Run  # noqa: E402
 
 METHOD_COLORS = {"none": "0.45", "local": "tab:blue", "glocal": "tab:red", "global": "tab:green"}
@@ -100,32 +101,6 @@ def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Option
     return save(fig, path)
 
 
-def dmd_fit(hypergrads: np.ndarray, m: int, rank_rtol: float, scale: bool = True) -> Optional[dict]:
-    """Exact Hankel DMD of one window (as in :func:`glocal_cli.dmd.hankel_dmd_estimate`):
-    eigenvalues, modes and amplitudes fitted to the last snapshot."""
-    h = np.asarray(hypergrads, dtype=np.float64)
-    if h.ndim != 2 or not np.all(np.isfinite(h)) or h.shape[0] - m + 1 < 3:
-        return None
-    from glocal_cli.dmd import hankel_matrix
-
-    unit_scale = np.ones(h.shape[1])
-    if scale:
-        rms = np.sqrt(np.mean(h**2, axis=0))
-        unit_scale = np.where(rms > 0, rms, 1.0)
-    H = hankel_matrix(h / unit_scale, m)
-    X, Y = H[:, :-1], H[:, 1:]
-    U, s, Vh = np.linalg.svd(X, full_matrices=False)
-    if s.size == 0 or s[0] <= 0:
-        return None
-    r = int(np.sum(s > rank_rtol * s[0]))
-    U, s, V = U[:, :r], s[:r], Vh[:r].conj().T
-    YVSinv = (Y @ V) / s
-    eigs, W = np.linalg.eig(U.conj().T @ YVSinv)
-    modes = YVSinv @ W
-    b = np.linalg.lstsq(modes, H[:, -1].astype(np.complex128), rcond=None)[0]
-    return {"eigenvalues": eigs, "modes": modes, "amplitudes": b, "n_snapshots": H.shape[1]}
-
-
 def pick_window(run: Run) -> Optional[int]:
     """The window to show: the last one whose DMD found an eigenvalue near 1, else the last one."""
     if run.dmd is None or "hypergrads" not in run.dmd:
@@ -157,10 +132,10 @@ def dmd_figure(run: Run, path: Path, horizon: int = 60) -> Optional[Tuple[Path, 
         est = dmd_mod.hankel_dmd_estimate(h, m, tol=tol, rank_rtol=rank_rtol)
     except TypeError:  # an older estimator without rank_rtol
         est = dmd_mod.hankel_dmd_estimate(h, m, tol=tol)
-    fit = dmd_fit(h, m, rank_rtol)
-    if fit is None or fit["eigenvalues"].size == 0:
+    fit = hankel_dmd_fit(h, m, rank_rtol=rank_rtol) if h.shape[0] - m + 1 >= 3 and np.all(np.isfinite(h)) else None
+    if fit is None or fit.eigenvalues.size == 0:
         return None
-    eigs = fit["eigenvalues"]
+    eigs = fit.eigenvalues
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
     t = np.linspace(0, 2 * np.pi, 400)
     ax1.plot(np.cos(t), np.sin(t), color="0.6", lw=1, label="unit circle")
@@ -179,10 +154,10 @@ def dmd_figure(run: Run, path: Path, horizon: int = 60) -> Optional[Tuple[Path, 
     ax1.legend(fontsize=7, loc="lower left")
     ax1.set_title(f"DMD eigenvalues, window {w + 1} (σ={h.shape[0]}, m={m})")
     n = np.arange(horizon + 1)
-    norms = np.linalg.norm(fit["modes"], axis=0)
+    norms = np.linalg.norm(fit.modes, axis=0)
     order = np.argsort(-np.abs(eigs))
     for j in order:
-        mag = np.abs(fit["amplitudes"][j]) * norms[j] * np.abs(eigs[j]) ** n
+        mag = np.abs(fit.amplitudes[j]) * norms[j] * np.abs(eigs[j]) ** n
         style = dict(color="tab:red", lw=2) if near[j] else dict(lw=1)
         ax2.semilogy(n, np.maximum(mag, 1e-300), label=f"|λ|={abs(eigs[j]):.3f}", **style)
     top = ax2.get_ylim()[1]
