@@ -77,6 +77,7 @@ def train(
     global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method"),
     imbalance_factor: Optional[float] = typer.Option(None, help="reweight task: long-tail factor"),
     val_fraction: Optional[float] = typer.Option(None, help="held-out validation fraction (default 0.1)"),
+    val_batch: Optional[int] = typer.Option(None, help="validations batched after the window's scan (-1 auto, 0 in the scan)"),
     eval_every: Optional[int] = typer.Option(None, help="windows between test evaluations"),
     checkpoint_every: Optional[int] = typer.Option(None, help="windows between checkpoints"),
     conv_impl: Optional[str] = typer.Option(None, help="auto (default) | patches (fast on CPU) | lax (XLA convolutions, fast on GPU)"),
@@ -143,7 +144,7 @@ def verify(
 
 _TRAIN_FIELDS = (
     "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
-    "dmd_mode dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction eval_every checkpoint_every conv_impl data_dir out"
+    "dmd_mode dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction val_batch eval_every checkpoint_every conv_impl data_dir out"
 ).split()
 
 

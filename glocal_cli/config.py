@@ -50,6 +50,7 @@ class TrainConfig:
     dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
     grad_mode: str = "auto"
     global_outer_steps: Optional[int] = None
+    val_batch: int = -1  # -1 auto: validations in the scan on CPU, batched after it on a GPU
     val_fraction: float = 0.1
     imbalance_factor: float = 50.0  # reweight task: long-tail factor of the training set
     reweight_val: int = 1000  # reweight task: balanced validation examples taken from the training set
@@ -119,6 +120,7 @@ class TrainConfig:
             dmd_rank_rtol=self.dmd_rank_rtol,
             grad_mode=self.grad_mode,
             global_outer_steps=self.global_outer_steps,
+            val_batch=self.val_batch,
         )
 
     def run_dir(self) -> Path:

@@ -72,6 +72,7 @@ class HPOConfig:
     dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
     grad_mode: str = "auto"  # "forward", "reverse" or "auto" (by q)
     global_outer_steps: Optional[int] = None  # outer steps of `global` (default T/τ)
+    val_batch: int = -1  # recorded validations evaluated together after the scan; 0: in the scan; -1: auto
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message on an inconsistent config."""
@@ -158,10 +159,17 @@ class HPORunner:
         self._train = make_train_fn(problem.step)
         self._windows = {}
 
+    def val_batch(self, n_record: int) -> int:
+        """Validation evaluations batched after the scan: auto = 0 on CPU (in the scan), all on an accelerator."""
+        if self.cfg.val_batch >= 0:
+            return self.cfg.val_batch
+        return 0 if jax.default_backend() == "cpu" else n_record
+
     def _window_fn(self, n_record: int, mode: str):
         key = (n_record, mode)
         if key not in self._windows:
-            self._windows[key] = make_window_fn(self.problem.step, self.problem.val_loss, n_record, mode)
+            vb = self.val_batch(n_record)
+            self._windows[key] = make_window_fn(self.problem.step, self.problem.val_loss, n_record, mode, vb)
         return self._windows[key]
 
     def init(self, phi0) -> HPOState:

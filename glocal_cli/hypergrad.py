@@ -104,7 +104,7 @@ def _n_steps(batches) -> int:
 
 
 def forward_window(
-    step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, tangents=None, data=None
+    step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, tangents=None, data=None, val_batch: int = 0
 ) -> WindowOutput:
     """Run a window with ``q`` forward-mode tangents (pure; jit it).
 
@@ -117,6 +117,11 @@ def forward_window(
       n_record: number of last steps whose hypergradient is returned (``0..τ``).
       tangents: ``Z`` at the start (leading ``[q]`` axis); ``None`` means zero.
       data: passed to ``step`` and ``val_loss``.
+      val_batch: ``0`` evaluates each recorded step's validation loss inside
+        the scan, one after the other (best on CPU); ``k > 0`` keeps the
+        ``n_record`` states and tangents and evaluates them after the scan,
+        ``k`` at a time (``lax.map`` with ``batch_size=k``): parallel work for
+        a GPU, at the cost of memory for ``n_record`` states with tangents.
 
     Returns:
       :class:`WindowOutput` with ``hypergrads [n_record, q]``.
@@ -139,17 +144,26 @@ def forward_window(
     def plain(carry, batch):
         return advance(carry, batch), None
 
+    def hypergrad(s, ds):
+        v, g = jax.value_and_grad(val_loss)(s, data)
+        return jax.vmap(lambda d: tree_vdot(g, d))(ds), v
+
     def recorded(carry, batch):
         s, ds = advance(carry, batch)
-        v, g = jax.value_and_grad(val_loss)(s, data)
-        h = jax.vmap(lambda d: tree_vdot(g, d))(ds)
-        return (s, ds), (h, v)
+        return (s, ds), hypergrad(s, ds)
+
+    def collected(carry, batch):
+        new = advance(carry, batch)
+        return new, new
 
     first, rest = _split(batches, tau - n_record)
     carry = (state, tangents)
     if tau - n_record > 0:
         carry, _ = lax.scan(plain, carry, first)
-    if n_record > 0:
+    if n_record > 0 and val_batch > 0:
+        carry, (states, dss) = lax.scan(collected, carry, rest)
+        hs, vs = lax.map(lambda x: hypergrad(*x), (states, dss), batch_size=min(val_batch, n_record))
+    elif n_record > 0:
         carry, (hs, vs) = lax.scan(recorded, carry, rest)
     else:
         hs = jnp.zeros((0, q), phi.dtype)
@@ -192,16 +206,17 @@ def reverse_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record:
     return WindowOutput(s_end, None, hs, vs, tree_all_finite(s_end))
 
 
-def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str):
+def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str, val_batch: int = 0):
     """Jitted ``(state, phi, batches, data, tangents=None) -> WindowOutput`` for a fixed ``n_record``.
 
     ``mode`` is ``"forward"`` or ``"reverse"`` (resolve ``"auto"`` with
     :func:`choose_mode` first). In reverse mode ``tangents`` must be ``None``.
+    ``val_batch``: see :func:`forward_window` (forward mode only).
     """
     if mode == "forward":
 
         def fn(state, phi, batches, data, tangents=None):
-            return forward_window(step, val_loss, state, phi, batches, n_record, tangents, data)
+            return forward_window(step, val_loss, state, phi, batches, n_record, tangents, data, val_batch)
 
     elif mode == "reverse":
 

@@ -121,3 +121,13 @@ def test_float32_matches_float64():
         out64 = forward_window(step, val_loss, state0, jnp.asarray(phi, jnp.float64), batches, n_record=2, data=data)
     assert out32.hypergrads.dtype == jnp.float32
     np.testing.assert_allclose(out32.hypergrads, out64.hypergrads, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("val_batch", [1, 2, 5])
+def test_batched_validation_equals_in_scan(x64, val_batch):
+    """Evaluating the recorded states after the scan (GPU path) gives the same hypergradients."""
+    step, val_loss, state0, phi, batches, data = mlp_problem(seed=4)
+    a = forward_window(step, val_loss, state0, phi, batches, n_record=5, data=data)
+    b = forward_window(step, val_loss, state0, phi, batches, n_record=5, data=data, val_batch=val_batch)
+    np.testing.assert_allclose(b.hypergrads, a.hypergrads, rtol=1e-12)
+    np.testing.assert_allclose(b.val_losses, a.val_losses, rtol=1e-12)
