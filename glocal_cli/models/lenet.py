@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from glocal_cli.models.conv import make_conv
+from glocal_cli.models.conv import make_conv, max_pool
 
 Array = Any
 
@@ -30,10 +30,13 @@ class LeNet(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         act = lambda h: nn.leaky_relu(h, self.negative_slope)  # noqa: E731
+        # With patches (the CPU path) pooling is a reshape + max, whose gradient avoids
+        # XLA:CPU's slow select_and_scatter; with lax (GPU) it is nn.max_pool.
+        pool = (lambda h: max_pool(h, 2)) if self.conv_impl == "patches" else (lambda h: nn.max_pool(h, (2, 2), strides=(2, 2)))
         x = make_conv(self.conv_impl, 16, (5, 5), padding="VALID", name="conv1")(x)
-        x = nn.max_pool(act(x), (2, 2), strides=(2, 2))
+        x = pool(act(x))
         x = make_conv(self.conv_impl, 16, (5, 5), padding="VALID", name="conv2")(x)
-        x = nn.max_pool(act(x), (2, 2), strides=(2, 2))
+        x = pool(act(x))
         x = jnp.reshape(x, (x.shape[0], -1))
         x = act(nn.Dense(32, name="dense1")(x))
         return nn.Dense(self.num_classes, name="dense2")(x)
