@@ -41,22 +41,36 @@ def load_params(path: str | Path) -> Dict[str, Any]:
     return data
 
 
+def _section(params: Dict[str, Any], key: str, where: str) -> Dict[str, Any]:
+    """``params[key]`` as a mapping (missing or null: empty); anything else is a UserError."""
+    value = params.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}{key}: expected a mapping of names to values, got {type(value).__name__}")
+    return value
+
+
 def profile_section(params: Dict[str, Any], profile: Optional[str]) -> Dict[str, Any]:
     """The chosen profile's mapping (``profile`` or the file's default)."""
-    profiles = params.get("profiles") or {}
+    profiles = _section(params, "profiles", "")
     name = profile or params.get("profile")
     if name is None:
         return {}
     if name not in profiles:
-        raise UserError(f"unknown profile {name!r}; params.yaml defines: {', '.join(profiles) or 'none'}")
-    return dict(profiles[name] or {})
+        raise UserError(f"unknown profile {name!r}; the params file defines: {', '.join(profiles) or 'none'}")
+    section = dict(_section(profiles, name, "profiles."))
+    gpu = section.get("gpu_required_for", [])
+    if isinstance(gpu, str) or not isinstance(gpu or [], list):
+        raise UserError(f"profiles.{name}.gpu_required_for: expected a list of model names, got {gpu!r}")
+    return section
 
 
 def train_config(params: Dict[str, Any], profile: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
     """TrainConfig from defaults <- ``train`` <- ``hpo`` <- profile <- command-line ``overrides``."""
     cfg = TrainConfig()
-    cfg = from_mapping(params.get("train") or {}, cfg)
-    cfg = from_mapping(params.get("hpo") or {}, cfg)
+    cfg = from_mapping(_section(params, "train", ""), cfg)
+    cfg = from_mapping(_section(params, "hpo", ""), cfg)
     prof = profile_section(params, profile)
     gpu_models = prof.pop("gpu_required_for", []) or []
     cfg = from_mapping(prof, cfg)

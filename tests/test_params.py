@@ -176,3 +176,20 @@ def test_cli_unknown_profile_exits_2_with_one_line():
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and "nope" in lines[0] and "quick" in lines[0]
     assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"profiles": {"quick": 5}, "profile": "quick"}, "profiles.quick"),
+        ({"profiles": ["quick"], "profile": "quick"}, "profiles"),
+        ({"train": ["steps"]}, "train"),
+        ({"hpo": 3}, "hpo"),
+        ({"profiles": {"p": {"gpu_required_for": "wrn16_2"}}, "profile": "p"}, "gpu_required_for"),
+    ],
+)
+def test_wrongly_shaped_sections_are_user_errors(params, needle):
+    from glocal_cli.params import train_config
+
+    with pytest.raises(UserError, match=needle):
+        train_config(params, None, {})
