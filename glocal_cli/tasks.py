@@ -108,6 +108,29 @@ def _evaluator(model) -> Callable:
     return evaluate
 
 
+def _val_loss_fn(model) -> Callable:
+    """``(state, data) -> scalar``: full-batch validation cross entropy of ``state[0]``."""
+
+    def val_loss(state, data):
+        per_example = lambda x, y: cross_entropy(model.apply({"params": state[0]}, x), y)
+        return chunked_mean(per_example, data["val_x"], data["val_y"])
+
+    return val_loss
+
+
+def _task(cfg: TrainConfig, splits: Splits, model, params0, opt, step, hyperparams, phi0) -> Task:
+    """Assemble a :class:`Task` whose inner state is ``(params, opt_state)``."""
+    problem = InnerProblem(
+        init_state=(params0, opt.init(params0)),
+        step=step,
+        val_loss=_val_loss_fn(model),
+        batches=_batches_fn(len(splits.train_x), cfg),
+        data=_device_data(splits),
+        hyperparams=hyperparams,
+    )
+    return Task(problem, np.asarray(phi0, np.float32), hyperparams, _evaluator(model), lambda s: s[0])
+
+
 def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
     """The optimizer-hyperparameter task (LeNet on MNIST-family, WRN-28-2 on CIFAR)."""
     model = get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl())
@@ -124,23 +147,11 @@ def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
         updates, opt_state = opt.update(grads, opt_state, params, phi)
         return optax.apply_updates(params, updates), opt_state
 
-    def val_loss(state, data):
-        per_example = lambda x, y: cross_entropy(model.apply({"params": state[0]}, x), y)
-        return chunked_mean(per_example, data["val_x"], data["val_y"])
-
     def hyperparams(phi):
         values = opt.hyperparams(jnp.asarray(phi))
         return {k: float(v) for k, v in values.items()}
 
-    problem = InnerProblem(
-        init_state=(params0, opt.init(params0)),
-        step=step,
-        val_loss=val_loss,
-        batches=_batches_fn(len(splits.train_x), cfg),
-        data=_device_data(splits),
-        hyperparams=hyperparams,
-    )
-    return Task(problem, phi0, hyperparams, _evaluator(model), lambda s: s[0])
+    return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0)
 
 
 def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
@@ -165,24 +176,12 @@ def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
         updates, opt_state = opt.update(jax.grad(loss)(params), opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    def val_loss(state, data):
-        per_example = lambda x, y: cross_entropy(model.apply({"params": state[0]}, x), y)
-        return chunked_mean(per_example, data["val_x"], data["val_y"])
-
     def hyperparams(phi):
         losses = jnp.asarray([0.1, 1.0, 3.0], jnp.float32)
         w = meta.apply({"params": unravel(jnp.asarray(phi, jnp.float32))}, losses)
         return {"w(L=0.1)": float(w[0]), "w(L=1)": float(w[1]), "w(L=3)": float(w[2])}
 
-    problem = InnerProblem(
-        init_state=(params0, opt.init(params0)),
-        step=step,
-        val_loss=val_loss,
-        batches=_batches_fn(len(splits.train_x), cfg),
-        data=_device_data(splits),
-        hyperparams=hyperparams,
-    )
-    return Task(problem, np.asarray(phi0, np.float32), hyperparams, _evaluator(model), lambda s: s[0])
+    return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0)
 
 
 def build_task(cfg: TrainConfig, splits: Splits) -> Task:
