@@ -249,28 +249,38 @@ class HPORunner:
         return HPOState(inner, phi, outer, hs.outer_step + 1), record
 
     def _global_run(self, phi, mode, on_chunk):
-        """Retrain from θ_0 for T steps with φ fixed, tangents carried.
+        """Retrain from θ_0 for T steps with φ fixed, tangents carried (see :meth:`hypergrad_to_end`)."""
+        if mode == "reverse":
+            raise ValueError("the global method needs forward mode (tangents carried over T steps)")
+        return self.hypergrad_to_end(self.problem.init_state, phi, 0, on_chunk)
+
+    def hypergrad_to_end(self, inner, phi, start: int, on_chunk: Optional[Callable[[int], None]] = None):
+        """``h_T``: train from ``inner`` at inner step ``start`` to T with φ fixed and ``Z = 0`` at ``start``.
+
+        Forward mode, tangents carried across windows of τ steps. This is the
+        global baseline's hypergradient (``start = 0``) and the true global
+        hypergradient of a window that ``glocal verify`` compares with.
 
         Returns ``(state, h_T [1, q], val_loss, finite, steps_done)``; stops at the
         first window whose state is non-finite.
         """
         cfg = self.cfg
-        inner = self.problem.init_state
-        if mode == "reverse":
-            raise ValueError("the global method needs forward mode (tangents carried over T steps)")
         carry_fn = self._window_fn(0, "forward")
         last_fn = self._window_fn(1, "forward")
         tangents = None
-        for w in range(cfg.windows):
-            batches = self.problem.batches(w * cfg.tau, cfg.tau)
-            fn = last_fn if w == cfg.windows - 1 else carry_fn
+        n = (cfg.steps - start) // cfg.tau
+        if n < 1:
+            raise ValueError(f"start must leave at least one window before T={cfg.steps}, got {start}")
+        for w in range(n):
+            batches = self.problem.batches(start + w * cfg.tau, cfg.tau)
+            fn = last_fn if w == n - 1 else carry_fn
             out = fn(inner, phi, batches, self.problem.data, tangents)
             inner, tangents = out.state, out.tangents
             if on_chunk is not None:
                 on_chunk(cfg.tau)
             if not bool(out.finite):
                 q = phi.shape[0]
-                return inner, np.full((1, q), np.nan), float("nan"), False, (w + 1) * cfg.tau
+                return inner, np.full((1, q), np.nan), float("nan"), False, start + (w + 1) * cfg.tau
         h = np.asarray(out.hypergrads, np.float64)
         finite = bool(out.finite) and bool(np.all(np.isfinite(h)))
         return inner, h, float(out.val_losses[-1]), finite, cfg.steps

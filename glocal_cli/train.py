@@ -152,11 +152,9 @@ def run_training(cfg: TrainConfig, progress: Optional[Progress] = None, stop_aft
 
     while not runner.done(hs):
         t0 = time.perf_counter()
-        hs, rec = runner.run_window(hs, on_chunk=progress.advance if cfg.method == "global" else None)
+        hs, rec = runner.run_window(hs, on_chunk=progress.advance)
         rec.seconds = time.perf_counter() - t0
         window_times.append(rec.seconds)
-        if cfg.method != "global":
-            progress.advance(cfg.tau)
         test_acc = None
         last = runner.done(hs) or not rec.finite
         if rec.finite and cfg.eval_every and (rec.outer_step % cfg.eval_every == 0 or last):

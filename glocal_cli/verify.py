@@ -122,19 +122,10 @@ def evaluate_window(h: np.ndarray, true: np.ndarray, m: int, horizon: int, probl
 
 
 def true_global(runner: HPORunner, inner, phi, start: int, T: int):
-    """``h_T`` from ``inner`` at inner step ``start`` with φ fixed and zero tangents at ``start``."""
-    tau = runner.cfg.tau
-    carry_fn = runner._window_fn(0, "forward")
-    last_fn = runner._window_fn(1, "forward")
-    prob = runner.problem
-    tangents = None
-    n = (T - start) // tau
-    out = None
-    for w in range(n):
-        fn = last_fn if w == n - 1 else carry_fn
-        out = fn(inner, phi, prob.batches(start + w * tau, tau), prob.data, tangents)
-        inner, tangents = out.state, out.tangents
-    return np.asarray(out.hypergrads[-1], np.float64)
+    """``h_T [q]`` from ``inner`` at inner step ``start`` with φ fixed and zero tangents at ``start``."""
+    if T != runner.cfg.steps:
+        raise ValueError(f"T={T} must equal the runner's steps={runner.cfg.steps}")
+    return runner.hypergrad_to_end(inner, phi, start)[1][-1]
 
 
 def verify_lenet(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -> List[Dict]:
