@@ -10,7 +10,7 @@ other processes hits every method alike; the median per method is reported.
 Two components are timed alongside, in the same run:
 
 * ``W``: a window of τ steps with the q forward-mode tangents and no
-  validation evaluation (``make_window_fn(n_record=0)``);
+  validation evaluation (``HPORunner.window_fn(n_record=0)``);
 * ``V``: one validation evaluation with tangents, ``h = ∇ℓ̃(θ)·Z``
   (a full-batch gradient of the validation loss contracted with the q tangents).
 
@@ -100,7 +100,7 @@ def build_lenet_task(s: BenchSettings, steps: int):
 def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None) -> Dict:
     """Run the benchmark; returns the results dict (also what ``--out`` writes)."""
     from glocal_cli.hpo import HPOConfig, HPORunner
-    from glocal_cli.hypergrad import make_window_fn, tree_vdot
+    from glocal_cli.hypergrad import tangent_hypergrad
 
     say = progress or (lambda msg: None)
     n_windows_run = 1 + s.windows  # compiling window + timed ones
@@ -109,19 +109,16 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
     prob = task.problem
     q = int(task.phi0.shape[0])
 
+    # The runners share their compiled window functions (same problem, same (n_record, mode)).
+    base = HPORunner(prob, HPOConfig(method="local", steps=steps, tau=s.tau, sigma=s.sigma, m=s.m))
     runners, states = {}, {}
     for method in ("none", "local", "glocal"):
-        cfg = HPOConfig(method=method, steps=steps, tau=s.tau, sigma=s.sigma, m=s.m)
-        runners[method] = HPORunner(prob, cfg)
+        runners[method] = base.with_config(HPOConfig(method=method, steps=steps, tau=s.tau, sigma=s.sigma, m=s.m))
         states[method] = runners[method].init(task.phi0)
 
     # W and V: the two components of a window, on the same inner state.
-    # Share the compiled window functions between runners (same problem, same (n_record, mode)).
-    shared = runners["local"]._windows
-    for r_ in runners.values():
-        r_._windows = shared
-    w_fn = runners["local"]._window_fn(0, "forward")
-    v_fn = jax.jit(lambda st, d, Z: jax.vmap(lambda z: tree_vdot(jax.grad(prob.val_loss)(st, d), z))(Z))
+    w_fn = base.window_fn(0, "forward")
+    v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d)[0])
     phi = jnp.asarray(task.phi0)
     batches = prob.batches(0, s.tau)
 
@@ -160,8 +157,8 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
     # global: one outer step over a short horizon, extrapolated to S x T.
     say(f"timing global (one outer step, T={s.global_steps})")
     g_steps = max(s.tau, (s.global_steps // s.tau) * s.tau)
-    g_runner = HPORunner(prob, HPOConfig(method="global", steps=g_steps, tau=s.tau, global_outer_steps=2))
-    g_runner._windows = shared  # its (0, forward) and (1, forward) windows are W's and local's
+    # its (0, forward) and (1, forward) windows are W's and local's (compiled already)
+    g_runner = base.with_config(HPOConfig(method="global", steps=g_steps, tau=s.tau, global_outer_steps=2))
     g_state = g_runner.init(task.phi0)
     g_first = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))
     g_time = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))

@@ -21,7 +21,7 @@ progress, evaluate, checkpoint and resume between windows.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,7 @@ class HPOConfig:
     sigma: int = 20  # local hypergradients fed to DMD (glocal)
     m: int = 10  # Hankel time-delay stacks
     outer_lr: float = 0.1
-    outer_optimizer: str = "adam"
+    outer_optimizer: Union[str, optax.GradientTransformation] = "adam"  # a name (with outer_lr) or any optax optimizer
     dmd_mode: str = "unit"  # "unit" (ĥ_∞) or "horizon" (ĥ_T)
     dmd_tol: float = dmd.DEFAULT_TOL
     dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
@@ -90,6 +90,7 @@ class HPOConfig:
             raise ValueError(f"sigma must be <= tau, got sigma={self.sigma}, tau={self.tau}")
         if self.outer_lr <= 0:
             raise ValueError(f"outer_lr must be > 0, got {self.outer_lr}")
+        outer_optimizer(self.outer_optimizer, self.outer_lr)  # raises on an unknown name
 
     @property
     def windows(self) -> int:
@@ -104,12 +105,41 @@ class HPOConfig:
         return self.windows
 
 
-def outer_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    """The optax outer optimizer by name (``adam``, ``sgd``, ``rmsprop``)."""
-    table = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop}
-    if name not in table:
-        raise ValueError(f"outer optimizer must be one of {', '.join(table)}, got {name!r}")
-    return table[name](lr)
+OUTER_OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop}
+
+
+def outer_optimizer(spec: Union[str, optax.GradientTransformation], lr: float) -> optax.GradientTransformation:
+    """The outer optimizer on ``φ [q]``.
+
+    ``spec`` is any ``optax.GradientTransformation`` (used as given; ``lr`` is
+    ignored), or a name from :data:`OUTER_OPTIMIZERS` (``adam``, ``sgd``,
+    ``rmsprop``) built with learning rate ``lr``.
+    """
+    if isinstance(spec, optax.GradientTransformation):
+        return spec
+    if spec not in OUTER_OPTIMIZERS:
+        raise ValueError(
+            f"outer optimizer must be an optax.GradientTransformation or one of {', '.join(OUTER_OPTIMIZERS)}, got {spec!r}"
+        )
+    return OUTER_OPTIMIZERS[spec](lr)
+
+
+class HypergradToEnd(NamedTuple):
+    """What :meth:`HPORunner.hypergrad_to_end` returns.
+
+    Attributes:
+      state: inner state at the end (or at the first non-finite window).
+      hypergrads: ``[1, q]`` the hypergradient ``h_T`` (NaN if not finite).
+      val_loss: validation loss at T (NaN if not finite).
+      finite: whether the state and ``h_T`` are finite.
+      steps_done: inner steps of the run reached (T, or where it stopped).
+    """
+
+    state: Any
+    hypergrads: np.ndarray
+    val_loss: float
+    finite: bool
+    steps_done: int
 
 
 class HPOState(NamedTuple):
@@ -148,7 +178,16 @@ class HPORunner:
     """Runs the outer loop of one method on one :class:`InnerProblem`.
 
     Holds only immutable configuration and jitted functions; the evolving
-    state is the :class:`HPOState` passed in and returned.
+    state is the :class:`HPOState` passed in and returned. The outer
+    optimizer is ``cfg.outer_optimizer`` (a name or any
+    ``optax.GradientTransformation``).
+
+    Example::
+
+        runner = HPORunner(problem, HPOConfig(method="glocal", steps=200, tau=20, sigma=10, m=4))
+        hs = runner.init(phi0)                   # phi0: [q]
+        while not runner.done(hs):
+            hs, record = runner.run_window(hs)   # record.hypergrad_used: [q]
     """
 
     def __init__(self, problem: InnerProblem, cfg: HPOConfig):
@@ -159,18 +198,33 @@ class HPORunner:
         self._train = make_train_fn(problem.step)
         self._windows = {}
 
+    def with_config(self, cfg: HPOConfig) -> "HPORunner":
+        """A runner of the same problem with another config, sharing the compiled functions."""
+        other = HPORunner(self.problem, cfg)
+        other._train = self._train
+        other._windows = self._windows
+        return other
+
     def val_batch(self, n_record: int) -> int:
         """Validation evaluations batched after the scan: auto = 0 on CPU (in the scan), all on an accelerator."""
         if self.cfg.val_batch >= 0:
             return self.cfg.val_batch
         return 0 if jax.default_backend() == "cpu" else n_record
 
-    def _window_fn(self, n_record: int, mode: str):
-        key = (n_record, mode)
+    def window_fn(self, n_record: int, mode: str):
+        """The jitted window ``(state, phi [q], batches [τ, ...], data, tangents=None) -> WindowOutput``.
+
+        Records the last ``n_record`` local hypergradients (``hypergrads [n_record, q]``);
+        ``mode`` is ``"forward"`` or ``"reverse"``. Compiled once per
+        ``(n_record, mode)`` and shared with runners made by :meth:`with_config`.
+        """
+        vb = self.val_batch(n_record)
+        key = (n_record, mode, vb)
         if key not in self._windows:
-            vb = self.val_batch(n_record)
             self._windows[key] = make_window_fn(self.problem.step, self.problem.val_loss, n_record, mode, vb)
         return self._windows[key]
+
+    _window_fn = window_fn
 
     def init(self, phi0) -> HPOState:
         """Outer state at the start of a run from ``phi0 [q]``."""
@@ -254,19 +308,21 @@ class HPORunner:
             raise ValueError("the global method needs forward mode (tangents carried over T steps)")
         return self.hypergrad_to_end(self.problem.init_state, phi, 0, on_chunk)
 
-    def hypergrad_to_end(self, inner, phi, start: int, on_chunk: Optional[Callable[[int], None]] = None):
+    def hypergrad_to_end(
+        self, inner, phi, start: int, on_chunk: Optional[Callable[[int], None]] = None
+    ) -> HypergradToEnd:
         """``h_T``: train from ``inner`` at inner step ``start`` to T with φ fixed and ``Z = 0`` at ``start``.
 
         Forward mode, tangents carried across windows of τ steps. This is the
         global baseline's hypergradient (``start = 0``) and the true global
         hypergradient of a window that ``glocal verify`` compares with.
 
-        Returns ``(state, h_T [1, q], val_loss, finite, steps_done)``; stops at the
-        first window whose state is non-finite.
+        Returns a :class:`HypergradToEnd` ``(state, hypergrads [1, q], val_loss,
+        finite, steps_done)``; stops at the first window whose state is non-finite.
         """
         cfg = self.cfg
-        carry_fn = self._window_fn(0, "forward")
-        last_fn = self._window_fn(1, "forward")
+        carry_fn = self.window_fn(0, "forward")
+        last_fn = self.window_fn(1, "forward")
         tangents = None
         n = (cfg.steps - start) // cfg.tau
         if n < 1:
@@ -280,10 +336,10 @@ class HPORunner:
                 on_chunk(cfg.tau)
             if not bool(out.finite):
                 q = phi.shape[0]
-                return inner, np.full((1, q), np.nan), float("nan"), False, start + (w + 1) * cfg.tau
+                return HypergradToEnd(inner, np.full((1, q), np.nan), float("nan"), False, start + (w + 1) * cfg.tau)
         h = np.asarray(out.hypergrads, np.float64)
         finite = bool(out.finite) and bool(np.all(np.isfinite(h)))
-        return inner, h, float(out.val_losses[-1]), finite, cfg.steps
+        return HypergradToEnd(inner, h, float(out.val_losses[-1]), finite, cfg.steps)
 
 
 def run(problem: InnerProblem, cfg: HPOConfig, phi0) -> tuple[HPOState, List[WindowRecord]]:

@@ -38,6 +38,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 from jax import lax
 
 FORWARD_MAX_Q = 32
@@ -76,21 +78,48 @@ def choose_mode(q: int, mode: str = "auto") -> str:
     return "forward" if q <= FORWARD_MAX_Q else "reverse"
 
 
-def tree_vdot(a, b) -> jnp.ndarray:
-    """Sum over leaves of ``vdot(a_leaf, b_leaf)``."""
-    leaves = jax.tree_util.tree_map(lambda x, y: jnp.vdot(x, y), a, b)
-    return sum(jax.tree_util.tree_leaves(leaves))
-
-
 def tree_all_finite(tree) -> jnp.ndarray:
     """Scalar bool: every leaf of ``tree`` is finite."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+def _differentiable(x) -> bool:
+    """Whether a state leaf carries a tangent (floating); integer leaves (step counts) do not."""
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
 def zero_tangents(state, q: int):
-    """``Z = 0``: a pytree like ``state`` with a leading ``[q]`` axis."""
-    return jax.tree_util.tree_map(lambda x: jnp.zeros((q,) + x.shape, x.dtype), state)
+    """``Z = 0``: a pytree like ``state`` with a leading ``[q]`` axis.
+
+    Integer leaves (e.g. an optax step count) get a float32 zero placeholder
+    of the same shape: they are never differentiated.
+    """
+    return jax.tree_util.tree_map(
+        lambda x: jnp.zeros((q,) + jnp.shape(x), x.dtype if _differentiable(x) else jnp.float32), state
+    )
+
+
+def tangent_hypergrad(val_loss: ValLoss, state, tangents, data=None):
+    """``(h [q], v)``: ``h_i = ∇ val_loss(state) · Z_i`` and ``v = val_loss(state)``.
+
+    ``tangents`` is ``Z`` (a pytree like ``state`` with a leading ``[q]`` axis,
+    as :func:`forward_window` returns); one reverse pass gives the gradient,
+    contracted with the ``q`` tangents. Integer leaves are skipped.
+    """
+    v, g = jax.value_and_grad(val_loss, allow_int=True)(state, data)
+    mask = [_differentiable(x) for x in jax.tree_util.tree_leaves(state)]
+    g_f = [x for x, keep in zip(jax.tree_util.tree_leaves(g), mask) if keep]
+
+    def contract(z):
+        z_f = [x for x, keep in zip(jax.tree_util.tree_leaves(z), mask) if keep]
+        return optax.tree_utils.tree_vdot(g_f, z_f)
+
+    return jax.vmap(contract)(tangents), v
+
+
+def _float0(x):
+    return np.zeros(jnp.shape(x), jax.dtypes.float0)
 
 
 def _split(batches, n_first: int):
@@ -133,11 +162,22 @@ def forward_window(
     if tangents is None:
         tangents = zero_tangents(state, q)
     basis = jnp.eye(q, dtype=phi.dtype)
+    all_float = all(_differentiable(x) for x in jax.tree_util.tree_leaves(state))
 
     def advance(carry, batch):
         s, ds = carry
         f = lambda s_, p_: step(s_, p_, batch, data)
-        jvp = lambda d, e: jax.jvp(f, (s, phi), (d, e))
+
+        def jvp(d, e):
+            if not all_float:  # integer leaves take float0 tangents and keep zero placeholders
+                d = jax.tree_util.tree_map(lambda x, dx: dx if _differentiable(x) else _float0(x), s, d)
+            s_new, d_new = jax.jvp(f, (s, phi), (d, e))
+            if not all_float:
+                d_new = jax.tree_util.tree_map(
+                    lambda x, dx: dx if _differentiable(x) else jnp.zeros(jnp.shape(x), jnp.float32), s_new, d_new
+                )
+            return s_new, d_new
+
         s_new, ds_new = jax.vmap(jvp, in_axes=(0, 0), out_axes=(None, 0))(ds, basis)
         return s_new, ds_new
 
@@ -145,8 +185,7 @@ def forward_window(
         return advance(carry, batch), None
 
     def hypergrad(s, ds):
-        v, g = jax.value_and_grad(val_loss)(s, data)
-        return jax.vmap(lambda d: tree_vdot(g, d))(ds), v
+        return tangent_hypergrad(val_loss, s, ds, data)
 
     def recorded(carry, batch):
         s, ds = advance(carry, batch)

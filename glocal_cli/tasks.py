@@ -144,7 +144,7 @@ def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
         params, opt_state = state
         x, y = data["train_x"][idx], data["train_y"][idx]
         grads = jax.grad(lambda p: jnp.mean(cross_entropy(model.apply({"params": p}, x), y)))(params)
-        updates, opt_state = opt.update(grads, opt_state, params, phi)
+        updates, opt_state = opt.update(grads, opt_state, params, phi=phi)
         return optax.apply_updates(params, updates), opt_state
 
     def hyperparams(phi):

@@ -28,7 +28,7 @@ def mlp_problem(seed=0):
         p, o = state
         x, y = batch
         g = jax.grad(lambda p_: jnp.mean((predict(p_, x) - y) ** 2))(p)
-        updates, o = opt.update(g, o, p, phi)
+        updates, o = opt.update(g, o, p, phi=phi)
         return (jax.tree_util.tree_map(lambda a, u: a + u, p, updates), o)
 
     def val_loss(state, data):
