@@ -105,3 +105,29 @@ def test_nonfinite_window_stops_run(x64):
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HPOConfig(**kwargs).validate()
+
+
+def test_outer_optimizer_accepts_any_optax_transformation(x64):
+    """An optax.GradientTransformation as outer optimizer gives the same run as the equivalent name."""
+    import optax
+
+    qp, theta0, phi = _setup()
+    prob = quadratic.inner_problem(qp, theta0)
+    by_name, _ = run(prob, HPOConfig(method="local", steps=200, tau=50, outer_optimizer="sgd", outer_lr=0.3), phi)
+    given, _ = run(prob, HPOConfig(method="local", steps=200, tau=50, outer_optimizer=optax.sgd(0.3)), phi)
+    np.testing.assert_array_equal(given.phi, by_name.phi)
+    assert not np.allclose(given.phi, phi)
+    clipped, _ = run(prob, HPOConfig(method="local", steps=200, tau=50,
+                                     outer_optimizer=optax.chain(optax.clip(1e-3), optax.sgd(0.3))), phi)
+    assert np.max(np.abs(np.asarray(clipped.phi) - phi)) <= 4 * 0.3 * 1e-3 + 1e-12
+    with pytest.raises(ValueError, match="optax.GradientTransformation or one of adam, sgd, rmsprop, got 'lion'"):
+        HPOConfig(outer_optimizer="lion").validate()
+
+
+def test_hypergrad_to_end_named_fields(x64):
+    qp, theta0, phi = _setup()
+    runner = HPORunner(quadratic.inner_problem(qp, theta0), HPOConfig(method="local", steps=200, tau=50))
+    end = runner.hypergrad_to_end(runner.problem.init_state, jnp.asarray(phi), 100)
+    assert end.finite and end.steps_done == 200 and end.hypergrads.shape == (1, 2)
+    state, h, val, finite, steps = end  # still unpacks as a 5-tuple
+    np.testing.assert_allclose(end.state, quadratic.theta_closed_form(qp, theta0, phi, 100), rtol=1e-10)
