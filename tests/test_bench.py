@@ -2,16 +2,12 @@
 
 import json
 import math
+import statistics
 
 import pytest
+from rich.console import Console
 
-from conftest import shared_datasets
 from glocal_cli import bench
-
-DATA = shared_datasets()
-needs_data = pytest.mark.skipif(DATA is None, reason="../shared/datasets not found")
-
-KEYS = ("local_over_none", "glocal_over_local", "glocal_over_none", "glocal_over_local_floor", "W_s", "V_s", "device")
 
 
 def test_settings():
@@ -23,19 +19,44 @@ def test_settings():
         bench.bench_settings(steps=0)
 
 
-@needs_data
-def test_run_bench_tiny(tmp_path):
-    s = bench.BenchSettings(data_dir=str(DATA), tau=4, sigma=4, m=2, batch_size=16, val_fraction=0.01,
-                            windows=1, global_steps=8, horizon=40)
+@pytest.mark.realdata
+def test_run_bench_tiny(tmp_path, shared_data):
+    """Every reported number is derived from the timed samples by the documented formula."""
+    s = bench.BenchSettings(data_dir=str(shared_data), tau=4, sigma=4, m=2, batch_size=16, val_fraction=0.01,
+                            windows=2, global_steps=8, horizon=40)
     res = bench.run_bench(s)
-    for k in KEYS:
-        assert k in res
-    for k in KEYS[:-1] + ("global_over_none",):
-        assert math.isfinite(res[k]) and res[k] > 0, k
+    samples = res["window_samples_s"]
+    assert {k: len(v) for k, v in samples.items()} == {"none": 2, "local": 2, "glocal": 2, "W": 2, "V": 6}
+    assert all(t > 0 and math.isfinite(t) for v in samples.values() for t in v)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    assert res["window_s"] == {m: med[m] for m in ("none", "local", "glocal")}
+    assert (res["W_s"], res["V_s"]) == (med["W"], med["V"])
+    per1000 = res["seconds_per_1000_steps"]
+    for m in ("none", "local", "glocal"):
+        assert per1000[m] == pytest.approx(med[m] * 1000 / s.tau)
+    g = res["global_measured"]
+    assert g["steps"] == 8 and g["outer_steps_extrapolated"] == s.horizon // s.tau
+    assert per1000["global"] == pytest.approx(g["seconds"] / g["steps"] * (s.horizon // s.tau) * 1000)
     for m in bench.METHOD_ORDER:
-        assert res["seconds_per_1000_steps"][m] > 0
-    assert "extrapolated" in res["global_measured"]["note"]
+        assert res["run_seconds_extrapolated"][m] == pytest.approx(per1000[m] * s.horizon / 1000)
+    assert res["local_over_none"] == pytest.approx(med["local"] / med["none"])
+    assert res["glocal_over_local"] == pytest.approx(med["glocal"] / med["local"])
+    assert res["global_over_none"] == pytest.approx(per1000["global"] / per1000["none"])
+    floor = (med["W"] + s.sigma * med["V"]) / (med["W"] + med["V"])
+    assert res["floor_glocal_over_local"] == pytest.approx(floor) and 1 < floor < s.sigma
+    assert res["glocal_over_local_floor"] == pytest.approx(res["glocal_over_local"] / floor)
+    assert res["q"] == 3 and res["val_evals_per_window"] == {"none": 0, "local": 1, "glocal": s.sigma}
+
     bench.write_results(res, tmp_path / "bench.json")
-    assert json.loads((tmp_path / "bench.json").read_text())["V_s"] > 0
-    bench.results_table(res)  # renders
-    assert len(bench.summary_lines(res)) == 4
+    assert json.loads((tmp_path / "bench.json").read_text())["V_s"] == res["V_s"]
+
+    console = Console(record=True, width=200)
+    console.print(bench.results_table(res))
+    text = console.export_text()
+    rows = {cells[1]: cells[2:] for cells in ([c.strip() for c in ln.split("│")] for ln in text.splitlines())
+            if len(cells) > 2}
+    for m in bench.METHOD_ORDER:
+        cells = rows[m + ("*" if m == "global" else "")]
+        assert cells[1] == f"{per1000[m]:.4g}" and cells[5] == f"{bench.PAPER_TABLE4[m]:.1f}", cells
+    lines = bench.summary_lines(res)
+    assert f"glocal/local = {res['glocal_over_local']:.2f}" in lines[1] and "extrapolated" in lines[3]

@@ -5,24 +5,19 @@ import time
 
 import numpy as np
 import pytest
-from data_fixtures import shared_datasets_dir
 
 from glocal_cli.data import load_dataset, prepare_dataset
 
-SHARED = shared_datasets_dir()
-pytestmark = pytest.mark.skipif(
-    not (SHARED / "mnist" / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"real dataset files not found in {SHARED} (set GLOCAL_SHARED_DATASETS)",
-)
+pytestmark = pytest.mark.realdata
 
 MNIST_TRAIN_HIST = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_HIST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 @pytest.fixture(scope="module")
-def mnist():
+def mnist(shared_data):
     start = time.perf_counter()
-    ds = load_dataset("mnist", SHARED)  # parent folder holding mnist/
+    ds = load_dataset("mnist", shared_data)  # parent folder holding mnist/
     assert time.perf_counter() - start < 20
     return ds
 
@@ -39,8 +34,8 @@ def test_mnist_pixel_means(mnist):
     assert round(float(mnist.test_images.mean(dtype=np.float64)), 3) == 33.791
 
 
-def test_fashion_mnist_direct_folder():
-    ds = load_dataset("fmnist", SHARED / "fashion_mnist")  # the folder holding the files itself
+def test_fashion_mnist_direct_folder(shared_data):
+    ds = load_dataset("fmnist", shared_data / "fashion_mnist")  # the folder holding the files itself
     assert ds.name == "fashion_mnist" and ds.num_classes == 10
     assert np.bincount(ds.train_labels).tolist() == [6000] * 10
     assert np.bincount(ds.test_labels).tolist() == [1000] * 10
@@ -48,9 +43,9 @@ def test_fashion_mnist_direct_folder():
     assert round(float(ds.test_images.mean(dtype=np.float64)), 3) == 73.147
 
 
-def test_prepare_real_mnist_verified(tmp_path, mnist, capsys):
+def test_prepare_real_mnist_verified(tmp_path, mnist, capsys, shared_data):
     out = tmp_path / "raw"
-    path = prepare_dataset("mnist", SHARED, out)
+    path = prepare_dataset("mnist", shared_data, out)
     manifest = json.loads((out / "mnist.json").read_text())
     assert manifest["files"]["train-images-idx3-ubyte.gz"]["md5"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
     assert manifest["files"]["train-images-idx3-ubyte.gz"]["sha256"] == (
@@ -62,5 +57,5 @@ def test_prepare_real_mnist_verified(tmp_path, mnist, capsys):
     np.testing.assert_array_equal(ds.train_images, mnist.train_images)
     np.testing.assert_array_equal(ds.test_labels, mnist.test_labels)
     mtime = path.stat().st_mtime_ns
-    prepare_dataset("mnist", SHARED, out)
+    prepare_dataset("mnist", shared_data, out)
     assert path.stat().st_mtime_ns == mtime

@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import shared_datasets
-
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("none", "local", "glocal")
 
@@ -32,10 +30,10 @@ def _run(cmd, cwd, env, timeout=600):
     return res
 
 
-def test_dvc_repro_quick_fashion_mnist(tmp_path):
-    data = shared_datasets()
-    if data is None or not (data / "fashion_mnist").is_dir():
-        pytest.skip("../shared/datasets/fashion_mnist not found (set GLOCAL_SHARED_DATASETS)")
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
+    data = shared_data
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
     if dvc is None or not shutil.which("git"):
         pytest.skip("dvc or git not installed (pip install -e '.[pipeline]')")

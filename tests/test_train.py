@@ -7,17 +7,19 @@ import sys
 import numpy as np
 import pytest
 
+from glocal_cli import dmd
 from glocal_cli.config import TrainConfig
 from glocal_cli.errors import UserError
 from glocal_cli.train import run_training
 
-from conftest import shared_datasets
 
-DATA = shared_datasets()
-needs_data = pytest.mark.skipif(DATA is None, reason="../shared/datasets not found")
+@pytest.fixture
+def small_cfg(shared_data):
+    """``(tmp_path, method, **overrides) -> TrainConfig``: a 60-step Fashion-MNIST run."""
+    return lambda tmp_path, method, **kw: _small_cfg(shared_data, tmp_path, method, **kw)
 
 
-def small_cfg(tmp_path, method, **kw):
+def _small_cfg(data, tmp_path, method, **kw):
     base = dict(
         dataset="fashion_mnist",
         method=method,
@@ -31,7 +33,7 @@ def small_cfg(tmp_path, method, **kw):
         val_fraction=0.01,
         eval_every=1,
         checkpoint_every=1,
-        data_dir=str(DATA),
+        data_dir=str(data),
         out=str(tmp_path / method),
     )
     base.update(kw)
@@ -45,9 +47,9 @@ def read_history(path):
         return list(csv.DictReader(f))
 
 
-@needs_data
+@pytest.mark.realdata
 @pytest.mark.parametrize("method", ["none", "local", "glocal"])
-def test_short_run_learns(tmp_path, method):
+def test_short_run_learns(tmp_path, small_cfg, method):
     cfg = small_cfg(tmp_path, method)
     metrics = run_training(cfg)
     assert metrics["status"] == "complete"
@@ -64,13 +66,27 @@ def test_short_run_learns(tmp_path, method):
         assert metrics["hyperparams"]["lr"] != pytest.approx(0.1, rel=1e-4)
         assert all(np.isfinite(float(r["val_loss"])) for r in rows)
     if method == "glocal":
-        assert (tmp_path / method / "dmd.npz").exists()
-        assert all(r["dmd_reason"] in ("",) or r["dmd_fallback"] == "1" for r in rows)
+        # Each window's update is the DMD estimate of its σ recorded local hypergradients
+        # (or the local one where DMD fell back), and the fallback count agrees.
+        saved = np.load(tmp_path / method / "dmd.npz")
+        hg, eigs = saved["hypergrads"], saved["eigenvalues"]
+        assert hg.shape == (3, cfg.sigma, 3) and len(eigs) == 3
+        q = hg.shape[2]
+        for row, h, eig in zip(rows, hg, eigs):
+            ref = dmd.hankel_dmd_estimate(h, cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
+            assert ref.rank > 0  # the fit ran on these σ hypergradients (even where the estimate fell back)
+            np.testing.assert_allclose(eig[: len(ref.eigenvalues)], ref.eigenvalues, rtol=1e-9, atol=1e-12)
+            assert np.all(np.isnan(eig[len(ref.eigenvalues) :]))
+            used = [float(row[f"h_used_{i}"]) for i in range(q)]
+            np.testing.assert_allclose([float(row[f"h_local_{i}"]) for i in range(q)], h[-1], rtol=1e-6)
+            np.testing.assert_allclose(used, ref.estimate, rtol=1e-9, atol=1e-12)
+            assert row["dmd_fallback"] == str(int(ref.fallback)) and row["dmd_reason"] == ref.reason
+        assert metrics["dmd_fallbacks"] == sum(r["dmd_fallback"] == "1" for r in rows)
     assert not (tmp_path / method / "checkpoint.pkl").exists()
 
 
-@needs_data
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.realdata
+def test_resume_equals_uninterrupted(tmp_path, small_cfg):
     whole = run_training(small_cfg(tmp_path, "local", out=str(tmp_path / "whole")))
     cfg = small_cfg(tmp_path, "local", out=str(tmp_path / "split"))
     first = run_training(cfg, stop_after=1)
@@ -83,8 +99,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert [r["lr"] for r in a] == [r["lr"] for r in b]
 
 
-@needs_data
-def test_divergence_is_recorded_not_raised(tmp_path):
+@pytest.mark.realdata
+def test_divergence_is_recorded_not_raised(tmp_path, small_cfg):
     cfg = small_cfg(tmp_path, "local", lr0=0.999, momentum0=0.999, outer_lr=1e-6, steps=200, tau=20, eval_every=0)
     metrics = run_training(cfg)
     assert metrics["status"] == "diverged"
