@@ -55,7 +55,7 @@ def run(
         else:
             path, reason = prepare_dataset(spec.name, source, out, verify=verify, progress=hook), None
     if reason is not None:
-        console.print(f"{reason} (recorded in {path} and {manifest_path(spec.name, out)})")
+        console.print(f"{reason} (recorded in {path} and {manifest_path(spec.name, out)})", soft_wrap=True, markup=False)
         return path
     manifest = json.loads(manifest_path(spec.name, out).read_text())
     table = Table(title=f"{spec.name} -> {path}")

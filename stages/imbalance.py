@@ -43,7 +43,7 @@ def run(
             raise
         path = imbalanced_path(spec.name, check_factor(factor), seed, out)
         write_not_run(path, e.reason)
-        console.print(f"{e.reason} (recorded in {path})")
+        console.print(f"{e.reason} (recorded in {path})", soft_wrap=True, markup=False)
         return None
     table = Table(title=f"{spec.name} long-tailed, factor {factor:g}, seed {seed}")
     table.add_column("class", justify="right")

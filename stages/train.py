@@ -65,7 +65,7 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
             metrics = run_training(
                 cfg,
                 Callbacks(start=start, advance=lambda n: bar.advance(task_id, n), update=update,
-                          note=lambda text: bar.console.print(text, markup=False, highlight=False)),
+                          note=lambda text: bar.console.print(text, markup=False, highlight=False, soft_wrap=True)),
                 stop_after=stop_after,
             )
         except DataNotAvailable as e:
@@ -73,7 +73,7 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
                 raise
             metrics = write_not_run(cfg, e.reason)
     if metrics.get("status") == "not run":
-        console.print(f"{metrics['failure']} (recorded in {cfg.run_dir() / 'metrics.json'})", markup=False)
+        console.print(f"{metrics['failure']} (recorded in {cfg.run_dir() / 'metrics.json'})", markup=False, soft_wrap=True)
         return metrics
     if metrics.get("status") == "stopped":
         console.print(f"stopped after outer step {metrics['outer_step']}; run again to resume")
