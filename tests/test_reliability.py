@@ -1,7 +1,7 @@
 """Reliability (issue 11): safe checkpoints, honest exit codes, bad values refused, offline pipeline.
 
-Fast tests use tiny fake states and the CLI in-process; the tests marked ``needs_data``
-train LeNet for a few windows on the real Fashion-MNIST files (seconds to tens of seconds).
+Fast tests use tiny fake states, the CLI in-process, and LeNet trained for a few windows on
+352 random images (``tiny_data``); the real-process Ctrl-C test is marked slow.
 """
 
 from __future__ import annotations
@@ -163,13 +163,26 @@ def test_damaged_checkpoint_is_rejected_in_one_line(tmp_path, kind):
 
 def _small(out, method="none", **kw):
     base = dict(dataset="fashion_mnist", method=method, steps=30, tau=10, sigma=6, m=3, batch_size=32, lr0=0.1,
-                momentum0=0.5, val_fraction=0.01, eval_every=1, checkpoint_every=1, data_dir=str(DATA), out=str(out))
+                momentum0=0.5, val_fraction=0.01, eval_every=1, checkpoint_every=1, data_dir=".", out=str(out))
     base.update(kw)
     return TrainConfig(**base)
 
 
-@needs_data
-def test_legacy_pickle_never_opened_and_corrupt_checkpoint_reported(tmp_path):
+@pytest.fixture
+def tiny_data(monkeypatch):
+    """Replace the dataset by 352 random 28x28 images (train 256 / val 32 / test 64): seconds, not minutes."""
+    from glocal_cli import train as train_mod
+    from glocal_cli.data.splits import Splits
+
+    rng = np.random.default_rng(0)
+    x = rng.random((352, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 352).astype(np.int32)
+    splits = Splits(x[:256], y[:256], x[256:288], y[256:288], x[288:], y[288:], np.zeros(1, np.float32),
+                    np.ones(1, np.float32), 10, "fashion_mnist")
+    monkeypatch.setattr(train_mod, "load_splits", lambda cfg: splits)
+
+
+def test_legacy_pickle_never_opened_and_corrupt_checkpoint_reported(tmp_path, tiny_data):
     marker = tmp_path / "PWNED"
     run = tmp_path / "run"
     run.mkdir()
@@ -184,8 +197,7 @@ def test_legacy_pickle_never_opened_and_corrupt_checkpoint_reported(tmp_path):
     assert any(n.startswith("checkpoint not used, starting from window 0:") and "corrupt" in n for n in notes), notes
 
 
-@needs_data
-def test_interrupt_keeps_checkpoint_and_resume_with_absolute_path_is_exact(tmp_path, monkeypatch):
+def test_interrupt_keeps_checkpoint_and_resume_with_absolute_path_is_exact(tmp_path, monkeypatch, tiny_data):
     whole = run_training(_small(tmp_path / "whole", eval_every=0))
     monkeypatch.chdir(tmp_path)
 

@@ -66,7 +66,7 @@ def test_short_run_learns(tmp_path, method):
     if method == "glocal":
         assert (tmp_path / method / "dmd.npz").exists()
         assert all(r["dmd_reason"] in ("",) or r["dmd_fallback"] == "1" for r in rows)
-    assert not (tmp_path / method / "checkpoint.pkl").exists()
+    assert not (tmp_path / method / "checkpoint.json").exists() and not list((tmp_path / method).glob("checkpoint.*"))
 
 
 @needs_data
@@ -74,7 +74,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     whole = run_training(small_cfg(tmp_path, "local", out=str(tmp_path / "whole")))
     cfg = small_cfg(tmp_path, "local", out=str(tmp_path / "split"))
     first = run_training(cfg, stop_after=1)
-    assert first["status"] == "stopped" and (tmp_path / "split" / "checkpoint.pkl").exists()
+    assert first["status"] == "stopped" and (tmp_path / "split" / "checkpoint.json").exists()
     resumed = run_training(cfg)
     assert resumed["test_accuracy"] == whole["test_accuracy"]
     assert resumed["hyperparams"] == whole["hyperparams"]
