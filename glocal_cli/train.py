@@ -250,6 +250,18 @@ class Progress:
         self.note = note or (lambda text: None)
 
 
+def check_not_locked(run_dir: Path) -> None:
+    """Raise the one-line :class:`UserError` of :func:`run_lock` now if another run holds ``run_dir``.
+
+    Creates nothing; used before printing anything (the lock itself is taken by :func:`run_training`).
+    """
+    lock_path = Path(run_dir) / LOCK
+    if not lock_path.is_file():
+        return
+    with run_lock(Path(run_dir)):
+        pass
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
     """Hold an exclusive lock on ``run_dir`` (file ``.glocal.lock``) for the duration of a run.

@@ -12,7 +12,7 @@ from rich.table import Table
 from glocal_cli.config import TrainConfig
 from glocal_cli.errors import DataNotAvailable
 from glocal_cli.train import Progress as Callbacks
-from glocal_cli.train import check_data_dir, run_training, write_not_run
+from glocal_cli.train import check_data_dir, check_not_locked, run_training, write_not_run
 
 
 def _fmt(x) -> str:
@@ -32,6 +32,7 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
     console = console or Console()
     cfg.validate()
     check_data_dir(cfg)
+    check_not_locked(cfg.run_dir())
     console.print(
         f"[bold]glocal train[/] {cfg.dataset} / {cfg.model} / {cfg.task} / method [cyan]{cfg.method}[/]"
         f"  T={cfg.steps} τ={cfg.tau} σ={cfg.sigma} m={cfg.m} seed={cfg.seed} lr0={cfg.lr0:g} -> {cfg.run_dir()}"

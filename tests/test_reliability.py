@@ -412,8 +412,9 @@ def test_second_run_into_same_out_refuses(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     with run_lock(out):
-        code, _, err = _main(["train", "--data-dir", str(tmp_path), "--out", str(out)], capsys)
+        code, stdout, err = _main(["train", "--data-dir", str(tmp_path), "--out", str(out)], capsys)
     assert code == 2 and len(err) == 1 and "in use by another glocal train" in err[0], err
+    assert stdout == ""  # refused before printing anything
     assert sorted(p.name for p in out.iterdir()) == [".glocal.lock"]
     with run_lock(out):  # released after the first holder: a resumed run can take it
         pass
