@@ -252,7 +252,9 @@ def test_sigint_real_process_exits_130_and_resumes(tmp_path):
             "--tau", "10", "--sigma", "6", "--m", "3", "--batch-size", "32", "--val-fraction", "0.01",
             "--checkpoint-every", "1", "--method", "none"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a shell that started pytest in the background ignores SIGINT in its children: restore the default
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (out / CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
