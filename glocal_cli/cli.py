@@ -165,7 +165,7 @@ def main(argv=None) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        print(str(e), file=sys.stderr)  # "interrupted at window k; checkpoint kept in ..."
         sys.exit(130)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
