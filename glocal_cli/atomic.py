@@ -37,6 +37,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """Raise a one-line ``UserError`` unless ``path`` is, or can be created as, a writable folder.
+
+    Writes nothing: checks the path itself (a folder, or absent) and its nearest
+    existing ancestor (a writable folder).
+    """
+    from glocal_cli.errors import UserError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{option} {path}: exists and is not a folder")
+    ancestor = p if p.exists() else None
+    if ancestor is None:
+        for parent in p.absolute().parents:
+            if parent.exists():
+                ancestor = parent
+                break
+    if ancestor is None or not ancestor.is_dir():
+        raise UserError(f"{option} {path}: cannot create a folder there ({ancestor} is not a folder)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: {ancestor} is not writable")
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write ``text`` to ``path``."""
     with atomic_path(path) as tmp:

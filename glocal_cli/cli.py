@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError
-from typer._click.exceptions import UsageError as TyperUsageError
-
-from glocal_cli.errors import UserError
+from glocal_cli.errors import Interrupted, UserError
 
 app = typer.Typer(
     name="glocal",
@@ -32,11 +29,12 @@ def download(
     source: str = typer.Option("tfds", help="'tfds' (needs a network) or a folder of the original files"),
     out: Path = typer.Option(Path("data/raw"), help="output folder for <name>.npz and <name>.json"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check the official checksums"),
+    missing_ok: bool = typer.Option(False, "--missing-ok", help="when the source lacks the files, record 'not run' outputs and exit 0 (dvc.yaml uses this)"),
 ):
     """Prepare a dataset as one compact array file (from tensorflow-datasets or the original files)."""
     from stages import download as stage
 
-    stage.run(name=name, source=source, out=out, verify=verify)
+    stage.run(name=name, source=source, out=out, verify=verify, missing_ok=missing_ok)
 
 
 @app.command()
@@ -44,13 +42,14 @@ def imbalance(
     dataset: str = typer.Option("cifar10", help="cifar10 or cifar100 (any prepared dataset works)"),
     factor: float = typer.Option(50.0, help="imbalance factor n_max / n_min, > 1"),
     seed: int = typer.Option(0, help="seed of the validation draw and the subsampling"),
-    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files"),
+    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files (default data/raw)"),
     out: Path = typer.Option(Path("data/imbalanced"), help="output folder"),
+    missing_ok: bool = typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' and exit 0"),
 ):
     """Build the long-tailed training set (Cui et al. 2019) and the balanced 1 000-example validation set."""
     from stages import imbalance as stage
 
-    stage.run(dataset=dataset, factor=factor, seed=seed, data_dir=data_dir, out=out)
+    stage.run(dataset=dataset, factor=factor, seed=seed, data_dir=data_dir, out=out, missing_ok=missing_ok)
 
 
 @app.command()
@@ -71,27 +70,32 @@ def train(
     outer_lr: Optional[float] = typer.Option(None, help="Adam learning rate on phi (default 0.1)"),
     batch_size: Optional[int] = typer.Option(None, help="minibatch size (default 128)"),
     dmd_mode: Optional[str] = typer.Option(None, help="unit (h_inf) | horizon (h_T) (default unit)"),
-    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| tolerance of a unit eigenvalue"),
+    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| tolerance of a unit eigenvalue, > 0 (default 0.02)"),
     dmd_rank_rtol: Optional[float] = typer.Option(None, help="SVD truncation of the Hankel fit (default 1e-10: exact DMD)"),
     grad_mode: Optional[str] = typer.Option(None, help="forward | reverse | auto (by number of hyperparameters)"),
-    global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method"),
-    imbalance_factor: Optional[float] = typer.Option(None, help="reweight task: long-tail factor"),
+    global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method, >= 1 (default T / tau)"),
+    imbalance_factor: Optional[float] = typer.Option(None, help="reweight task: long-tail factor, > 1 (default 50)"),
     val_fraction: Optional[float] = typer.Option(None, help="held-out validation fraction (default 0.1)"),
-    val_batch: Optional[int] = typer.Option(None, help="validations batched after the window's scan (-1 auto, 0 in the scan)"),
-    eval_every: Optional[int] = typer.Option(None, help="windows between test evaluations"),
-    checkpoint_every: Optional[int] = typer.Option(None, help="windows between checkpoints"),
+    val_batch: Optional[int] = typer.Option(None, help="validations batched after the window's scan (default -1: auto; 0: in the scan)"),
+    eval_every: Optional[int] = typer.Option(None, help="windows between test evaluations (default 20; 0: only at the end)"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="windows between checkpoints (default 20; 0: never)"),
     conv_impl: Optional[str] = typer.Option(None, help="auto (default) | patches (fast on CPU) | lax (XLA convolutions, fast on GPU)"),
-    data_dir: Optional[str] = typer.Option(None, help="prepared datasets or a folder of original files"),
-    out: Optional[str] = typer.Option(None, help="run directory"),
-    params: Optional[Path] = typer.Option(None, help="params.yaml to take defaults from"),
+    data_dir: Optional[str] = typer.Option(None, help="prepared datasets or a folder of original files (default data/raw)"),
+    out: Optional[str] = typer.Option(None, help="run directory (default data/runs/<dataset>-<task>-<method>-lr<lr0>-seed<seed>, where `glocal report` looks)"),
+    params: Optional[Path] = typer.Option(None, help="read defaults from this params.yaml (train, hpo and the profile); without --params no params file is read"),
+    missing_ok: bool = typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' outputs and exit 0 (dvc.yaml uses this)"),
     profile: Optional[str] = typer.Option(None, "--profile", "-P", help="profile of params.yaml: quick | paper"),
 ):
-    """Train a model with hyperparameters optimized by none / local / glocal / global hypergradients."""
+    """Train a model with hyperparameters optimized by none / local / glocal / global hypergradients.
+
+    Settings: the paper's defaults, then params.yaml only when --params is given
+    (its train and hpo sections and the profile), then the flags.
+    """
     from glocal_cli.config import from_mapping
     from glocal_cli.params import load_params, train_config
     from stages import train as stage
 
-    overrides = {k: v for k, v in locals().items() if k not in ("params", "profile", "from_mapping", "stage")}
+    overrides = {k: v for k, v in locals().items() if k not in ("params", "profile", "from_mapping", "stage", "missing_ok")}
     overrides = {k: v for k, v in overrides.items() if k in _TRAIN_FIELDS}
     if params is not None:
         cfg = train_config(load_params(params), profile, overrides)
@@ -99,7 +103,8 @@ def train(
         if profile is not None:
             raise UserError("--profile needs --params params.yaml")
         cfg = from_mapping(overrides)
-    stage.run(cfg)
+    cfg.validate()
+    stage.run(cfg, missing_ok=missing_ok)
 
 
 @app.command()
@@ -118,7 +123,7 @@ def report(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="reduced settings, under two minutes on a 2-core CPU"),
     out: Optional[Path] = typer.Option(None, help="write the results as JSON here"),
-    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files"),
+    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files (default data/raw)"),
     steps: Optional[int] = typer.Option(None, help="inner steps timed per method (whole windows)"),
 ):
     """Runtime table (paper Table 4): none / local / glocal / global on LeNet + Fashion-MNIST."""
@@ -130,7 +135,7 @@ def bench(
 @app.command()
 def verify(
     quick: bool = typer.Option(False, "--quick", help="small settings (a few minutes on a 2-core CPU)"),
-    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files"),
+    data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files (default data/raw)"),
     out: Path = typer.Option(Path("results/verify"), help="output folder (verify.md, verify.json, verify.png)"),
     seeds: Optional[str] = typer.Option(None, help="comma-separated seeds of the LeNet runs, e.g. 0,1"),
     windows: Optional[str] = typer.Option(None, help="comma-separated outer steps (windows) checked, e.g. 2,6"),
@@ -149,25 +154,41 @@ _TRAIN_FIELDS = (
 
 
 def main(argv=None) -> None:
-    """Entry point: run the app, turning bad input into one line and exit code 2."""
+    """Entry point: run the app with honest exit codes.
+
+    Bad input: one line ``error: ...`` and exit 2. Ctrl-C: one line and exit 130
+    (a training run keeps its checkpoint). Only typer's public API is used.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except NoArgsIsHelpError as e:
-        print(e.format_message())
-    except TyperUsageError as e:
-        name = getattr(getattr(e.ctx, "command", None), "name", None) if e.ctx is not None else None
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)  # "interrupted at window k; checkpoint kept in ..."
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as e:  # typer's usage errors (bad option, missing argument, no arguments)
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.format_message())
+            return
+        ctx = getattr(e, "ctx", None)
+        name = getattr(getattr(ctx, "command", None), "name", None)
         hint = f" (see `glocal {name} --help`)" if name and name != "glocal" else " (see `glocal --help`)"
         message = " ".join(e.format_message().split())
         print(f"error: {message}{hint}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
+    if isinstance(rv, int) and rv != 0:  # typer returns 130 for Ctrl-C outside a training loop
+        if rv == 130:
+            print("interrupted", file=sys.stderr)
+        sys.exit(rv)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ bad values with a one-line :class:`~glocal_cli.errors.UserError`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from glocal_cli import dmd
+from glocal_cli.atomic import check_output_dir
 from glocal_cli.errors import UserError
 from glocal_cli.hpo import DMD_MODES, METHODS, HPOConfig
 from glocal_cli.hypergrad import MODES as GRAD_MODES
@@ -23,6 +25,7 @@ MODELS = ("lenet", "wrn28_2", "wrn16_2")
 CONV_IMPLS = ("auto", "patches", "lax")
 OUTER_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LEARNABLE = ("lr", "momentum", "weight_decay")
+RUNS_DIR = "data/runs"  # default parent of run folders; `glocal report` reads the same folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +61,7 @@ class TrainConfig:
     checkpoint_every: int = 20  # windows between checkpoints (0: never)
     conv_impl: str = "auto"  # auto: patches+matmul on CPU, XLA/cuDNN convolutions on GPU
     data_dir: str = "data/raw"
-    out: str = ""  # run directory; "" means runs/<dataset>-<method>-seed<seed>
+    out: str = ""  # run directory; "" means data/runs/<dataset>-<task>-<method>-lr<lr0>-seed<seed>
 
     def validate(self) -> "TrainConfig":
         """Return self, or raise a one-line :class:`UserError` naming the bad value."""
@@ -89,8 +92,17 @@ class TrainConfig:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.eval_every < 0 or self.checkpoint_every < 0:
-            raise UserError("eval_every and checkpoint_every must be >= 0")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: never), got {getattr(self, name)}")
+        for name in ("sigma", "m", "reweight_val"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.imbalance_factor) and self.imbalance_factor > 1.0):
+            raise UserError(f"--imbalance-factor must be a finite number > 1, got {self.imbalance_factor}")
+        if not self.data_dir:
+            raise UserError("--data-dir must not be empty")
+        check_output_dir(self.run_dir(), "--out")
         try:
             self.hpo().validate()
         except ValueError as e:
@@ -127,7 +139,7 @@ class TrainConfig:
         """Where outputs go."""
         if self.out:
             return Path(self.out)
-        return Path("runs") / f"{self.dataset}-{self.task}-{self.method}-lr{self.lr0:g}-seed{self.seed}"
+        return Path(RUNS_DIR) / f"{self.dataset}-{self.task}-{self.method}-lr{self.lr0:g}-seed{self.seed}"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -8,3 +8,20 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+class Interrupted(Exception):
+    """The user interrupted a run (Ctrl-C); the CLI prints the one-line message and exits 130."""
+
+    exit_code = 130
+
+
+class DataNotAvailable(UserError):
+    """A dataset that could not be obtained (a "not run" marker stands in its place).
+
+    Pipeline stages given ``--missing-ok`` record "not run" outputs instead of failing.
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message

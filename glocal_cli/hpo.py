@@ -21,6 +21,7 @@ progress, evaluate, checkpoint and resume between windows.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, List, NamedTuple, Optional, Union
 
 import jax
@@ -88,8 +89,16 @@ class HPOConfig:
             raise ValueError(f"glocal needs 1 <= m <= sigma - 2, got m={self.m}, sigma={self.sigma}")
         if self.method == "glocal" and self.sigma > self.tau:
             raise ValueError(f"sigma must be <= tau, got sigma={self.sigma}, tau={self.tau}")
-        if self.outer_lr <= 0:
-            raise ValueError(f"outer_lr must be > 0, got {self.outer_lr}")
+        if not (math.isfinite(self.outer_lr) and self.outer_lr > 0):
+            raise ValueError(f"outer_lr must be a finite number > 0, got {self.outer_lr}")
+        if not (math.isfinite(self.dmd_tol) and self.dmd_tol > 0):
+            raise ValueError(f"dmd_tol must be a finite number > 0, got {self.dmd_tol}")
+        if not (math.isfinite(self.dmd_rank_rtol) and 0 <= self.dmd_rank_rtol < 1):
+            raise ValueError(f"dmd_rank_rtol must be in [0, 1), got {self.dmd_rank_rtol}")
+        if self.global_outer_steps is not None and self.global_outer_steps < 1:
+            raise ValueError(f"global_outer_steps must be >= 1 (or unset: T / tau), got {self.global_outer_steps}")
+        if self.val_batch < -1:
+            raise ValueError(f"val_batch must be -1 (auto), 0 (in the scan) or a positive count, got {self.val_batch}")
         outer_optimizer(self.outer_optimizer, self.outer_lr)  # raises on an unknown name
 
     @property

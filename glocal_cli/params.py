@@ -25,6 +25,8 @@ from glocal_cli.config import TrainConfig, from_mapping
 from glocal_cli.errors import UserError
 
 PROFILE_ONLY = ("gpu_required_for",)
+#: Top-level sections a params file may have; anything else (a typo such as ``profil``) is refused.
+TOP_LEVEL = ("profile", "data", "train", "hpo", "profiles", "grid", "report", "bench", "verify")
 
 
 def load_params(path: str | Path) -> Dict[str, Any]:
@@ -38,6 +40,9 @@ def load_params(path: str | Path) -> Dict[str, Any]:
         raise UserError(f"--params {path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"--params {path}: expected a mapping at the top level")
+    unknown = sorted(str(k) for k in data if k not in TOP_LEVEL)
+    if unknown:
+        raise UserError(f"--params {path}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(TOP_LEVEL)}")
     return data
 
 

@@ -8,12 +8,14 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
+from glocal_cli.atomic import check_output_dir
 from glocal_cli.report import Report, build_report
 
 
 def run(*, runs: str | Path = "data/runs", out: str | Path = "results", console: Optional[Console] = None) -> Report:
     """Build the report of ``runs`` into ``out``; print what was written and what was skipped."""
     console = console or Console()
+    check_output_dir(out, "--out")
     with console.status(f"reading runs in {runs} and drawing figures…"):
         report = build_report(runs, out)
     table = Table(title=f"glocal report: {report.runs} run(s) -> {report.out_dir}")

@@ -10,8 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from glocal_cli.config import TrainConfig
+from glocal_cli.errors import DataNotAvailable
 from glocal_cli.train import Progress as Callbacks
-from glocal_cli.train import check_data_dir, run_training
+from glocal_cli.train import check_data_dir, check_not_locked, run_training, write_not_run
 
 
 def _fmt(x) -> str:
@@ -20,11 +21,18 @@ def _fmt(x) -> str:
     return str(x)
 
 
-def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optional[int] = None) -> dict:
-    """Train with ``cfg``; print a summary table; return the metrics."""
+def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optional[int] = None,
+        missing_ok: bool = False) -> dict:
+    """Train with ``cfg``; print a summary table; return the metrics.
+
+    ``missing_ok``: when the dataset is a "not run" marker (``glocal download
+    --missing-ok`` found no files), write ``metrics.json`` with status "not run"
+    and an empty ``history.csv`` instead of failing (the DVC pipeline uses this).
+    """
     console = console or Console()
     cfg.validate()
     check_data_dir(cfg)
+    check_not_locked(cfg.run_dir())
     console.print(
         f"[bold]glocal train[/] {cfg.dataset} / {cfg.model} / {cfg.task} / method [cyan]{cfg.method}[/]"
         f"  T={cfg.steps} τ={cfg.tau} σ={cfg.sigma} m={cfg.m} seed={cfg.seed} lr0={cfg.lr0:g} -> {cfg.run_dir()}"
@@ -54,11 +62,20 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
                 text += f"  val {info['val_loss']:.4f}"
             bar.update(task_id, info=text)
 
-        metrics = run_training(
-            cfg,
-            Callbacks(start=start, advance=lambda n: bar.advance(task_id, n), update=update),
-            stop_after=stop_after,
-        )
+        try:
+            metrics = run_training(
+                cfg,
+                Callbacks(start=start, advance=lambda n: bar.advance(task_id, n), update=update,
+                          note=lambda text: bar.console.print(text, markup=False, highlight=False, soft_wrap=True)),
+                stop_after=stop_after,
+            )
+        except DataNotAvailable as e:
+            if not missing_ok:
+                raise
+            metrics = write_not_run(cfg, e.reason)
+    if metrics.get("status") == "not run":
+        console.print(f"{metrics['failure']} (recorded in {cfg.run_dir() / 'metrics.json'})", markup=False, soft_wrap=True)
+        return metrics
     if metrics.get("status") == "stopped":
         console.print(f"stopped after outer step {metrics['outer_step']}; run again to resume")
         return metrics

@@ -82,7 +82,7 @@ def test_short_run_learns(tmp_path, small_cfg, method):
             np.testing.assert_allclose(used, ref.estimate, rtol=1e-9, atol=1e-12)
             assert row["dmd_fallback"] == str(int(ref.fallback)) and row["dmd_reason"] == ref.reason
         assert metrics["dmd_fallbacks"] == sum(r["dmd_fallback"] == "1" for r in rows)
-    assert not (tmp_path / method / "checkpoint.pkl").exists()
+    assert not (tmp_path / method / "checkpoint.json").exists() and not list((tmp_path / method).glob("checkpoint.*"))
 
 
 @pytest.mark.realdata
@@ -90,7 +90,7 @@ def test_resume_equals_uninterrupted(tmp_path, small_cfg):
     whole = run_training(small_cfg(tmp_path, "local", out=str(tmp_path / "whole")))
     cfg = small_cfg(tmp_path, "local", out=str(tmp_path / "split"))
     first = run_training(cfg, stop_after=1)
-    assert first["status"] == "stopped" and (tmp_path / "split" / "checkpoint.pkl").exists()
+    assert first["status"] == "stopped" and (tmp_path / "split" / "checkpoint.json").exists()
     resumed = run_training(cfg)
     assert resumed["test_accuracy"] == whole["test_accuracy"]
     assert resumed["hyperparams"] == whole["hyperparams"]

@@ -25,7 +25,7 @@ import numpy as np
 from glocal_cli.atomic import save_npz, write_json
 from glocal_cli.data import readers
 from glocal_cli.data.registry import IDX_FILENAMES, DatasetSpec, folder_names, get_spec
-from glocal_cli.errors import UserError
+from glocal_cli.errors import DataNotAvailable, UserError
 
 log = logging.getLogger(__name__)
 
@@ -330,12 +330,71 @@ def prepare_dataset(
     return out
 
 
+#: Key of the one array in a "not run" marker ``.npz`` (a unicode string: the reason; no pickle).
+NOT_RUN_KEY = "not_run"
+
+
+def not_run_reason(spec: DatasetSpec, source: str | Path) -> str:
+    """The one-line reason recorded when ``spec`` cannot be obtained from ``source``."""
+    files = ", ".join(f.filename for f in spec.files)
+    if str(source) == "tfds":
+        return (f"not run: {spec.name} could not be downloaded through tensorflow-datasets; "
+                f"put {files} in a folder and set data.source to it")
+    return (f"not run: {spec.name} not found in {source}; put {files} there "
+            "or set data.source: tfds with a network")
+
+
+def write_not_run(path: str | Path, reason: str) -> None:
+    """Write a marker ``.npz`` (array ``not_run`` = ``reason``) in place of an output that could not be made."""
+    save_npz(path, **{NOT_RUN_KEY: np.array(reason)})
+
+
+def read_not_run(path: str | Path) -> str | None:
+    """The reason stored in a marker ``.npz``, or None when ``path`` is not a marker."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if NOT_RUN_KEY in z.files:
+                return str(z[NOT_RUN_KEY])
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+    return None
+
+
+def prepare_or_record(name: str, source: str | Path, out_dir: str | Path, *, verify: bool = True,
+                      progress: Progress | None = None) -> tuple[Path, str | None]:
+    """:func:`prepare_dataset`, but when ``source`` lacks the dataset record a "not run" marker.
+
+    Returns ``(npz path, None)`` when prepared, ``(npz path, reason)`` when the
+    marker ``<name>.npz`` and a ``<name>.json`` with ``status: "not run"`` were written.
+    Bad arguments (unknown name, bad output folder, checksum mismatch) still raise.
+    """
+    spec = get_spec(name)
+    src_missing = str(source) != "tfds" and not Path(source).is_dir()
+    if not src_missing:
+        try:
+            return prepare_dataset(name, source, out_dir, verify=verify, progress=progress), None
+        except UserError as e:
+            msg = str(e)
+            if not (msg.startswith("missing file") or msg.startswith("data folder not found")
+                    or msg.startswith("tensorflow-datasets")):
+                raise
+    reason = not_run_reason(spec, source)
+    out = npz_path(spec.name, out_dir)
+    write_not_run(out, reason)
+    write_json(manifest_path(spec.name, out_dir), {"name": spec.name, "status": "not run", "reason": reason,
+                                                   "source": str(source)})
+    return out, reason
+
+
 def load_prepared(name: str, path: str | Path) -> Dataset:
     """Load a prepared ``<name>.npz`` (see module docstring for its layout)."""
     spec = get_spec(name)
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
+            if NOT_RUN_KEY in z.files:
+                reason = str(z[NOT_RUN_KEY])
+                raise DataNotAvailable(f"{spec.name} is not available ({path} records: {reason})", reason)
             missing = [k for k in _ARRAY_KEYS if k not in z.files]
             if missing:
                 raise UserError(f"corrupt prepared file {path}: array {missing[0]} missing")

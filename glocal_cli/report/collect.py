@@ -99,7 +99,15 @@ class Group:
         return float(vals.mean()), float(vals.std()), int(vals.size)
 
     def n_diverged(self) -> int:
-        return sum(r.status != "complete" for r in self.runs)
+        """Runs that started but did not complete (diverged or failed)."""
+        return sum(r.status not in ("complete", NOT_RUN) for r in self.runs)
+
+    def n_not_run(self) -> int:
+        """Runs recorded as "not run" (their dataset was unavailable)."""
+        return sum(r.status == NOT_RUN for r in self.runs)
+
+
+NOT_RUN = "not run"  # status of a run whose dataset was unavailable (see glocal_cli.train.write_not_run)
 
 
 def read_history(path: Path) -> Dict[str, np.ndarray]:

@@ -32,6 +32,18 @@ def _methods(groups: Sequence[Group]) -> List[str]:
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
+def accuracy_cell(g) -> str:
+    """A table cell: "not run" when no run of the group ran, else mean ± std with diverged / not-run counts."""
+    if g is None or g.n_not_run() == len(g.runs):
+        return "not run"
+    cell = fmt_stat(*g.stat("test_accuracy"))
+    if g.n_diverged():
+        cell += f", {g.n_diverged()} diverged"
+    if g.n_not_run():
+        cell += f", {g.n_not_run()} not run"
+    return cell
+
+
 def accuracy_table(groups: Sequence[Group]) -> str:
     """Final test accuracy per dataset × lr0 (rows) and method (columns): mean ± std (n seeds)."""
     if not groups:
@@ -43,14 +55,7 @@ def accuracy_table(groups: Sequence[Group]) -> str:
     for ds, lr0 in keys:
         row = [ds, f"{lr0:g}"]
         for m in methods:
-            g = by.get((ds, lr0, m))
-            if g is None:
-                row.append("not run")
-                continue
-            cell = fmt_stat(*g.stat("test_accuracy"))
-            if g.n_diverged():
-                cell += f", {g.n_diverged()} diverged"
-            row.append(cell)
+            row.append(accuracy_cell(by.get((ds, lr0, m))))
         rows.append(row)
     return markdown(["dataset", "lr0"] + methods, rows)
 
@@ -63,7 +68,7 @@ def table3(groups: Sequence[Group]) -> str:
         row = [ds, f"{factor:g}"]
         for m in ("local", "glocal"):
             g = by.get((ds, float(factor), m))
-            ours = fmt_stat(*g.stat("test_accuracy")) if g is not None else "not run"
+            ours = accuracy_cell(g)
             row += [ours, fmt(ref[m])]
         rows.append(row)
     return markdown(["dataset", "imbalance factor", "local (ours)", "local (paper)", "glocal (ours)", "glocal (paper)"], rows)
