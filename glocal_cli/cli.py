@@ -129,17 +129,21 @@ def bench(
 
 @app.command()
 def verify(
-    quick: bool = typer.Option(False, "--quick", help="small settings (a few minutes on a 2-core CPU)"),
+    profile: str = typer.Option("cpu", "--profile", "-P", help="cpu (MLP, T = 1500, minutes on 2 cores) | paper (LeNet, T = 20 000, a GPU job) | quick (seconds)"),
     data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files"),
     out: Path = typer.Option(Path("results/verify"), help="output folder (verify.md, verify.json, verify.png)"),
-    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds of the LeNet runs, e.g. 0,1"),
-    windows: Optional[str] = typer.Option(None, help="comma-separated outer steps (windows) checked, e.g. 2,6"),
-    steps: Optional[int] = typer.Option(None, help="horizon T (inner steps) of the LeNet runs"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1 (default: the profile's)"),
+    windows: Optional[str] = typer.Option(None, help="comma-separated 1-based windows checked (default: spread evenly)"),
+    windows_per_seed: Optional[int] = typer.Option(None, help="windows checked per seed when --windows is not given"),
+    steps: Optional[int] = typer.Option(None, help="horizon T (inner steps) of the classifier runs"),
+    lr0s: Optional[str] = typer.Option(None, help="comma-separated initial learning rates (default 0.001,0.1)"),
+    model: Optional[str] = typer.Option(None, help="mlp | lenet (default: the profile's)"),
 ):
-    """Compare glocal and local hypergradients with the true global one (LeNet/FMNIST and the quadratic)."""
+    """Every estimator and the truncated 2τ/4τ look-aheads vs the true global hypergradient, and h_t's noise vs batch size."""
     from stages import verify as stage
 
-    stage.run(quick=quick, data_dir=data_dir, out=out, seeds=seeds, windows=windows, steps=steps)
+    stage.run(profile=profile, data_dir=data_dir, out=out, seeds=seeds, windows=windows, steps=steps, lr0s=lr0s,
+              model=model, windows_per_seed=windows_per_seed)
 
 
 _TRAIN_FIELDS = (
