@@ -499,7 +499,8 @@ def batch_noise(s: VerifySettings, lr0: float, noise_start, say: Callable[[str],
     task, inner, phi, start = noise_start
     prob = task.problem
     n_train = int(prob.data["train_x"].shape[0])
-    fn = make_window_fn(prob.step, prob.val_loss, s.tau, "forward", 0)
+    val_batch = 0 if jax.default_backend() == "cpu" else s.tau  # as HPORunner.val_batch's auto rule
+    fn = make_window_fn(prob.step, prob.val_loss, s.tau, "forward", val_batch)
     out = []
     for bs in s.noise_batch_sizes:
         say(f"{problem_key(s, lr0)}: batch-size noise, batch {bs}")

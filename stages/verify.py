@@ -63,7 +63,12 @@ def run(profile: str = "cpu", data_dir: Path = Path("data/raw"), out: Path = Pat
         raise UserError(f"--data-dir {data_dir} does not exist: run `glocal download fashion_mnist` "
                         "or point --data-dir at a folder of the original files")
     with console.status("verify") as status:
-        res = verify.run_verify(s, say=lambda msg: status.update(msg))
+        def say(msg: str) -> None:
+            status.update(msg)
+            if not console.is_terminal:  # a log file: one line per step
+                console.log(msg)
+
+        res = verify.run_verify(s, say=say)
     for problem, sm in res.summary.items():
         t = Table(title=f"{problem}: estimate vs true global hypergradient ({sm['windows']} windows)")
         for col in ("estimator", "mean cosine", "median rel. err", "sign agreement", "fallbacks", "tangent steps"):
