@@ -70,8 +70,10 @@ def train(
     learn: Optional[str] = typer.Option(None, help="learned hyperparameters, e.g. lr,momentum,weight_decay"),
     outer_lr: Optional[float] = typer.Option(None, help="Adam learning rate on phi (default 0.1)"),
     batch_size: Optional[int] = typer.Option(None, help="minibatch size (default 128)"),
-    dmd_mode: Optional[str] = typer.Option(None, help="unit (h_inf) | horizon (h_T) (default unit)"),
-    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| tolerance of a unit eigenvalue"),
+    estimator: Optional[str] = typer.Option(
+        None, help="method glocal: glocal (paper Eq. 20, default) | glocal-strict | glocal-horizon | glocal-robust | mean | local"
+    ),
+    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| of 'near 1' (default: 0.1 glocal, 0.02 strict/horizon)"),
     dmd_rank_rtol: Optional[float] = typer.Option(None, help="SVD truncation of the Hankel fit (default 1e-10: exact DMD)"),
     grad_mode: Optional[str] = typer.Option(None, help="forward | reverse | auto (by number of hyperparameters)"),
     global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method"),
@@ -148,7 +150,7 @@ def verify(
 
 _TRAIN_FIELDS = (
     "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
-    "dmd_mode dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction val_batch eval_every checkpoint_every conv_impl data_dir out"
+    "estimator dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction val_batch eval_every checkpoint_every conv_impl data_dir out"
 ).split()
 
 

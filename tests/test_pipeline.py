@@ -66,9 +66,9 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path):
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "copy"], repo, env)
 
-    # The report also depends on the global and ablation folders: leave them empty here
+    # The report also depends on the global, ablation and evidence folders: leave them empty here
     # (-s: reproduce exactly the named stages, in order, without their other upstream stages).
-    for family in ("global", "ablation"):
+    for family in ("global", "ablation", "evidence"):
         (repo / "data" / "runs" / family).mkdir(parents=True, exist_ok=True)
     stages = ["download@fashion_mnist"] + [f"train@fashion_mnist-{m}-0-0.001" for m in METHODS] + ["report"]
     _run([dvc, "repro", "-s", *stages], repo, env)

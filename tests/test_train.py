@@ -66,6 +66,12 @@ def test_short_run_learns(tmp_path, method):
     if method == "glocal":
         assert (tmp_path / method / "dmd.npz").exists()
         assert all(r["dmd_reason"] in ("",) or r["dmd_fallback"] == "1" for r in rows)
+        assert all(r["estimator"] == "glocal" for r in rows)
+        for r in rows:  # the paper rule never falls back on these windows: something is always summed
+            assert r["dmd_fallback"] == "0" and int(r["dmd_n_selected"]) >= 1
+            assert len(r["dmd_selected"].split(";")) == int(r["dmd_n_selected"])
+            assert float(r["dmd_spectral_radius"]) > 0 and float(r["dmd_imag_norm"]) >= 0
+        assert metrics["dmd_fallbacks"] == sum(r["dmd_fallback"] == "1" for r in rows) == 0
     assert not (tmp_path / method / "checkpoint.pkl").exists()
 
 
@@ -99,11 +105,21 @@ def test_divergence_is_recorded_not_raised(tmp_path):
         (dict(lr0=1.5), "lr0"),
         (dict(steps=100, tau=30), "multiple of tau"),
         (dict(model="vgg"), "model"),
+        (dict(estimator="koopman"), "--estimator 'koopman' is not one of"),
     ],
 )
 def test_bad_config_is_user_error(kw, match):
     with pytest.raises(UserError, match=match):
         TrainConfig(**kw).validate()
+
+
+def test_variants_get_distinct_run_dirs():
+    dirs = {TrainConfig(method=m, estimator=e).run_dir() for m, e in
+            [("glocal", "glocal"), ("glocal", "glocal-strict"), ("glocal", "mean"), ("glocal", "local"), ("local", "glocal")]}
+    assert len(dirs) == 5
+    assert TrainConfig(method="glocal", estimator="mean").variant == "glocal-mean"
+    assert TrainConfig(method="glocal", estimator="glocal-strict").variant == "glocal-strict"
+    assert TrainConfig(method="local", estimator="mean").variant == "local"  # estimators apply to glocal only
 
 
 def _cli(*args):
@@ -114,6 +130,7 @@ def _cli(*args):
     "args, needle",
     [
         (["train", "--method", "best"], "--method 'best' is not one of"),
+        (["train", "--estimator", "best"], "--estimator 'best' is not one of"),
         (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["train", "--steps", "abc"], "Invalid value for '--steps'"),
         (["train", "--data-dir", "/nonexistent"], "does not exist"),
