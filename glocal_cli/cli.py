@@ -69,8 +69,10 @@ def train(
     learn: Optional[str] = typer.Option(None, help="learned hyperparameters, e.g. lr,momentum,weight_decay"),
     outer_lr: Optional[float] = typer.Option(None, help="Adam learning rate on phi (default 0.1)"),
     batch_size: Optional[int] = typer.Option(None, help="minibatch size (default 128)"),
-    dmd_mode: Optional[str] = typer.Option(None, help="unit (h_inf) | horizon (h_T) (default unit)"),
-    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| tolerance of a unit eigenvalue, > 0 (default 0.02)"),
+    estimator: Optional[str] = typer.Option(
+        None, help="method glocal: glocal (paper Eq. 20, default) | glocal-strict | glocal-horizon | glocal-robust | mean | local"
+    ),
+    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| of 'near 1' (default: 0.1 glocal, 0.02 strict/horizon)"),
     dmd_rank_rtol: Optional[float] = typer.Option(None, help="SVD truncation of the Hankel fit (default 1e-10: exact DMD)"),
     grad_mode: Optional[str] = typer.Option(None, help="forward | reverse | auto (by number of hyperparameters)"),
     global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method, >= 1 (default T / tau)"),
@@ -134,22 +136,26 @@ def bench(
 
 @app.command()
 def verify(
-    quick: bool = typer.Option(False, "--quick", help="small settings (a few minutes on a 2-core CPU)"),
+    profile: str = typer.Option("cpu", "--profile", "-P", help="cpu (MLP, T = 1500, minutes on 2 cores) | paper (LeNet, T = 20 000, a GPU job) | quick (seconds)"),
     data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files (default data/raw)"),
     out: Path = typer.Option(Path("results/verify"), help="output folder (verify.md, verify.json, verify.png)"),
-    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds of the LeNet runs, e.g. 0,1"),
-    windows: Optional[str] = typer.Option(None, help="comma-separated outer steps (windows) checked, e.g. 2,6"),
-    steps: Optional[int] = typer.Option(None, help="horizon T (inner steps) of the LeNet runs"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1 (default: the profile's)"),
+    windows: Optional[str] = typer.Option(None, help="comma-separated 1-based windows checked (default: spread evenly)"),
+    windows_per_seed: Optional[int] = typer.Option(None, help="windows checked per seed when --windows is not given"),
+    steps: Optional[int] = typer.Option(None, help="horizon T (inner steps) of the classifier runs"),
+    lr0s: Optional[str] = typer.Option(None, help="comma-separated initial learning rates (default 0.001,0.1)"),
+    model: Optional[str] = typer.Option(None, help="mlp | lenet (default: the profile's)"),
 ):
-    """Compare glocal and local hypergradients with the true global one (LeNet/FMNIST and the quadratic)."""
+    """Every estimator and the truncated 2τ/4τ look-aheads vs the true global hypergradient, and h_t's noise vs batch size."""
     from stages import verify as stage
 
-    stage.run(quick=quick, data_dir=data_dir, out=out, seeds=seeds, windows=windows, steps=steps)
+    stage.run(profile=profile, data_dir=data_dir, out=out, seeds=seeds, windows=windows, steps=steps, lr0s=lr0s,
+              model=model, windows_per_seed=windows_per_seed)
 
 
 _TRAIN_FIELDS = (
     "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
-    "dmd_mode dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction val_batch eval_every checkpoint_every conv_impl data_dir out"
+    "estimator dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction val_batch eval_every checkpoint_every conv_impl data_dir out"
 ).split()
 
 

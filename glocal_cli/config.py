@@ -17,7 +17,8 @@ from typing import Any, Mapping, Optional
 from glocal_cli import dmd
 from glocal_cli.atomic import check_output_dir
 from glocal_cli.errors import UserError
-from glocal_cli.hpo import DMD_MODES, METHODS, HPOConfig
+from glocal_cli.estimators import ESTIMATORS
+from glocal_cli.hpo import METHODS, HPOConfig
 from glocal_cli.hypergrad import MODES as GRAD_MODES
 
 TASKS = ("optimizer", "reweight")
@@ -48,8 +49,8 @@ class TrainConfig:
     learn: tuple = LEARNABLE  # which SGD hyperparameters are learned (optimizer task)
     outer_optimizer: str = "adam"
     outer_lr: float = 0.1
-    dmd_mode: str = "unit"
-    dmd_tol: float = dmd.DEFAULT_TOL  # see docs/method.md for the evidence behind the defaults
+    estimator: str = "glocal"  # method glocal: glocal | glocal-strict | glocal-horizon | glocal-robust | mean | local
+    dmd_tol: Optional[float] = None  # None: the estimator's default; see docs/method.md for the evidence
     dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
     grad_mode: str = "auto"
     global_outer_steps: Optional[int] = None
@@ -69,7 +70,7 @@ class TrainConfig:
             "task": TASKS,
             "model": MODELS,
             "method": METHODS,
-            "dmd_mode": DMD_MODES,
+            "estimator": ESTIMATORS,
             "grad_mode": GRAD_MODES,
             "conv_impl": CONV_IMPLS,
             "outer_optimizer": OUTER_OPTIMIZERS,
@@ -127,7 +128,7 @@ class TrainConfig:
             m=self.m,
             outer_lr=self.outer_lr,
             outer_optimizer=self.outer_optimizer,
-            dmd_mode=self.dmd_mode,
+            estimator=self.estimator,
             dmd_tol=self.dmd_tol,
             dmd_rank_rtol=self.dmd_rank_rtol,
             grad_mode=self.grad_mode,
@@ -135,16 +136,31 @@ class TrainConfig:
             val_batch=self.val_batch,
         )
 
+    @property
+    def variant(self) -> str:
+        """What produced the hypergradient: the method, or for glocal with another estimator that estimator.
+
+        ``glocal`` (default estimator), ``glocal-strict``, ``glocal-mean``, ``glocal-local``, ...
+        """
+        return variant_name(self.method, self.estimator)
+
     def run_dir(self) -> Path:
         """Where outputs go."""
         if self.out:
             return Path(self.out)
-        return Path(RUNS_DIR) / f"{self.dataset}-{self.task}-{self.method}-lr{self.lr0:g}-seed{self.seed}"
+        return Path(RUNS_DIR) / f"{self.dataset}-{self.task}-{self.variant}-lr{self.lr0:g}-seed{self.seed}"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["learn"] = list(self.learn)
         return d
+
+
+def variant_name(method: str, estimator: str = "glocal") -> str:
+    """``method`` unless it is glocal with a non-default estimator: then the estimator (prefixed ``glocal-``)."""
+    if method != "glocal" or estimator == "glocal":
+        return method
+    return estimator if estimator.startswith("glocal") else f"glocal-{estimator}"
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

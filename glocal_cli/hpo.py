@@ -5,9 +5,10 @@ optimizer (Adam by default) fed with a hypergradient:
 
 * ``none``: φ fixed, plain training (no tangents);
 * ``local``: the local hypergradient at the window's end, ``h_τ``;
-* ``glocal``: the Hankel-DMD estimate (:mod:`glocal_cli.dmd`) of the global
-  hypergradient from the window's last σ local hypergradients, falling back to
-  ``h_τ`` when the DMD assumptions fail (counted and recorded);
+* ``glocal``: the window's last σ local hypergradients go through the
+  estimator named by ``HPOConfig.estimator`` (:mod:`glocal_cli.estimators`;
+  default ``glocal``: the paper's Eq. 20 by Hankel DMD). Its diagnostics and
+  any fallback to ``h_τ`` are recorded per window;
 * ``global``: every outer step retrains from ``θ_0`` for all T steps with
   tangents carried across windows, and uses ``h_T``.
 
@@ -30,10 +31,10 @@ import numpy as np
 import optax
 
 from glocal_cli import dmd
+from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator, needs_window
 from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
 
 METHODS = ("none", "local", "glocal", "global")
-DMD_MODES = ("unit", "horizon")
 
 
 class InnerProblem(NamedTuple):
@@ -68,8 +69,8 @@ class HPOConfig:
     m: int = 10  # Hankel time-delay stacks
     outer_lr: float = 0.1
     outer_optimizer: Union[str, optax.GradientTransformation] = "adam"  # a name (with outer_lr) or any optax optimizer
-    dmd_mode: str = "unit"  # "unit" (ĥ_∞) or "horizon" (ĥ_T)
-    dmd_tol: float = dmd.DEFAULT_TOL
+    estimator: str = "glocal"  # glocal_cli.estimators.ESTIMATORS (method glocal only)
+    dmd_tol: Optional[float] = None  # None: the estimator's default (0.1 glocal, 0.02 strict / horizon)
     dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
     grad_mode: str = "auto"  # "forward", "reverse" or "auto" (by q)
     global_outer_steps: Optional[int] = None  # outer steps of `global` (default T/τ)
@@ -79,8 +80,8 @@ class HPOConfig:
         """Raise ``ValueError`` with a one-line message on an inconsistent config."""
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.dmd_mode not in DMD_MODES:
-            raise ValueError(f"dmd_mode must be one of {', '.join(DMD_MODES)}, got {self.dmd_mode!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         if self.tau < 1 or self.steps < self.tau:
             raise ValueError(f"need 1 <= tau <= steps, got tau={self.tau}, steps={self.steps}")
         if self.steps % self.tau:
@@ -91,8 +92,8 @@ class HPOConfig:
             raise ValueError(f"sigma must be <= tau, got sigma={self.sigma}, tau={self.tau}")
         if not (math.isfinite(self.outer_lr) and self.outer_lr > 0):
             raise ValueError(f"outer_lr must be a finite number > 0, got {self.outer_lr}")
-        if not (math.isfinite(self.dmd_tol) and self.dmd_tol > 0):
-            raise ValueError(f"dmd_tol must be a finite number > 0, got {self.dmd_tol}")
+        if self.dmd_tol is not None and not (math.isfinite(self.dmd_tol) and self.dmd_tol > 0):
+            raise ValueError(f"dmd_tol must be a finite number > 0 (or unset: the estimator's default), got {self.dmd_tol}")
         if not (math.isfinite(self.dmd_rank_rtol) and 0 <= self.dmd_rank_rtol < 1):
             raise ValueError(f"dmd_rank_rtol must be in [0, 1), got {self.dmd_rank_rtol}")
         if self.global_outer_steps is not None and self.global_outer_steps < 1:
@@ -178,7 +179,7 @@ class WindowRecord:
     hypergrad_used: np.ndarray  # [q] what the outer optimizer got
     val_loss: float  # validation loss at the window's end (NaN for `none`)
     finite: bool  # inner state and hypergradient finite
-    dmd: Optional[dmd.DMDResult] = None  # glocal only
+    dmd: Optional[Estimate] = None  # glocal only: the estimator's result and diagnostics
     hypergrads: Optional[np.ndarray] = None  # [n_record, q] recorded local hypergradients
     seconds: float = 0.0
 
@@ -206,6 +207,7 @@ class HPORunner:
         self.tx = outer_optimizer(cfg.outer_optimizer, cfg.outer_lr)
         self._train = make_train_fn(problem.step)
         self._windows = {}
+        self.estimator = make_estimator(cfg.estimator, m=cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
 
     def with_config(self, cfg: HPOConfig) -> "HPORunner":
         """A runner of the same problem with another config, sharing the compiled functions."""
@@ -275,7 +277,8 @@ class HPORunner:
                 h_local = used = np.zeros(q)
                 val, rec_dmd = float("nan"), None
             else:
-                n_record = cfg.sigma if cfg.method == "glocal" else 1
+                glocal = cfg.method == "glocal"
+                n_record = cfg.sigma if glocal and needs_window(cfg.estimator) else 1
                 out = self._window_fn(n_record, mode)(hs.inner, hs.phi, batches, self.problem.data)
                 inner = out.state
                 h_all = np.asarray(out.hypergrads, dtype=np.float64)
@@ -284,12 +287,9 @@ class HPORunner:
                 finite = bool(out.finite) and bool(np.all(np.isfinite(h_local)))
                 rec_dmd = None
                 used = h_local
-                if cfg.method == "glocal":
-                    horizon = None if cfg.dmd_mode == "unit" else cfg.steps - step
-                    rec_dmd = dmd.hankel_dmd_estimate(
-                        h_all, cfg.m, horizon=horizon, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol
-                    )
-                    used = rec_dmd.estimate
+                if glocal:
+                    rec_dmd = self.estimator(h_all, cfg.steps - step)
+                    used = rec_dmd.value
             if on_chunk is not None:
                 on_chunk(cfg.tau)
 

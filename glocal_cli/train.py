@@ -7,7 +7,9 @@ Outputs in the run directory (all written atomically):
   hyperparameters, the config;
 * ``history.csv``: one row a window (outer step): φ and the hyperparameter
   values, local and used hypergradient, validation loss, test accuracy every
-  ``eval_every`` windows, DMD spectral radius / rank / residual / fallback;
+  ``eval_every`` windows; for glocal the estimator's diagnostics (estimator,
+  selected eigenvalues and their number, spectral radius, rank, residual,
+  norm of the discarded imaginary part, fallback and its reason);
 * ``dmd.npz``: per-window DMD eigenvalues and recorded local hypergradients
   (glocal, ``q <= 32``), for the eigenvalue figure;
 * ``checkpoint.json`` + ``checkpoint.<step>.npz`` while the run is in progress:
@@ -77,14 +79,24 @@ def history_row(rec: WindowRecord, hyperparams: Dict[str, float], test_acc: Opti
     row["h_used_norm"] = float(np.linalg.norm(rec.hypergrad_used))
     row["test_accuracy"] = "" if test_acc is None else test_acc
     d = rec.dmd
-    row["dmd_spectral_radius"] = "" if d is None else d.spectral_radius
+    row["estimator"] = "" if d is None else d.estimator
+    row["dmd_selected"] = "" if d is None else format_eigenvalues(d.selected)
+    row["dmd_n_selected"] = "" if d is None else d.n_selected
+    row["dmd_n_unit"] = row["dmd_n_selected"]  # the former name, read by older reports
+    row["dmd_selection"] = "" if d is None else d.selection
+    row["dmd_spectral_radius"] = "" if d is None or not math.isfinite(d.spectral_radius) else d.spectral_radius
     row["dmd_rank"] = "" if d is None else d.rank
-    row["dmd_residual"] = "" if d is None else d.residual
-    row["dmd_n_unit"] = "" if d is None else d.n_unit
+    row["dmd_residual"] = "" if d is None or not math.isfinite(d.residual) else d.residual
+    row["dmd_imag_norm"] = "" if d is None else d.imag_norm
     row["dmd_fallback"] = "" if d is None else int(d.fallback)
     row["dmd_reason"] = "" if d is None else d.reason
     row["seconds"] = rec.seconds
     return row
+
+
+def format_eigenvalues(eigs: np.ndarray) -> str:
+    """``[k]`` complex eigenvalues as ``"0.98+0.01j;0.98-0.01j"`` (6 significant digits), ``""`` when empty."""
+    return ";".join(f"{complex(z).real:.6g}{complex(z).imag:+.6g}j" for z in np.asarray(eigs).ravel())
 
 
 def rows_to_csv(rows: List[dict]) -> str:

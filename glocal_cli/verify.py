@@ -1,89 +1,195 @@
-"""Does the glocal estimate approximate the TRUE global hypergradient? (the reviewers' question)
+"""Does an estimator approximate the TRUE global hypergradient? (the reviewers' question)
 
-At chosen outer steps (windows) of a glocal run, from the window's start state
-with φ fixed, training is continued to the end T with tangents reset to zero at
-the window start (forward mode, tangents carried across chunks of τ steps, as
-:meth:`glocal_cli.hpo.HPORunner._global_run` does): that is the true global
-hypergradient ``h_T`` of the window. It is compared with
+For a checked window ``w`` (inner steps ``start = (w-1)τ .. wτ``) of a glocal
+training run, from the window's start state with φ fixed and the tangents
+reset to zero at ``start``, training continues to the end T with tangents
+carried across chunks of τ steps (forward mode). The hypergradient at T is the
+window's **true global hypergradient** ``h_T``. The same tangent run gives,
+for free,
 
-* ``local``: the local hypergradient at the window's end ``h_τ``;
-* ``glocal_unit``: the Hankel-DMD estimate ``ĥ_∞`` from the window's last σ
-  local hypergradients (unit-eigenvalue mode);
-* ``glocal_horizon``: the finite-horizon DMD estimate ``ĥ_T``;
+* the window's last σ local hypergradients ``h_{τ-σ+1} .. h_τ`` (its first
+  chunk), which every estimator of :mod:`glocal_cli.estimators` is fed with
+  ``steps_left = T - wτ``;
+* the **truncated look-aheads** ``h_{kτ}`` (k = 2, 4: the hypergradient after
+  k windows with tangents, "the best local money can buy"); they cost k
+  windows with tangents instead of one (reported as tangent steps and seconds).
 
-by cosine similarity, relative error ``‖e - h_T‖ / ‖h_T‖`` and sign agreement
-per hyperparameter. Two problems:
+Every estimate is compared with ``h_T`` by cosine similarity, relative error
+``‖e - h_T‖ / ‖h_T‖`` and per-component sign agreement (Adam follows signs).
 
-* LeNet on Fashion-MNIST (optimizer hyperparameters lr, momentum, weight
-  decay), a horizon the CPU affords and a small validation set;
-* the quadratic of :mod:`glocal_cli.quadratic` (exact closed forms; there the
-  true global hypergradient is ``hypergrad_closed_form`` from the window's start).
+Problems:
 
-The DMD settings are swept (``rank_rtol`` × ``tol``) to show how the estimate's
-error and its fallbacks depend on them. Outputs (atomic): ``verify.json``,
-``verify.md`` and ``verify.png`` in the output folder.
+* the quadratic of :mod:`glocal_cli.quadratic` (closed forms: the truth and the
+  look-aheads are exact), a sanity row where the DMD model is exact;
+* a classifier on Fashion-MNIST trained by SGD with learnable learning rate,
+  momentum and weight decay, at two initial learning rates (the paper's
+  Fig. 4/5 setting lr0 = 1e-3, and 0.1). The CPU protocol (``profile="cpu"``)
+  uses a one-hidden-layer MLP and a reduced horizon T so that it finishes in
+  minutes on 2 cores; the paper protocol (``profile="paper"``) uses LeNet and
+  T = 20 000 (a GPU job).
+
+A **batch-size noise study** runs one window from the same start state with
+several minibatch orders at batch sizes 128, 512 and 2048 and reports the
+spread of ``h_t`` across orders relative to its mean, the per-component sign
+agreement across orders, and the lag-1 autocorrelation of the order-to-order
+deviations and of the increments ``h_t - h_{t-1}`` within the window.
+
+This module computes and returns a :class:`VerifyResult`; writing files is
+the command's job (:mod:`stages.verify`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
+import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glocal_cli import atomic, dmd, quadratic
-from glocal_cli.hpo import HPOConfig, HPORunner
+from glocal_cli import dmd, quadratic
+from glocal_cli.estimators import ESTIMATORS, make_estimator
+from glocal_cli.hypergrad import make_window_fn, window_hypergrads
 
-RANK_RTOLS = (1e-10, 0.05, 0.1, 0.2)
-TOLS = (0.02, 0.05, 0.1)
-ESTIMATORS = ("local", "glocal_unit", "glocal_horizon")
+PROFILES = ("cpu", "paper", "quick")
+MODELS = ("mlp", "lenet")
+
+
+def lookahead_name(k: int) -> str:
+    """Name of the truncated ``k``·τ look-ahead estimator, e.g. ``truncated-4tau``."""
+    return f"truncated-{k}tau"
 
 
 @dataclasses.dataclass(frozen=True)
 class VerifySettings:
+    """Settings of one ``glocal verify`` protocol (defaults: the CPU protocol).
+
+    ``windows`` are 1-based outer steps; empty means ``windows_per_seed``
+    windows spread evenly over ``1 .. S - max(lookaheads)`` (S = T/τ), so that
+    every look-ahead stops before T.
+    """
+
+    profile: str = "cpu"
+    model: str = "mlp"  # mlp (CPU protocol) | lenet (paper protocol)
+    mlp_hidden: int = 128
     dataset: str = "fashion_mnist"
     data_dir: str = "data/raw"
-    seeds: tuple = (0, 1)
-    windows: tuple = (2, 4, 6)  # 1-based outer steps checked
-    steps: int = 400  # T of the LeNet runs
+    lr0s: tuple = (1e-3, 0.1)
+    seeds: tuple = (0, 1, 2)
+    windows: tuple = ()
+    windows_per_seed: int = 10
+    steps: int = 1500  # T
     tau: int = 50
     sigma: int = 20
     m: int = 10
     batch_size: int = 128
     val_fraction: float = 0.02
-    lr0: float = 0.1  # paper figures use 1e-3, 5e-3 and 1e-1; 0.1 moves within a short horizon
+    outer_lr: float = 0.1
+    tol: Optional[float] = None  # None: each estimator's own default (see glocal_cli.estimators)
+    rank_rtol: float = dmd.DEFAULT_RANK_RTOL
+    estimators: tuple = ESTIMATORS
+    lookaheads: tuple = (2, 4)
+    noise_batch_sizes: tuple = (128, 512, 2048)
+    noise_orders: int = 8
+    noise_window: int = 5  # the noise study starts at this window of the first seed's run
     quad_seeds: tuple = (0, 1, 2, 3, 4)
     quad_windows: tuple = (1, 3, 10)
     quad_steps: int = 2000
-    lenet: bool = True
+    quad_tau: int = 50
+    problems: tuple = ("quadratic", "classifier", "noise")
+    conv_impl: str = "auto"
+
+    @property
+    def outer_windows(self) -> int:
+        """S = T / τ."""
+        return self.steps // self.tau
+
+    def checked_windows(self) -> tuple:
+        """The 1-based windows whose true global hypergradient is computed."""
+        if self.windows:
+            return tuple(sorted(set(int(w) for w in self.windows)))
+        last = max(1, self.outer_windows - max(self.lookaheads, default=0))
+        n = min(self.windows_per_seed, last)
+        return tuple(sorted(set(int(round(x)) for x in np.linspace(1, last, n))))
+
+    def validate(self) -> "VerifySettings":
+        """Return self or raise ``ValueError`` (one line naming the bad value and what is allowed)."""
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile {self.profile!r} is not one of: {', '.join(PROFILES)}")
+        if self.model not in MODELS:
+            raise ValueError(f"model {self.model!r} is not one of: {', '.join(MODELS)}")
+        unknown = [e for e in self.estimators if e not in ESTIMATORS]
+        if unknown or not self.estimators:
+            raise ValueError(f"estimators {list(self.estimators)} must be among: {', '.join(ESTIMATORS)}")
+        if "local" not in self.estimators:
+            raise ValueError("estimators must include 'local' (the baseline every row is compared with)")
+        if self.tau < 1 or self.steps < self.tau or self.steps % self.tau:
+            raise ValueError(f"steps must be a positive multiple of tau, got steps={self.steps}, tau={self.tau}")
+        if not 3 <= self.sigma <= self.tau or not 1 <= self.m <= self.sigma - 2:
+            raise ValueError(f"need 3 <= sigma <= tau and 1 <= m <= sigma - 2, got sigma={self.sigma}, "
+                             f"m={self.m}, tau={self.tau}")
+        if any(int(k) < 2 for k in self.lookaheads):
+            raise ValueError(f"lookaheads must be integers >= 2 (k windows), got {list(self.lookaheads)}")
+        S = self.outer_windows
+        w = self.checked_windows()
+        if not w or min(w) < 1 or max(w) > S:
+            raise ValueError(f"windows must be outer steps in 1..{S} (T={self.steps}, tau={self.tau}), got {list(w)}")
+        if not self.seeds or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be non-empty and >= 0, got {list(self.seeds)}")
+        if not self.lr0s or any(not 0.0 < x < 1.0 for x in self.lr0s):
+            raise ValueError(f"lr0s must be in (0, 1) (it is sigmoid(phi)), got {list(self.lr0s)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if "noise" in self.problems:
+            if not 1 <= self.noise_window <= S:
+                raise ValueError(f"noise_window must be in 1..{S}, got {self.noise_window}")
+            if self.noise_orders < 2 or any(b < 1 for b in self.noise_batch_sizes):
+                raise ValueError("noise study needs >= 2 orders and batch sizes >= 1")
+        if self.quad_steps % self.quad_tau or any(
+            not 1 <= w <= self.quad_steps // self.quad_tau for w in self.quad_windows
+        ):
+            raise ValueError(f"quad_windows must be in 1..{self.quad_steps // self.quad_tau}, got {list(self.quad_windows)}")
+        if self.sigma > self.quad_tau:
+            raise ValueError(f"sigma must be <= quad_tau, got sigma={self.sigma}, quad_tau={self.quad_tau}")
+        return self
 
 
-def verify_settings(quick: bool = False, data_dir: str = "data/raw", seeds=None, windows=None,
-                    steps: Optional[int] = None, **kw) -> VerifySettings:
-    s = VerifySettings(data_dir=data_dir)
-    if quick:
-        s = dataclasses.replace(s, seeds=(0,), windows=(2,), steps=200)
-    s = dataclasses.replace(s, **kw)
-    if seeds is not None:
-        s = dataclasses.replace(s, seeds=tuple(int(x) for x in seeds))
-    if windows is not None:
-        s = dataclasses.replace(s, windows=tuple(sorted(int(x) for x in windows)))
-    if steps is not None:
-        s = dataclasses.replace(s, steps=int(steps))
-    if s.steps % s.tau:
-        raise ValueError(f"--steps must be a multiple of tau={s.tau}, got {s.steps}")
-    S = s.steps // s.tau
-    if not s.windows or min(s.windows) < 1 or max(s.windows) > S:
-        raise ValueError(f"--windows must be outer steps in 1..{S} (T={s.steps}, tau={s.tau}), got {s.windows}")
-    return s
+def profile_settings(profile: str = "cpu", **overrides) -> VerifySettings:
+    """The named protocol with ``overrides`` (None values ignored), validated.
+
+    * ``cpu``: MLP (784-128-10) on Fashion-MNIST, T = 1500, τ = 50, σ = 20, m = 10,
+      batch 128, 2 % validation, seeds 0-2, 10 windows per seed, lr0 1e-3 and 0.1.
+    * ``paper``: LeNet, T = 20 000, τ = 50, σ = 20, m = 10, batch 128, 10 %
+      validation, seeds 0-1, 16 windows per seed (a GPU job).
+    * ``quick``: a seconds-long smoke test (T = 60, τ = 10, σ = 6, m = 2).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r} is not one of: {', '.join(PROFILES)}")
+    base = {
+        "cpu": {},
+        "paper": dict(model="lenet", steps=20_000, val_fraction=0.1, seeds=(0, 1), windows_per_seed=16,
+                      noise_window=20),
+        "quick": dict(steps=60, tau=10, sigma=6, m=2, seeds=(0,), windows_per_seed=2, batch_size=32,
+                      val_fraction=0.01, mlp_hidden=16, noise_batch_sizes=(16, 64), noise_orders=3,
+                      noise_window=2, quad_seeds=(0,), quad_windows=(1,), quad_steps=200, quad_tau=10),
+    }[profile]
+    kw = {**base, **{k: v for k, v in overrides.items() if v is not None}, "profile": profile}
+    for key in ("lr0s", "seeds", "windows", "estimators", "lookaheads", "noise_batch_sizes", "problems"):
+        if key in kw:
+            kw[key] = tuple(kw[key])
+    return VerifySettings(**kw).validate()
+
+
+# ---------------------------------------------------------------- comparisons
 
 
 def compare(est: np.ndarray, true: np.ndarray) -> Dict:
-    """Cosine similarity, relative error and per-component sign agreement of ``est`` vs ``true``."""
+    """Cosine, relative error and per-component sign agreement of ``est [q]`` vs ``true [q]``.
+
+    Sign agreement of a component: ``sign(est_i) == sign(true_i)`` (0 matches only 0).
+    Cosine and relative error are NaN when a norm is zero.
+    """
     est, true = np.asarray(est, np.float64), np.asarray(true, np.float64)
     nt, ne = np.linalg.norm(true), np.linalg.norm(est)
     cos = float(est @ true / (ne * nt)) if ne > 0 and nt > 0 else float("nan")
@@ -92,78 +198,241 @@ def compare(est: np.ndarray, true: np.ndarray) -> Dict:
     return {"cosine": cos, "rel_err": rel, "sign_agree": signs, "sign_frac": float(np.mean(signs))}
 
 
-def _dmd_info(r: dmd.DMDResult) -> Dict:
-    return {"fallback": bool(r.fallback), "reason": r.reason, "spectral_radius": float(r.spectral_radius),
-            "rank": int(r.rank), "residual": float(r.residual), "n_unit": int(r.n_unit),
-            "eigenvalues": [[float(z.real), float(z.imag)] for z in np.asarray(r.eigenvalues)]}
+def sign_agreement(est: np.ndarray, true: np.ndarray) -> Dict:
+    """Sign agreement of many estimates ``est [n, q]`` with their truths ``true [n, q]``.
+
+    Returns ``{"overall": fraction of the n·q (window, component) pairs with the
+    truth's sign, "per_component": [q] fraction over the n windows}``.
+    """
+    est, true = np.atleast_2d(np.asarray(est, np.float64)), np.atleast_2d(np.asarray(true, np.float64))
+    if est.shape != true.shape:
+        raise ValueError(f"shapes differ: {est.shape} vs {true.shape}")
+    same = np.sign(est) == np.sign(true)
+    return {"overall": float(same.mean()), "per_component": same.mean(axis=0).tolist()}
 
 
-def evaluate_window(h: np.ndarray, true: np.ndarray, m: int, horizon: int, problem: str, seed: int,
-                    window: int) -> Dict:
-    """All comparisons of one checked window: default estimators + the DMD sweep."""
-    unit = dmd.hankel_dmd_estimate(h, m)
-    hor = dmd.hankel_dmd_estimate(h, m, horizon=horizon)
-    row = {"problem": problem, "seed": seed, "window": window, "true": np.asarray(true).tolist(),
-           "local": {**compare(h[-1], true), "estimate": h[-1].tolist()},
-           "glocal_unit": {**compare(unit.estimate, true), "estimate": unit.estimate.tolist(), **_dmd_info(unit)},
-           "glocal_horizon": {**compare(hor.estimate, true), "estimate": hor.estimate.tolist(), **_dmd_info(hor)},
-           "sweep": []}
-    for rr in RANK_RTOLS:
-        for tol in TOLS:
-            r = dmd.hankel_dmd_estimate(h, m, tol=tol, rank_rtol=rr)
-            row["sweep"].append({"mode": "unit", "rank_rtol": rr, "tol": tol, **compare(r.estimate, true),
-                                 "fallback": bool(r.fallback), "reason": r.reason, "rank": int(r.rank),
-                                 "spectral_radius": float(r.spectral_radius)})
-        r = dmd.hankel_dmd_estimate(h, m, horizon=horizon, rank_rtol=rr)
-        row["sweep"].append({"mode": "horizon", "rank_rtol": rr, "tol": None, **compare(r.estimate, true),
-                             "fallback": bool(r.fallback), "reason": r.reason, "rank": int(r.rank),
-                             "spectral_radius": float(r.spectral_radius)})
-    return row
+# ---------------------------------------------------------------- tangent runs
 
 
-def true_global(runner: HPORunner, inner, phi, start: int, T: int):
-    """``h_T [q]`` from ``inner`` at inner step ``start`` with φ fixed and zero tangents at ``start``."""
-    if T != runner.cfg.steps:
-        raise ValueError(f"T={T} must equal the runner's steps={runner.cfg.steps}")
-    return runner.hypergrad_to_end(inner, phi, start)[1][-1]
+@dataclasses.dataclass
+class TangentRun:
+    """What one window's run with tangents to T yields (host NumPy).
+
+    Attributes:
+      local: ``[σ, q]`` the window's last σ local hypergradients.
+      lookahead: ``{k: [q]}`` the hypergradient after k windows (truncated look-ahead).
+      truth: ``[q]`` the hypergradient at T (true global).
+      seconds: ``{"window": s of the first chunk, k: cumulative s after k chunks, "truth": s to T}``.
+      finite: whether every chunk stayed finite.
+      chunks: windows of τ steps run.
+    """
+
+    local: np.ndarray
+    lookahead: Dict[int, np.ndarray]
+    truth: np.ndarray
+    seconds: Dict
+    finite: bool
+    chunks: int
 
 
-def verify_lenet(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -> List[Dict]:
+class TangentRunner:
+    """Runs a window's tangents from its start to T, recording what :class:`TangentRun` holds.
+
+    ``val_batch(n_record)`` chooses where the validations run (see
+    :meth:`glocal_cli.hpo.HPORunner.val_batch`).
+    """
+
+    def __init__(self, problem, sigma: int, val_batch: Callable[[int], int] = lambda n: 0):
+        self.problem = problem
+        self.sigma = sigma
+        self.fns = {n: make_window_fn(problem.step, problem.val_loss, n, "forward", val_batch(n)) for n in (sigma, 1, 0)}
+
+    def run(self, inner, phi, start: int, T: int, tau: int, lookaheads: Sequence[int]) -> TangentRun:
+        """Tangents zero at ``start``, φ fixed, train to T; look-aheads beyond T equal the truth."""
+        n = (T - start) // tau
+        if n < 1:
+            raise ValueError(f"start={start} leaves no window before T={T}")
+        q = phi.shape[0]
+        tangents, local, h = None, None, None
+        look, secs = {}, {}
+        t0 = time.perf_counter()
+        for w in range(n):
+            k = w + 1
+            n_rec = self.sigma if w == 0 else (1 if (k in lookaheads or k == n) else 0)
+            batches = self.problem.batches(start + w * tau, tau)
+            out = self.fns[n_rec](inner, phi, batches, self.problem.data, tangents)
+            jax.block_until_ready(out.hypergrads)
+            inner, tangents = out.state, out.tangents
+            if n_rec:
+                h = np.asarray(out.hypergrads, np.float64)
+            if w == 0:
+                local = h
+                secs["window"] = time.perf_counter() - t0
+            if not bool(out.finite) or not np.all(np.isfinite(h)):
+                nan = np.full(q, np.nan)
+                return TangentRun(local, {k_: nan for k_ in lookaheads}, nan, secs, False, k)
+            if k in lookaheads:
+                look[k] = h[-1].copy()
+                secs[k] = time.perf_counter() - t0
+        secs["truth"] = time.perf_counter() - t0
+        for k_ in lookaheads:
+            if k_ > n:
+                look[k_] = h[-1].copy()
+                secs[k_] = secs["truth"]
+        return TangentRun(local, look, h[-1].copy(), secs, True, n)
+
+
+# ---------------------------------------------------------------- one window
+
+
+def evaluate_window(local: np.ndarray, truth: np.ndarray, steps_left: int, s: VerifySettings,
+                    lookahead: Optional[Dict[int, np.ndarray]] = None, cost: Optional[Dict] = None,
+                    tau: Optional[int] = None) -> Dict[str, Dict]:
+    """Every estimator's estimate of ``truth [q]`` from the window's ``local [σ, q]``.
+
+    Returns ``{name: {"value", "cosine", "rel_err", "sign_agree", "sign_frac",
+    "fallback", "reason", "spectral_radius", "rank", "residual", "imag_norm",
+    "cost_tangent_steps", "cost_seconds"}}`` for every estimator of ``s`` and
+    every look-ahead in ``lookahead`` (``{k: [q]}``). ``cost`` holds the tangent
+    run's seconds (:attr:`TangentRun.seconds`); window-based estimators cost one
+    window (plus their own, measured, time).
+    """
+    tau = tau or s.tau
+    cost = cost or {}
+    out = {}
+    for name in s.estimators:
+        est = make_estimator(name, m=s.m, tol=s.tol, rank_rtol=s.rank_rtol)
+        t0 = time.perf_counter()
+        e = est(np.asarray(local, np.float64), int(steps_left))
+        dt = time.perf_counter() - t0
+        out[name] = {"value": np.asarray(e.value, np.float64).tolist(), **compare(e.value, truth),
+                     "fallback": bool(e.fallback), "reason": e.reason, "spectral_radius": float(e.spectral_radius),
+                     "rank": int(e.rank), "residual": float(e.residual), "imag_norm": float(e.imag_norm),
+                     "selection": e.selection, "n_selected": int(e.selected.shape[0]),
+                     "cost_tangent_steps": tau, "cost_seconds": cost.get("window", 0.0) + dt}
+    for k, value in (lookahead or {}).items():
+        out[lookahead_name(k)] = {"value": np.asarray(value, np.float64).tolist(), **compare(value, truth),
+                                  "fallback": False, "reason": "", "cost_tangent_steps": k * tau,
+                                  "cost_seconds": cost.get(k, float("nan"))}
+    return out
+
+
+# ---------------------------------------------------------------- problems
+
+
+def mlp_task(cfg, splits, hidden: int):
+    """The optimizer task of :mod:`glocal_cli.tasks` with a one-hidden-layer ReLU MLP instead of LeNet.
+
+    Same inner optimizer (:func:`~glocal_cli.inner_optim.learnable_sgd`), batches,
+    validation loss and φ as :func:`glocal_cli.tasks.optimizer_task`; only the
+    model differs (``[B, H, W, C] -> flatten -> hidden -> 10``).
+    """
+    import flax.linen as nn
+    import optax
+
+    from glocal_cli.hpo import InnerProblem
+    from glocal_cli.inner_optim import learnable_sgd, logit
+    from glocal_cli.tasks import Task, chunked_mean, cross_entropy
+    from glocal_cli.data.splits import epoch_batch_indices
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = x.reshape((x.shape[0], -1))
+            return nn.Dense(splits.num_classes)(nn.relu(nn.Dense(hidden)(x)))
+
+    model = MLP()
+    params0 = jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), jnp.asarray(splits.train_x[:1]))["params"]
+    opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
+    init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
+    phi0 = logit([init_values[n] for n in cfg.learn]).astype(np.float32)
+
+    def step(state, phi, idx, data):
+        params, opt_state = state
+        x, y = data["train_x"][idx], data["train_y"][idx]
+        grads = jax.grad(lambda p: jnp.mean(cross_entropy(model.apply({"params": p}, x), y)))(params)
+        updates, opt_state = opt.update(grads, opt_state, params, phi)
+        return optax.apply_updates(params, updates), opt_state
+
+    def val_loss(state, data):
+        return chunked_mean(lambda x, y: cross_entropy(model.apply({"params": state[0]}, x), y),
+                            data["val_x"], data["val_y"])
+
+    def hyperparams(phi):
+        return {k: float(v) for k, v in opt.hyperparams(jnp.asarray(phi)).items()}
+
+    n_train = len(splits.train_x)
+    data = {k: jnp.asarray(getattr(splits, k)) for k in ("train_x", "train_y", "val_x", "val_y")}
+    problem = InnerProblem((params0, opt.init(params0)), step, val_loss,
+                           lambda start, n: epoch_batch_indices(n_train, cfg.batch_size, cfg.seed, start, n),
+                           data, hyperparams)
+    return Task(problem, phi0, hyperparams, None, lambda st: st[0])
+
+
+def _classifier_task(s: VerifySettings, seed: int, lr0: float):
     from glocal_cli.config import TrainConfig
     from glocal_cli.tasks import build_task
     from glocal_cli.train import load_splits
 
-    rows = []
+    cfg = TrainConfig(dataset=s.dataset, data_dir=s.data_dir, method="glocal", steps=s.steps, tau=s.tau,
+                      sigma=s.sigma, m=s.m, batch_size=s.batch_size, val_fraction=s.val_fraction, seed=seed,
+                      lr0=lr0, outer_lr=s.outer_lr, conv_impl=s.conv_impl).validate()
+    splits = load_splits(cfg)
+    task = build_task(cfg, splits) if s.model == "lenet" else mlp_task(cfg, splits, s.mlp_hidden)
+    return cfg, splits, task
+
+
+def problem_key(s: VerifySettings, lr0: float) -> str:
+    """Key of a classifier setting in the summary, e.g. ``mlp/fashion_mnist/lr0=0.001``."""
+    return f"{s.model}/{s.dataset}/lr0={lr0:g}"
+
+
+def verify_classifier(s: VerifySettings, lr0: float, say: Callable[[str], None] = lambda m: None):
+    """Rows of every checked window of every seed at ``lr0``, and the noise study's start state.
+
+    The φ trajectory is the glocal run's (the run that the paper's figures show);
+    each checked window gets a :class:`TangentRunner` run to T.
+
+    Returns ``(rows, noise_start)`` where ``noise_start`` is
+    ``(task, inner, phi, start)`` at ``s.noise_window`` of the first seed (or None).
+    """
+    from glocal_cli.hpo import HPORunner
+
+    rows, noise_start = [], None
+    windows = s.checked_windows()
+    key = problem_key(s, lr0)
     for seed in s.seeds:
-        cfg = TrainConfig(dataset=s.dataset, data_dir=s.data_dir, method="glocal", steps=s.steps, tau=s.tau,
-                          sigma=s.sigma, m=s.m, batch_size=s.batch_size, val_fraction=s.val_fraction,
-                          seed=seed, lr0=s.lr0)
-        cfg.validate()
-        task = build_task(cfg, load_splits(cfg))
+        cfg, splits, task = _classifier_task(s, seed, lr0)
         runner = HPORunner(task.problem, cfg.hpo())
+        tangent = TangentRunner(task.problem, s.sigma, runner.val_batch)
         hs = runner.init(task.phi0)
-        for w in range(1, max(s.windows) + 1):
+        last = max(max(windows), s.noise_window if seed == s.seeds[0] and "noise" in s.problems else 0)
+        for w in range(1, last + 1):
             start = (w - 1) * s.tau
-            if w in s.windows:
-                say(f"LeNet seed {seed}: true global hypergradient of window {w} (T={s.steps})")
-                true = true_global(runner, hs.inner, hs.phi, start, s.steps)
-            hs_next, rec = runner.run_window(hs)
-            if w in s.windows:
-                row = evaluate_window(rec.hypergrads, true, s.m, s.steps - w * s.tau, "lenet", seed, w)
-                row["phi"] = np.asarray(rec.phi).tolist()
-                row["hyperparams"] = task.hyperparams(np.asarray(rec.phi))
+            if seed == s.seeds[0] and w == s.noise_window:
+                noise_start = (task, hs.inner, hs.phi, start)
+            if w in windows:
+                say(f"{key} seed {seed}: window {w}/{s.outer_windows}, tangents to T={s.steps}")
+                tr = tangent.run(hs.inner, hs.phi, start, s.steps, s.tau, s.lookaheads)
+                row = {"problem": key, "lr0": lr0, "seed": seed, "window": w, "start": start,
+                       "steps_left": s.steps - w * s.tau, "finite": tr.finite,
+                       "hyperparams": task.hyperparams(np.asarray(hs.phi)),
+                       "truth": tr.truth.tolist(), "seconds": {str(k): v for k, v in tr.seconds.items()}}
+                if tr.finite:
+                    row["estimates"] = evaluate_window(tr.local, tr.truth, s.steps - w * s.tau, s,
+                                                       tr.lookahead, tr.seconds)
                 rows.append(row)
+            hs, rec = runner.run_window(hs)
             if not rec.finite:
+                say(f"{key} seed {seed}: training diverged at window {w}")
                 break
-            hs = hs_next
-    return rows
+    return rows, noise_start
 
 
 def verify_quadratic(s: VerifySettings) -> List[Dict]:
-    """Quadratic (p=2, q=2, x64): windows of plain GD with φ fixed; the true h_T in closed form."""
-    from glocal_cli.hypergrad import window_hypergrads
-
+    """Quadratic (p=2, q=2, float64): φ fixed; truth and look-aheads in closed form."""
     rows = []
+    tau = s.quad_tau
     with jax.enable_x64(True):
         for seed in s.quad_seeds:
             qp = quadratic.make_quadratic(p=2, q=2, seed=seed, lr=0.1, eig_range=(0.3, 1.0))
@@ -171,141 +440,296 @@ def verify_quadratic(s: VerifySettings) -> List[Dict]:
             phi = np.array([0.2, -0.3])
             prob = quadratic.inner_problem(qp, theta0)
             for w in s.quad_windows:
-                start = (w - 1) * s.tau
+                start = (w - 1) * tau
                 theta_s = quadratic.theta_closed_form(qp, theta0, phi, start)
                 out = window_hypergrads(prob.step, prob.val_loss, jnp.asarray(theta_s), jnp.asarray(phi),
-                                        prob.batches(start, s.tau), s.sigma)
+                                        prob.batches(start, tau), s.sigma)
                 h = np.asarray(out.hypergrads, np.float64)
-                true = quadratic.hypergrad_closed_form(qp, theta_s, phi, s.quad_steps - start)
-                rows.append(evaluate_window(h, true, s.m, s.quad_steps - w * s.tau, "quadratic", seed, w))
+                truth = quadratic.hypergrad_closed_form(qp, theta_s, phi, s.quad_steps - start)
+                look = {k: quadratic.hypergrad_closed_form(qp, theta_s, phi, min(k * tau, s.quad_steps - start))
+                        for k in s.lookaheads}
+                rows.append({"problem": "quadratic", "lr0": None, "seed": seed, "window": w, "start": start,
+                             "steps_left": s.quad_steps - w * tau, "finite": True, "truth": truth.tolist(),
+                             "estimates": evaluate_window(h, truth, s.quad_steps - w * tau, s, look, tau=tau)})
     return rows
 
 
-def summarize(rows: List[Dict]) -> Dict:
-    out = {}
-    for problem in sorted({r["problem"] for r in rows}):
-        rs = [r for r in rows if r["problem"] == problem]
-        est = {}
-        for e in ESTIMATORS:
-            est[e] = {
-                "n": len(rs),
-                "cosine_mean": float(np.nanmean([r[e]["cosine"] for r in rs])),
-                "rel_err_median": float(np.nanmedian([r[e]["rel_err"] for r in rs])),
-                "rel_err_mean": float(np.nanmean([r[e]["rel_err"] for r in rs])),
-                "sign_frac_mean": float(np.mean([r[e]["sign_frac"] for r in rs])),
-                "fallbacks": int(sum(r[e].get("fallback", False) for r in rs)),
-                "reasons": sorted({r[e].get("reason", "") for r in rs} - {""}),
-            }
-        sweep = {}
-        for i, cell in enumerate(rs[0]["sweep"]):
-            key = f"{cell['mode']} rank_rtol={cell['rank_rtol']:g}" + ("" if cell["tol"] is None else f" tol={cell['tol']:g}")
-            cells = [r["sweep"][i] for r in rs]
-            sweep[key] = {"mode": cell["mode"], "rank_rtol": cell["rank_rtol"], "tol": cell["tol"],
-                          "rel_err_median": float(np.nanmedian([c["rel_err"] for c in cells])),
-                          "cosine_mean": float(np.nanmean([c["cosine"] for c in cells])),
-                          "sign_frac_mean": float(np.mean([c["sign_frac"] for c in cells])),
-                          "fallbacks": int(sum(c["fallback"] for c in cells)), "n": len(cells),
-                          "reasons": sorted({c["reason"] for c in cells} - {""}),
-                          "beats_local": int(sum(c["rel_err"] < r["local"]["rel_err"] for c, r in zip(cells, rs)))}
-        loc = est["local"]["rel_err_median"]
-        best = min(("glocal_unit", "glocal_horizon"), key=lambda e: est[e]["rel_err_median"])
-        out[problem] = {"estimators": est, "sweep": sweep,
-                        "glocal_closer_than_local": {e: bool(est[e]["rel_err_median"] < loc) for e in ESTIMATORS[1:]},
-                        "best_glocal": best}
+# ---------------------------------------------------------------- batch-size noise
+
+
+def lag1_autocorr(x: np.ndarray) -> float:
+    """Mean lag-1 autocorrelation of the series ``x [..., t]`` (each centred over t); NaN if constant."""
+    x = np.asarray(x, np.float64)
+    x = x - x.mean(axis=-1, keepdims=True)
+    num = np.sum(x[..., 1:] * x[..., :-1], axis=-1)
+    den = np.sum(x * x, axis=-1)
+    ok = den > 0
+    return float(np.mean(num[ok] / den[ok])) if np.any(ok) else float("nan")
+
+
+def noise_stats(H: np.ndarray) -> Dict:
+    """Spread of ``H [orders, t, q]`` (one window's h_t under several minibatch orders).
+
+    * ``rel_std_end``: ``‖std_o h_τ‖ / ‖mean_o h_τ‖`` (window end);
+    * ``rel_std_mean``: the same ratio averaged over the window's steps;
+    * ``rel_std_component_end``: ``[q]`` ``std_o h_τ,i / |mean_o h_τ,i|``;
+    * ``sign_agree_end``: fraction of (order, component) pairs of ``h_τ`` with the
+      sign of the across-order mean;
+    * ``lag1_deviation``: lag-1 autocorrelation over t of ``h_t - mean_o h_t``;
+    * ``lag1_increment``: lag-1 autocorrelation over t of ``h_t - h_{t-1}``.
+    """
+    H = np.asarray(H, np.float64)
+    mean, std = H.mean(axis=0), H.std(axis=0, ddof=1)
+    norms = np.linalg.norm(mean, axis=-1)
+    ratio = np.linalg.norm(std, axis=-1) / np.where(norms > 0, norms, np.nan)
+    dev = np.moveaxis(H - mean, 1, -1)  # [orders, q, t]
+    inc = np.moveaxis(np.diff(H, axis=1), 1, -1)
+    return {"rel_std_end": float(ratio[-1]), "rel_std_mean": float(np.nanmean(ratio)),
+            "rel_std_component_end": np.divide(std[-1], np.abs(mean[-1]), out=np.full_like(std[-1], np.nan),
+                                               where=mean[-1] != 0).tolist(),
+            "sign_agree_end": float(np.mean(np.sign(H[:, -1]) == np.sign(mean[-1]))),
+            "lag1_deviation": lag1_autocorr(dev), "lag1_increment": lag1_autocorr(inc),
+            "mean_end": mean[-1].tolist(), "norm_end": float(norms[-1])}
+
+
+def batch_noise(s: VerifySettings, lr0: float, noise_start, say: Callable[[str], None] = lambda m: None) -> List[Dict]:
+    """The noise study at one start state: every batch size × ``noise_orders`` minibatch orders."""
+    from glocal_cli.data.splits import epoch_batch_indices
+
+    task, inner, phi, start = noise_start
+    prob = task.problem
+    n_train = int(prob.data["train_x"].shape[0])
+    val_batch = 0 if jax.default_backend() == "cpu" else s.tau  # as HPORunner.val_batch's auto rule
+    fn = make_window_fn(prob.step, prob.val_loss, s.tau, "forward", val_batch)
+    out = []
+    for bs in s.noise_batch_sizes:
+        say(f"{problem_key(s, lr0)}: batch-size noise, batch {bs}")
+        if bs > n_train:
+            raise ValueError(f"noise batch size {bs} exceeds the training set ({n_train})")
+        H, t0 = [], time.perf_counter()
+        for o in range(s.noise_orders):
+            idx = epoch_batch_indices(n_train, bs, 10_000 + o, start, s.tau)
+            H.append(np.asarray(fn(inner, phi, idx, prob.data).hypergrads, np.float64))
+        H = np.stack(H)
+        out.append({"problem": problem_key(s, lr0), "lr0": lr0, "batch_size": bs, "orders": s.noise_orders,
+                    "window": s.noise_window, "start": start, "finite": bool(np.all(np.isfinite(H))),
+                    "seconds": time.perf_counter() - t0, **noise_stats(H)})
     return out
+
+
+# ---------------------------------------------------------------- summary and result
+
+
+def _finite_mean(xs) -> float:
+    xs = np.asarray(xs, np.float64)
+    xs = xs[np.isfinite(xs)]
+    return float(xs.mean()) if xs.size else float("nan")
+
+
+def summarize(rows: List[Dict]) -> Dict[str, Dict[str, Dict]]:
+    """Per problem, per estimator: n, mean/median cosine, median/mean relative error, sign agreement
+    (overall and per component), fallbacks (with reasons), windows closer than local, and cost."""
+    out = {}
+    for problem in dict.fromkeys(r["problem"] for r in rows):
+        rs = [r for r in rows if r["problem"] == problem and r["finite"]]
+        failed = sum(1 for r in rows if r["problem"] == problem and not r["finite"])
+        names = list(rs[0]["estimates"]) if rs else []
+        est = {}
+        for name in names:
+            v = [r["estimates"][name] for r in rs]
+            truth = np.array([r["truth"] for r in rs])
+            signs = sign_agreement(np.array([x["value"] for x in v]), truth)
+            reasons: Dict[str, int] = {}
+            for x in v:
+                if x["fallback"]:
+                    reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
+            rel = np.array([x["rel_err"] for x in v])
+            loc = np.array([r["estimates"]["local"]["rel_err"] for r in rs])
+            est[name] = {
+                "n": len(v),
+                "cosine_mean": float(np.nanmean([x["cosine"] for x in v])),
+                "cosine_median": float(np.nanmedian([x["cosine"] for x in v])),
+                "rel_err_median": float(np.nanmedian(rel)),
+                "rel_err_mean": float(np.nanmean(rel)),
+                "sign_agreement": signs["overall"],
+                "sign_agreement_per_component": signs["per_component"],
+                "fallbacks": int(sum(x["fallback"] for x in v)),
+                "fallback_reasons": reasons,
+                "closer_than_local": int(np.sum(rel < loc)),
+                "cost_tangent_steps": int(v[0]["cost_tangent_steps"]),
+                "cost_seconds_mean": _finite_mean([x["cost_seconds"] for x in v]),
+            }
+        out[problem] = {"estimators": est, "windows": len(rs), "non_finite_windows": failed,
+                        "seeds": sorted({r["seed"] for r in rs})}
+    return out
+
+
+def conclusions(summary: Dict) -> List[str]:
+    """One plain sentence per problem, from the numbers: which estimator is closest, and glocal vs local."""
+    lines = []
+    for problem, sm in summary.items():
+        est = sm["estimators"]
+        if not est:
+            lines.append(f"{problem}: no finite window.")
+            continue
+        best = min(est, key=lambda e: est[e]["rel_err_median"])
+        g, loc = est.get("glocal"), est["local"]
+        verdict = ""
+        if g is not None:
+            closer = g["rel_err_median"] < loc["rel_err_median"]
+            verdict = (f" glocal is {'closer to' if closer else 'NOT closer to'} the true global hypergradient than "
+                       f"local (median relative error {g['rel_err_median']:.3g} vs {loc['rel_err_median']:.3g}; "
+                       f"closer in {g['closer_than_local']}/{g['n']} windows; {g['fallbacks']} fallbacks).")
+        lines.append(f"{problem}: the closest estimator is {best} (median relative error "
+                     f"{est[best]['rel_err_median']:.3g}, cosine {est[best]['cosine_mean']:.3f}).{verdict}")
+    return lines
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    """Everything ``glocal verify`` measured (JSON-ready via :meth:`to_json`)."""
+
+    settings: Dict
+    rows: List[Dict]
+    summary: Dict
+    noise: List[Dict]
+    seconds: Dict
+    device: str
+
+    def conclusions(self) -> List[str]:
+        return conclusions(self.summary)
+
+    def to_json(self) -> Dict:
+        return {"settings": self.settings, "device": self.device, "seconds": self.seconds,
+                "estimators": list(self.settings["estimators"]) + [lookahead_name(k) for k in self.settings["lookaheads"]],
+                "summary": self.summary, "conclusions": self.conclusions(), "noise": self.noise, "rows": self.rows}
+
+
+def run_verify(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -> VerifyResult:
+    """Run the protocol ``s`` (quadratic, classifier at every lr0, noise study) and return the results."""
+    s.validate()
+    rows, noise, secs = [], [], {}
+    t_all = time.perf_counter()
+    if "quadratic" in s.problems:
+        say("quadratic (closed forms)")
+        t0 = time.perf_counter()
+        rows += verify_quadratic(s)
+        secs["quadratic"] = time.perf_counter() - t0
+    for lr0 in s.lr0s if ("classifier" in s.problems or "noise" in s.problems) else ():
+        t0 = time.perf_counter()
+        r, noise_start = verify_classifier(s, lr0, say) if "classifier" in s.problems else ([], None)
+        secs[f"classifier lr0={lr0:g}"] = time.perf_counter() - t0
+        rows += r
+        if "noise" in s.problems:
+            if noise_start is None:
+                noise_start = _noise_start_only(s, lr0)
+            t0 = time.perf_counter()
+            noise += batch_noise(s, lr0, noise_start, say)
+            secs[f"noise lr0={lr0:g}"] = time.perf_counter() - t0
+    secs["total"] = time.perf_counter() - t_all
+    settings = {**dataclasses.asdict(s), "checked_windows": list(s.checked_windows())}
+    return VerifyResult(settings, rows, summarize(rows), noise, secs, jax.devices()[0].device_kind)
+
+
+def _noise_start_only(s: VerifySettings, lr0: float):
+    """The noise study's start state when the classifier windows are not run: the glocal run to ``noise_window``."""
+    from glocal_cli.hpo import HPORunner
+
+    cfg, _, task = _classifier_task(s, s.seeds[0], lr0)
+    runner = HPORunner(task.problem, cfg.hpo())
+    hs = runner.init(task.phi0)
+    for _ in range(s.noise_window - 1):
+        hs, rec = runner.run_window(hs)
+        if not rec.finite:
+            break
+    return task, hs.inner, hs.phi, (s.noise_window - 1) * s.tau
+
+
+# ---------------------------------------------------------------- report text and figure
 
 
 def _fmt(x, nd=3):
     return "nan" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}g}"
 
 
-def markdown(res: Dict) -> str:
-    s = res["settings"]
-    lines = ["# glocal verify: glocal / local vs the true global hypergradient", "",
-             f"LeNet / {s['dataset']}: T={s['steps']}, τ={s['tau']}, σ={s['sigma']}, m={s['m']}, batch "
-             f"{s['batch_size']}, val_fraction {s['val_fraction']}, lr0 {s['lr0']}, seeds {list(s['seeds'])}, "
-             f"windows {list(s['windows'])}. Quadratic: p=2, q=2, T={s['quad_steps']}, seeds "
-             f"{list(s['quad_seeds'])}, windows {list(s['quad_windows'])}. True global = from the window's start "
-             "state, φ fixed, tangents reset to zero, trained to T. DMD defaults (rank_rtol "
-             f"{dmd.DEFAULT_RANK_RTOL:g}, tol {dmd.DEFAULT_TOL:g}) in the main table.", ""]
-    for problem, sm in res["summary"].items():
-        lines += [f"## {problem}", "", "| estimator | n | mean cosine | median rel. error | mean rel. error | "
-                  "sign agreement | fallbacks (reasons) |", "|---|---:|---:|---:|---:|---:|---|"]
-        for e, v in sm["estimators"].items():
-            reasons = ", ".join(v["reasons"]) if v["reasons"] else ""
-            lines.append(f"| {e} | {v['n']} | {_fmt(v['cosine_mean'])} | {_fmt(v['rel_err_median'])} | "
-                         f"{_fmt(v['rel_err_mean'])} | {_fmt(v['sign_frac_mean'])} | {v['fallbacks']} {reasons} |")
-        verdict = sm["glocal_closer_than_local"]
-        for e, closer in verdict.items():
-            lines.append("")
-            lines.append(f"**{e} is {'CLOSER' if closer else 'NOT closer'}** to the true global hypergradient "
-                         f"than local (median relative error {_fmt(sm['estimators'][e]['rel_err_median'])} vs "
-                         f"{_fmt(sm['estimators']['local']['rel_err_median'])}).")
-        lines += ["", f"### DMD settings sweep ({problem})", "",
-                  "| mode | rank_rtol | tol | median rel. error | mean cosine | sign agreement | beats local | "
-                  "fallbacks (reasons) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
-        for v in sm["sweep"].values():
-            tol = "—" if v["tol"] is None else f"{v['tol']:g}"
-            lines.append(f"| {v['mode']} | {v['rank_rtol']:g} | {tol} | "
-                         f"{_fmt(v['rel_err_median'])} | {_fmt(v['cosine_mean'])} | {_fmt(v['sign_frac_mean'])} | "
-                         f"{v['beats_local']}/{v['n']} | {v['fallbacks']}/{v['n']} {', '.join(v['reasons'])} |")
+def settings_text(s: Dict) -> str:
+    """One paragraph stating the protocol."""
+    model = f"MLP 784-{s['mlp_hidden']}-10" if s["model"] == "mlp" else "LeNet"
+    tol = "per estimator (glocal_cli.estimators defaults)" if s["tol"] is None else f"{s['tol']:g}"
+    return (f"Protocol `{s['profile']}`: {model} on {s['dataset']}, SGD with learnable lr, momentum and weight decay "
+            f"(outer Adam lr {s['outer_lr']:g}, the glocal run's φ trajectory), T = {s['steps']}, τ = {s['tau']}, "
+            f"σ = {s['sigma']}, m = {s['m']}, batch {s['batch_size']}, validation fraction {s['val_fraction']:g}, "
+            f"lr0 ∈ {list(s['lr0s'])}, seeds {list(s['seeds'])}, windows {list(s['checked_windows'])} "
+            f"per seed; DMD tol {tol}, rank_rtol {s['rank_rtol']:g}. Quadratic: p = 2, q = 2, "
+            f"T = {s['quad_steps']}, τ = {s['quad_tau']}, seeds {list(s['quad_seeds'])}, windows {list(s['quad_windows'])}. "
+            "True global hypergradient of a window: from the window's start, φ fixed, tangents zero there, trained "
+            "to T. Truncated kτ look-ahead: the same run stopped after k windows.")
+
+
+def markdown(res: VerifyResult) -> str:
+    """``verify.md``: settings, one table per problem, the noise study and the conclusions."""
+    s = res.settings
+    lines = ["# glocal verify: estimators vs the true global hypergradient", "", settings_text(s), "",
+             f"Device: {res.device}. Wall time: {res.seconds.get('total', float('nan')):.0f} s "
+             f"({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items() if k != 'total')}).", ""]
+    for problem, sm in res.summary.items():
+        lines += [f"## {problem}", "", f"{sm['windows']} windows over seeds {sm['seeds']}"
+                  + (f"; {sm['non_finite_windows']} windows non-finite (left out)" if sm["non_finite_windows"] else "")
+                  + ".", "",
+                  "| estimator | mean cosine | median rel. error | sign agreement (per component) | closer than local "
+                  "| fallbacks (reasons) | cost: tangent steps | cost: s / window |",
+                  "|---|---:|---:|---|---:|---|---:|---:|"]
+        for name, v in sm["estimators"].items():
+            reasons = ", ".join(f"{k} {n}" for k, n in v["fallback_reasons"].items())
+            per = ", ".join(f"{x:.2f}" for x in v["sign_agreement_per_component"])
+            lines.append(f"| {name} | {_fmt(v['cosine_mean'])} | {_fmt(v['rel_err_median'])} | "
+                         f"{v['sign_agreement']:.2f} ({per}) | {v['closer_than_local']}/{v['n']} | "
+                         f"{v['fallbacks']}{' (' + reasons + ')' if reasons else ''} | {v['cost_tangent_steps']} | "
+                         f"{_fmt(v['cost_seconds_mean'])} |")
         lines.append("")
-    lines += ["## Per window", "", "| problem | seed | window | estimator | cosine | rel. error | signs agree | "
-              "DMD (reason, ρ, rank) |", "|---|---:|---:|---|---:|---:|---|---|"]
-    for r in res["rows"]:
-        for e in ESTIMATORS:
-            v = r[e]
-            d = "" if e == "local" else (f"{v['reason'] or 'ok'}, ρ={_fmt(v['spectral_radius'])}, r={v['rank']}")
-            lines.append(f"| {r['problem']} | {r['seed']} | {r['window']} | {e} | {_fmt(v['cosine'])} | "
-                         f"{_fmt(v['rel_err'])} | {v['sign_agree']} | {d} |")
+    if res.noise:
+        lines += ["## Noise of h_t against batch size", "",
+                  f"One window (window {res.noise[0]['window']} of seed {s['seeds'][0]}'s run) from the same start "
+                  f"state, {res.noise[0]['orders']} minibatch orders. rel. std = ‖std over orders‖ / ‖mean over "
+                  "orders‖ of h_t; lag-1 = autocorrelation within the window of the deviations from the "
+                  "across-order mean and of the increments h_t − h_{t−1}.", "",
+                  "| setting | batch | rel. std at τ | rel. std (window mean) | rel. std per component at τ | "
+                  "sign agreement at τ | lag-1 deviation | lag-1 increment |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|"]
+        for n in res.noise:
+            per = ", ".join(_fmt(x, 2) for x in n["rel_std_component_end"])
+            lines.append(f"| {n['problem']} | {n['batch_size']} | {_fmt(n['rel_std_end'])} | "
+                         f"{_fmt(n['rel_std_mean'])} | {per} | {n['sign_agree_end']:.2f} | "
+                         f"{_fmt(n['lag1_deviation'])} | {_fmt(n['lag1_increment'])} |")
+        lines.append("")
+    lines += ["## Conclusions (computed from the tables)", ""] + [f"* {c}" for c in res.conclusions()]
+    lines += ["", "## Per window", "", "| problem | seed | window | steps left | estimator | cosine | rel. error "
+              "| signs | fallback |", "|---|---:|---:|---:|---|---:|---:|---|---|"]
+    for r in res.rows:
+        for name, v in r.get("estimates", {}).items():
+            lines.append(f"| {r['problem']} | {r['seed']} | {r['window']} | {r['steps_left']} | {name} | "
+                         f"{_fmt(v['cosine'])} | {_fmt(v['rel_err'])} | {v['sign_agree']} | "
+                         f"{v['reason'] if v['fallback'] else ''} |")
     return "\n".join(lines) + "\n"
 
 
-def figure(res: Dict, path: Path) -> None:
+def figure(res: VerifyResult):
+    """A matplotlib figure: per problem, the relative error of every estimator over the windows (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    problems = list(res["summary"])
-    fig, axes = plt.subplots(1, len(problems) + 1, figsize=(5 * (len(problems) + 1), 4))
-    for ax, problem in zip(axes, problems):
-        rs = [r for r in res["rows"] if r["problem"] == problem]
-        x = np.arange(len(rs))
-        for k, e in enumerate(ESTIMATORS):
-            ax.bar(x + (k - 1) * 0.27, [max(r[e]["rel_err"], 1e-16) for r in rs], 0.27, label=e)
+    problems = [p for p, sm in res.summary.items() if sm["estimators"]]
+    fig, axes = plt.subplots(1, max(1, len(problems)), figsize=(5 * max(1, len(problems)), 4), squeeze=False)
+    for ax, problem in zip(axes[0], problems):
+        rs = [r for r in res.rows if r["problem"] == problem and r["finite"]]
+        names = list(res.summary[problem]["estimators"])
+        data = [[max(r["estimates"][n]["rel_err"], 1e-16) for r in rs] for n in names]
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=60, fontsize=7)
         ax.set_yscale("log")
-        ax.set_xticks(x, [f"s{r['seed']}w{r['window']}" for r in rs], rotation=60, fontsize=7)
         ax.set_ylabel("‖estimate − h_T‖ / ‖h_T‖")
-        ax.set_title(f"{problem}: relative error vs true global")
-        ax.legend(fontsize=7)
-    ax = axes[-1]
-    t = np.linspace(0, 2 * np.pi, 200)
-    ax.plot(np.cos(t), np.sin(t), "k-", lw=0.5)
-    for problem, marker in zip(problems, "ox"):
-        eig = [complex(*z) for r in res["rows"] if r["problem"] == problem for z in r["glocal_unit"]["eigenvalues"]]
-        if eig:
-            ax.scatter([z.real for z in eig], [z.imag for z in eig], marker=marker, s=12, label=problem)
-    ax.set_aspect("equal")
-    ax.set_title("DMD eigenvalues (default settings)")
-    ax.legend(fontsize=7)
+        ax.set_title(problem, fontsize=9)
     fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def run_verify(s: VerifySettings, out: Path, say: Callable[[str], None] = lambda m: None) -> Dict:
-    """Run both problems, write ``verify.json``, ``verify.md``, ``verify.png`` under ``out``; return results."""
-    out = Path(out)
-    say("quadratic (closed forms)")
-    rows = verify_quadratic(s)
-    if s.lenet:
-        rows += verify_lenet(s, say)
-    res = {"settings": dataclasses.asdict(s), "rows": rows, "summary": summarize(rows),
-           "dmd_defaults": {"rank_rtol": dmd.DEFAULT_RANK_RTOL, "tol": dmd.DEFAULT_TOL},
-           "device": jax.devices()[0].device_kind}
-    atomic.write_json(out / "verify.json", res)
-    atomic.write_text(out / "verify.md", markdown(res))
-    figure(res, out / "verify.png")
-    return res
+    return fig

@@ -27,7 +27,9 @@ def test_glocal_closer_to_global_than_local(x64, seed):
     h = np.asarray(out.hypergrads)
     true_global = quadratic.hypergrad_closed_form(qp, theta0, phi, T)
     local_err = np.linalg.norm(h[-1] - true_global) / np.linalg.norm(true_global)
-    unit = dmd.hankel_dmd_estimate(h, 10)
+    # the quadratic's slow modes (λ = 1 - lr·eig in [0.9, 0.97]) lie within the default tol 0.1 of 1:
+    # the paper rule is exact here only with a tolerance below their distance (docs/method.md)
+    unit = dmd.hankel_dmd_estimate(h, 10, tol=0.02)
     horizon = dmd.hankel_dmd_estimate(h, 10, horizon=T - tau)
     assert not unit.fallback and not horizon.fallback
     unit_err = np.linalg.norm(unit.estimate - true_global) / np.linalg.norm(true_global)
@@ -79,7 +81,7 @@ def test_global_uses_exact_end_of_training_hypergradient(x64):
 
 def test_glocal_horizon_mode(x64):
     qp, theta0, phi = _setup()
-    cfg = HPOConfig(method="glocal", steps=200, tau=50, dmd_mode="horizon")
+    cfg = HPOConfig(method="glocal", steps=200, tau=50, estimator="glocal-horizon")
     runner = HPORunner(quadratic.inner_problem(qp, theta0), cfg)
     hs, rec = runner.run_window(runner.init(phi))
     np.testing.assert_allclose(rec.hypergrad_used, quadratic.hypergrad_closed_form(qp, theta0, phi, 200), rtol=1e-6)
@@ -99,7 +101,7 @@ def test_nonfinite_window_stops_run(x64):
         (dict(method="best"), "method must be one of"),
         (dict(steps=100, tau=30), "multiple of tau"),
         (dict(sigma=10, m=9), "m <= sigma - 2"),
-        (dict(dmd_mode="maybe"), "dmd_mode"),
+        (dict(estimator="maybe"), "estimator must be one of"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -131,3 +133,20 @@ def test_hypergrad_to_end_named_fields(x64):
     assert end.finite and end.steps_done == 200 and end.hypergrads.shape == (1, 2)
     state, h, val, finite, steps = end  # still unpacks as a 5-tuple
     np.testing.assert_allclose(end.state, quadratic.theta_closed_form(qp, theta0, phi, 100), rtol=1e-10)
+@pytest.mark.parametrize("name", ["glocal", "glocal-strict", "glocal-horizon", "glocal-robust", "mean", "local"])
+def test_glocal_uses_the_named_estimator(x64, name):
+    """method glocal + estimator X: the outer optimizer gets X's value on the window's recorded hypergradients."""
+    from glocal_cli.estimators import make_estimator
+
+    qp, theta0, phi = _setup()
+    cfg = HPOConfig(method="glocal", steps=200, tau=50, sigma=20, m=10, estimator=name)
+    runner = HPORunner(quadratic.inner_problem(qp, theta0), cfg)
+    hs, rec = runner.run_window(runner.init(phi))
+    assert rec.dmd.estimator == name
+    assert rec.hypergrads.shape == ((1, 2) if name == "local" else (20, 2))
+    expected = make_estimator(name, m=10)(rec.hypergrads, 200 - 50).value
+    np.testing.assert_array_equal(rec.hypergrad_used, expected)
+    if name == "mean":
+        np.testing.assert_allclose(rec.hypergrad_used, rec.hypergrads.mean(axis=0))
+    if name == "local":
+        np.testing.assert_array_equal(rec.hypergrad_used, rec.hypergrad_local)

@@ -147,3 +147,32 @@ def test_cli_missing_runs_dir_exit_2(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --runs") and "\n" not in err
+
+
+def test_evidence_table_paired_differences(tmp_path):
+    """Variants of glocal (by estimator) are told apart; the paired difference and its SE are computed exactly."""
+    from glocal_cli.report.tables import evidence_tables
+
+    root = tmp_path / "runs"
+    acc = {"local": [0.70, 0.72, 0.71], "glocal": [0.71, 0.74, 0.71], "glocal-mean": [0.69, 0.72, 0.70]}
+    for variant, accs in acc.items():
+        for seed, a in enumerate(accs):
+            run = make_run(root, "evidence", "fashion_mnist", variant, seed)
+            metrics = json.loads((run / "metrics.json").read_text())
+            method, est = ("glocal", "mean") if variant == "glocal-mean" else (variant, "glocal")
+            metrics["config"].update(method=method, estimator=est)
+            metrics.update(test_accuracy=a, dmd_fallbacks=1 if method == "glocal" else 0)
+            (run / "metrics.json").write_text(json.dumps(metrics))
+    runs, _ = collect_runs(root)
+    groups = list(group_runs(runs).values())
+    assert sorted(g.method for g in groups) == ["glocal", "glocal-mean", "local"]
+    text, numbers = evidence_tables(groups)
+    d = np.array(acc["glocal"]) - np.array(acc["local"])
+    assert numbers["glocal-local/diff_mean"] == pytest.approx(d.mean())
+    assert numbers["glocal-local/diff_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert numbers["glocal-local/n_pairs"] == 3
+    assert numbers["glocal/fallback_fraction"] == pytest.approx(3 / 12)
+    assert "glocal − local" in text and "| glocal-mean |" in text
+    rep = build_report(root, tmp_path / "results")
+    assert (tmp_path / "results" / "tables" / "evidence.md").is_file()
+    assert "evidence/fashion_mnist/lr0.001/glocal-local/diff_mean" in rep.summary

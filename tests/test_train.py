@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from glocal_cli import dmd
 from glocal_cli.config import TrainConfig
 from glocal_cli.errors import UserError
+from glocal_cli.estimators import make_estimator
 from glocal_cli.train import run_training
 
 
@@ -66,22 +66,25 @@ def test_short_run_learns(tmp_path, small_cfg, method):
         assert metrics["hyperparams"]["lr"] != pytest.approx(0.1, rel=1e-4)
         assert all(np.isfinite(float(r["val_loss"])) for r in rows)
     if method == "glocal":
-        # Each window's update is the DMD estimate of its σ recorded local hypergradients
-        # (or the local one where DMD fell back), and the fallback count agrees.
+        # Each window's update is the paper estimator's value on its σ recorded local hypergradients,
+        # the saved eigenvalues are that fit's, and the paper rule never falls back on these windows.
         saved = np.load(tmp_path / method / "dmd.npz")
         hg, eigs = saved["hypergrads"], saved["eigenvalues"]
         assert hg.shape == (3, cfg.sigma, 3) and len(eigs) == 3
         q = hg.shape[2]
+        estimator = make_estimator("glocal", m=cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
         for row, h, eig in zip(rows, hg, eigs):
-            ref = dmd.hankel_dmd_estimate(h, cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
-            assert ref.rank > 0  # the fit ran on these σ hypergradients (even where the estimate fell back)
+            ref = estimator(h, cfg.steps - int(row["step"]))
+            assert ref.rank > 0
             np.testing.assert_allclose(eig[: len(ref.eigenvalues)], ref.eigenvalues, rtol=1e-9, atol=1e-12)
             assert np.all(np.isnan(eig[len(ref.eigenvalues) :]))
             used = [float(row[f"h_used_{i}"]) for i in range(q)]
             np.testing.assert_allclose([float(row[f"h_local_{i}"]) for i in range(q)], h[-1], rtol=1e-6)
-            np.testing.assert_allclose(used, ref.estimate, rtol=1e-9, atol=1e-12)
-            assert row["dmd_fallback"] == str(int(ref.fallback)) and row["dmd_reason"] == ref.reason
-        assert metrics["dmd_fallbacks"] == sum(r["dmd_fallback"] == "1" for r in rows)
+            np.testing.assert_allclose(used, ref.value, rtol=1e-9, atol=1e-12)
+            assert row["estimator"] == "glocal" and row["dmd_fallback"] == "0" and row["dmd_reason"] == ""
+            assert int(row["dmd_n_selected"]) >= 1 and len(row["dmd_selected"].split(";")) == int(row["dmd_n_selected"])
+            assert float(row["dmd_spectral_radius"]) > 0 and float(row["dmd_imag_norm"]) >= 0
+        assert metrics["dmd_fallbacks"] == sum(r["dmd_fallback"] == "1" for r in rows) == 0
     assert not (tmp_path / method / "checkpoint.json").exists() and not list((tmp_path / method).glob("checkpoint.*"))
 
 
@@ -115,11 +118,21 @@ def test_divergence_is_recorded_not_raised(tmp_path, small_cfg):
         (dict(lr0=1.5), "lr0"),
         (dict(steps=100, tau=30), "multiple of tau"),
         (dict(model="vgg"), "model"),
+        (dict(estimator="koopman"), "--estimator 'koopman' is not one of"),
     ],
 )
 def test_bad_config_is_user_error(kw, match):
     with pytest.raises(UserError, match=match):
         TrainConfig(**kw).validate()
+
+
+def test_variants_get_distinct_run_dirs():
+    dirs = {TrainConfig(method=m, estimator=e).run_dir() for m, e in
+            [("glocal", "glocal"), ("glocal", "glocal-strict"), ("glocal", "mean"), ("glocal", "local"), ("local", "glocal")]}
+    assert len(dirs) == 5
+    assert TrainConfig(method="glocal", estimator="mean").variant == "glocal-mean"
+    assert TrainConfig(method="glocal", estimator="glocal-strict").variant == "glocal-strict"
+    assert TrainConfig(method="local", estimator="mean").variant == "local"  # estimators apply to glocal only
 
 
 def _cli(*args):
@@ -130,6 +143,7 @@ def _cli(*args):
     "args, needle",
     [
         (["train", "--method", "best"], "--method 'best' is not one of"),
+        (["train", "--estimator", "best"], "--estimator 'best' is not one of"),
         (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["train", "--steps", "abc"], "Invalid value for '--steps'"),
         (["train", "--data-dir", "/nonexistent"], "does not exist"),

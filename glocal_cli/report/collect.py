@@ -7,7 +7,8 @@ written by ``glocal train``. Its *family* says which experiment it belongs to:
 * ``cifar``: the optimizer task with a WideResNet (Fig. 3);
 * ``reweight``: the data-reweighting task (Table 3);
 * ``global``: runs of the global baseline (Fig. 9, Table 4);
-* ``ablation``: the σ × m ablation (Fig. 5).
+* ``ablation``: the σ × m ablation (Fig. 5);
+* ``evidence``: paired seeds of none / local / glocal estimators ("Does glocal beat local?").
 
 The family is the first folder below the runs folder when it is one of those
 names (the layout dvc.yaml writes), else it is inferred from the run's config.
@@ -27,7 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation")
+FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation", "evidence")
 
 
 @dataclasses.dataclass
@@ -50,7 +51,10 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(self.config.get("method", "unknown"))
+        """The variant: the method, or for glocal with a non-default estimator e.g. ``glocal-strict``, ``glocal-mean``."""
+        from glocal_cli.config import variant_name
+
+        return variant_name(str(self.config.get("method", "unknown")), str(self.config.get("estimator") or "glocal"))
 
     @property
     def lr0(self) -> float:

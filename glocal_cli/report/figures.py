@@ -126,7 +126,8 @@ def dmd_figure(run: Run, path: Path, horizon: int = 60) -> Optional[Tuple[Path, 
     h = np.asarray(run.dmd["hypergrads"][w], dtype=np.float64)
     cfg = run.config
     m = int(cfg.get("m", 10))
-    tol = float(cfg.get("dmd_tol", dmd_mod.DEFAULT_TOL))
+    tol = cfg.get("dmd_tol")
+    tol = None if tol is None else float(tol)
     rank_rtol = float(cfg.get("dmd_rank_rtol", dmd_mod.DEFAULT_RANK_RTOL))
     try:
         est = dmd_mod.hankel_dmd_estimate(h, m, tol=tol, rank_rtol=rank_rtol)
@@ -136,13 +137,15 @@ def dmd_figure(run: Run, path: Path, horizon: int = 60) -> Optional[Tuple[Path, 
     if fit is None or fit.eigenvalues.size == 0:
         return None
     eigs = fit.eigenvalues
+    tol = dmd_mod.DEFAULT_TOL if tol is None else tol
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
     t = np.linspace(0, 2 * np.pi, 400)
     ax1.plot(np.cos(t), np.sin(t), color="0.6", lw=1, label="unit circle")
     ax1.add_patch(plt.Circle((1, 0), tol, color="tab:green", alpha=0.15, label=f"|λ-1| ≤ {tol:g}"))
-    near = np.abs(eigs - 1) <= tol
+    sel = np.asarray(getattr(est, "selected", np.zeros(0)))
+    near = np.array([sel.size > 0 and float(np.min(np.abs(sel - e))) < 1e-9 for e in eigs], dtype=bool)
     ax1.scatter(eigs.real[~near], eigs.imag[~near], color="tab:blue", zorder=3, label="λ_j")
-    ax1.scatter(eigs.real[near], eigs.imag[near], color="tab:red", marker="*", s=120, zorder=4, label="λ_j ≈ 1")
+    ax1.scatter(eigs.real[near], eigs.imag[near], color="tab:red", marker="*", s=120, zorder=4, label="λ_j summed (≈ 1)")
     lim = max(1.15, float(np.max(np.abs(eigs))) * 1.1)
     ax1.set_xlim(-lim, lim)
     ax1.set_ylim(-lim, lim)

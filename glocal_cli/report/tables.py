@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
+
 from glocal_cli.report import paper
 from glocal_cli.report.collect import Group
 
@@ -137,3 +139,60 @@ def ablation_table(groups: Sequence[Group]) -> Tuple[str, Dict[Tuple[int, int], 
     if not rows:
         return "", {}
     return markdown(["σ", "m", "test accuracy", "DMD fallbacks (mean)"], rows), cells
+
+
+EVIDENCE_ORDER = ("none", "local", "glocal", "glocal-mean", "glocal-strict", "glocal-horizon", "glocal-robust")
+EVIDENCE_PAIRS = (("glocal", "local"), ("glocal", "glocal-mean"), ("glocal-mean", "local"),
+                  ("glocal-strict", "local"), ("glocal", "glocal-strict"), ("local", "none"))
+
+
+def paired_difference(a: Group, b: Group, key: str = "test_accuracy") -> Tuple[float, float, int]:
+    """Mean of ``a − b`` over the seeds both have finite, its standard error (std ddof 1 / √n), and n."""
+    va = {r.seed: r.value(key) for r in a.runs}
+    vb = {r.seed: r.value(key) for r in b.runs}
+    d = np.array([va[s] - vb[s] for s in sorted(set(va) & set(vb)) if math.isfinite(va[s]) and math.isfinite(vb[s])])
+    if d.size == 0:
+        return math.nan, math.nan, 0
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan
+    return float(d.mean()), se, int(d.size)
+
+
+def evidence_tables(groups: Sequence[Group]) -> Tuple[str, Dict[str, float]]:
+    """Does glocal beat local? Final test accuracy per variant and paired differences (same seeds).
+
+    ``groups``: the evidence family's groups of one dataset and lr0 (one per variant).
+    Returns the Markdown and the numbers (``{variant}/...`` and ``{a}-{b}/...`` keys).
+    """
+    by = {g.method: g for g in groups}
+    order = [v for v in EVIDENCE_ORDER if v in by] + sorted(set(by) - set(EVIDENCE_ORDER))
+    numbers: Dict[str, float] = {}
+    rows = []
+    for v in order:
+        g = by[v]
+        mean, std, n = g.stat("test_accuracy")
+        fb = sum(r.value("dmd_fallbacks") for r in g.runs if math.isfinite(r.value("dmd_fallbacks")))
+        win = sum(r.value("outer_steps") for r in g.runs if math.isfinite(r.value("outer_steps")))
+        is_dmd = v.startswith("glocal")
+        rows.append([v, fmt_stat(mean, std, n, 4), f"{int(fb)} / {int(win)}" if is_dmd else "–",
+                     str(g.n_diverged()), fmt(g.stat("wall_s")[0], 0)])
+        numbers[f"{v}/test_accuracy_mean"] = mean
+        numbers[f"{v}/test_accuracy_std"] = std
+        numbers[f"{v}/n"] = n
+        if is_dmd and win:
+            numbers[f"{v}/fallback_fraction"] = fb / win
+    text = markdown(["variant", "test accuracy, mean ± std", "windows not from the estimator (fallbacks)",
+                     "diverged", "wall s (mean)"], rows)
+    prow = []
+    for a, b in EVIDENCE_PAIRS:
+        if a in by and b in by:
+            d, se, n = paired_difference(by[a], by[b])
+            ratio = d / se if math.isfinite(se) and se > 0 else math.nan
+            verdict = "–" if not math.isfinite(ratio) else ("yes" if ratio > 2 else ("no (worse)" if ratio < -2 else "no"))
+            prow.append([f"{a} − {b}", f"{d:+.4f}" if math.isfinite(d) else "–", fmt(se, 4), str(n),
+                         fmt(ratio, 2), verdict])
+            numbers[f"{a}-{b}/diff_mean"] = d
+            numbers[f"{a}-{b}/diff_se"] = se
+            numbers[f"{a}-{b}/n_pairs"] = n
+    text += "\n" + markdown(["paired difference (same seeds)", "mean", "standard error", "n pairs",
+                             "mean / SE", "more than 2 SE above 0?"], prow)
+    return text, numbers
