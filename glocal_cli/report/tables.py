@@ -188,7 +188,7 @@ def evidence_tables(groups: Sequence[Group]) -> Tuple[str, Dict[str, float]]:
             d, se, n = paired_difference(by[a], by[b])
             ratio = d / se if math.isfinite(se) and se > 0 else math.nan
             verdict = "–" if not math.isfinite(ratio) else ("yes" if ratio > 2 else ("no (worse)" if ratio < -2 else "no"))
-            prow.append([f"{a} − {b}", f"{d:+.4f}" if math.isfinite(d) else "–", fmt(se, 4), str(n),
+            prow.append([f"{a} − {b}", f"{d:+.5f}" if math.isfinite(d) else "–", fmt(se, 5), str(n),
                          fmt(ratio, 2), verdict])
             numbers[f"{a}-{b}/diff_mean"] = d
             numbers[f"{a}-{b}/diff_se"] = se
