@@ -48,6 +48,9 @@ _EXPORTS = {
     "hyperparams_from_phi": "glocal_cli.inner_optim",
     "logit": "glocal_cli.inner_optim",
     # estimators of the global hypergradient
+    "ESTIMATORS": "glocal_cli.estimators",
+    "Estimate": "glocal_cli.estimators",
+    "make_estimator": "glocal_cli.estimators",
     "hankel_dmd_estimate": "glocal_cli.dmd",
     "DMDResult": "glocal_cli.dmd",
     # local hypergradients of one window

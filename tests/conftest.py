@@ -14,20 +14,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from data_fixtures import shared_datasets_dir
-
-REAL_FILES = ("mnist/train-images-idx3-ubyte.gz", "fashion_mnist/train-images-idx3-ubyte.gz")
-
-
-def real_data_dir() -> Path | None:
-    """The folder of original dataset files when it holds MNIST and Fashion-MNIST, else None."""
-    path = shared_datasets_dir()
-    return path if all((path / f).is_file() for f in REAL_FILES) else None
-
-
-def shared_datasets() -> Path | None:
-    """Kept for tests/test_verify.py (rewritten elsewhere); new tests use the ``shared_data`` fixture."""
-    return real_data_dir()
+from data_fixtures import real_data_dir, shared_datasets_dir
 
 
 def pytest_collection_modifyitems(config, items):

@@ -24,6 +24,15 @@ IDX_NAMES = (
 )
 
 
+REAL_FILES = ("mnist/train-images-idx3-ubyte.gz", "fashion_mnist/train-images-idx3-ubyte.gz")
+
+
+def real_data_dir() -> Path | None:
+    """The folder of original dataset files when it holds MNIST and Fashion-MNIST, else None (the one skip condition)."""
+    path = shared_datasets_dir()
+    return path if all((path / f).is_file() for f in REAL_FILES) else None
+
+
 def shared_datasets_dir() -> Path:
     """``$GLOCAL_SHARED_DATASETS`` or ``<repo>/../shared/datasets``."""
     env = os.environ.get("GLOCAL_SHARED_DATASETS")

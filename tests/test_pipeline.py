@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from data_fixtures import real_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("none", "local", "glocal")
@@ -103,7 +104,7 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     """Plain `dvc repro` (every stage) completes offline; CIFAR stages record "not run";
     adding the files to the source folder later makes exactly the download stages stale.
     A reduced grid; several minutes on a 2-core CPU (bench --quick alone takes about 2)."""
-    data = shared_datasets()
+    data = real_data_dir()
     if data is None or not (data / "fashion_mnist").is_dir():
         pytest.skip("../shared/datasets/fashion_mnist not found (set GLOCAL_SHARED_DATASETS)")
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")

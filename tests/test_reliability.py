@@ -35,10 +35,10 @@ from glocal_cli.train import (
     save_checkpoint,
 )
 
-from conftest import shared_datasets
+from data_fixtures import real_data_dir
 
-DATA = shared_datasets()
-needs_data = pytest.mark.skipif(DATA is None, reason="../shared/datasets not found")
+DATA = real_data_dir()
+needs_data = pytest.mark.realdata
 REPO = Path(__file__).resolve().parents[1]
 
 

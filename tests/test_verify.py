@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import shared_datasets
+from data_fixtures import real_data_dir
 from glocal_cli import quadratic, verify
 from glocal_cli.cli import main
 from glocal_cli.estimators import ESTIMATORS
 
-DATA = shared_datasets()
-needs_data = pytest.mark.skipif(DATA is None, reason="../shared/datasets not found")
+DATA = real_data_dir()
+needs_data = pytest.mark.realdata
 STATS = {"n", "cosine_mean", "cosine_median", "rel_err_median", "rel_err_mean", "sign_agreement",
          "sign_agreement_per_component", "fallbacks", "fallback_reasons", "closer_than_local",
          "cost_tangent_steps", "cost_seconds_mean"}
