@@ -35,43 +35,50 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glocal_cli import settings
+from glocal_cli.config import TrainConfig
+from glocal_cli.errors import UserError
+from glocal_cli.settings import section, setting
+
 PAPER_TABLE4 = {"none": 11.4, "local": 25.1, "glocal": 66.7, "global": 4681.1}  # seconds, A100
 METHOD_ORDER = ("none", "local", "glocal", "global")
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchSettings:
-    """What the benchmark runs (paper defaults; :func:`bench_settings` for --quick)."""
+    """What the benchmark runs: a run config (paper defaults) and the bench's own settings.
 
-    dataset: str = "fashion_mnist"
-    data_dir: str = "data/raw"
-    tau: int = 50
-    sigma: int = 20
-    m: int = 10
-    batch_size: int = 128
-    val_fraction: float = 0.1
-    windows: int = 3  # timed windows per method (after the compiling one)
-    global_steps: int = 100  # T of the timed global outer step (extrapolated)
-    horizon: int = 20_000  # T of the extrapolated full run (paper)
-    seed: int = 0
-    quick: bool = False
+    ``train.hpo.steps`` is T of the extrapolated full run (the paper's 20 000);
+    :func:`bench_settings` gives the ``--quick`` variant.
+    """
+
+    train: TrainConfig = section(TrainConfig, "dataset, batch size, validation split, tau / sigma / m and T")
+    windows: int = setting(3, "timed windows per method (after the compiling one)")
+    global_steps: int = setting(100, "T of the timed global outer step (extrapolated)")
+    quick: bool = setting(False, "reduced settings, under two minutes on a 2-core CPU")
+
+    def __post_init__(self) -> None:
+        for name in ("windows", "global_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+#: What ``--quick`` changes.
+QUICK = {"tau": 20, "sigma": 10, "m": 4, "val_fraction": 0.02, "windows": 1, "global_steps": 40, "quick": True}
 
 
 def bench_settings(quick: bool = False, steps: Optional[int] = None, data_dir: str = "data/raw", **kw) -> BenchSettings:
     """Paper settings, or small ones for ``--quick`` (under two minutes on a 2-core CPU).
 
     ``steps``: inner steps timed per method (rounded up to whole windows).
+    ``kw``: further settings by name (``tau``, ``windows``) or as sections (``train={...}``).
     """
-    if quick:
-        base = BenchSettings(data_dir=data_dir, tau=20, sigma=10, m=4, val_fraction=0.02, windows=1,
-                             global_steps=40, quick=True)
-    else:
-        base = BenchSettings(data_dir=data_dir)
-    base = dataclasses.replace(base, **kw)
+    values = {**(QUICK if quick else {}), "data_dir": data_dir, **kw}
+    base = settings.from_mapping(BenchSettings, values)
     if steps is not None:
         if steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
-        base = dataclasses.replace(base, windows=max(1, -(-steps // base.tau)))
+            raise UserError(f"--steps must be >= 1, got {steps}")
+        base = dataclasses.replace(base, windows=max(1, -(-steps // base.train.hpo.tau)))
     return base
 
 
@@ -86,41 +93,40 @@ def _timed(fn: Callable) -> float:
 
 
 def build_lenet_task(s: BenchSettings, steps: int):
-    """(task, splits) for LeNet / ``s.dataset`` with the bench's settings."""
-    from glocal_cli.config import TrainConfig
+    """(task, splits) for LeNet / ``s.train.dataset`` with the bench's settings, over ``steps`` inner steps."""
     from glocal_cli.tasks import build_task
     from glocal_cli.train import load_splits
 
-    cfg = TrainConfig(dataset=s.dataset, data_dir=s.data_dir, tau=s.tau, sigma=s.sigma, m=s.m,
-                      batch_size=s.batch_size, val_fraction=s.val_fraction, seed=s.seed, steps=steps)
+    cfg = dataclasses.replace(s.train, model="lenet", hpo=dataclasses.replace(s.train.hpo, steps=steps))
     splits = load_splits(cfg)
     return build_task(cfg, splits), splits
 
 
 def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None) -> Dict:
     """Run the benchmark; returns the results dict (also what ``--out`` writes)."""
-    from glocal_cli.hpo import HPOConfig, HPORunner
+    from glocal_cli.hpo import HPORunner
     from glocal_cli.hypergrad import tangent_hypergrad
 
     say = progress or (lambda msg: None)
+    h = s.train.hpo
     n_windows_run = 1 + s.windows  # compiling window + timed ones
-    steps = max(n_windows_run * s.tau, s.tau * 2)
+    steps = max(n_windows_run * h.tau, h.tau * 2)
     task, splits = build_lenet_task(s, steps)
     prob = task.problem
     q = int(task.phi0.shape[0])
 
     # The runners share their compiled window functions (same problem, same (n_record, mode)).
-    base = HPORunner(prob, HPOConfig(method="local", steps=steps, tau=s.tau, sigma=s.sigma, m=s.m))
+    base = HPORunner(prob, dataclasses.replace(h, method="local", steps=steps))
     runners, states = {}, {}
     for method in ("none", "local", "glocal"):
-        runners[method] = base.with_config(HPOConfig(method=method, steps=steps, tau=s.tau, sigma=s.sigma, m=s.m))
+        runners[method] = base.with_config(dataclasses.replace(h, method=method, steps=steps))
         states[method] = runners[method].init(task.phi0)
 
     # W and V: the two components of a window, on the same inner state.
     w_fn = base.window_fn(0, "forward")
     v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d)[0])
     phi = jnp.asarray(task.phi0)
-    batches = prob.batches(0, s.tau)
+    batches = prob.batches(0, h.tau)
 
     def run_w():
         out = w_fn(prob.init_state, phi, batches, prob.data)
@@ -156,26 +162,26 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
 
     # global: one outer step over a short horizon, extrapolated to S x T.
     say(f"timing global (one outer step, T={s.global_steps})")
-    g_steps = max(s.tau, (s.global_steps // s.tau) * s.tau)
+    g_steps = max(h.tau, (s.global_steps // h.tau) * h.tau)
     # its (0, forward) and (1, forward) windows are W's and local's (compiled already)
-    g_runner = base.with_config(HPOConfig(method="global", steps=g_steps, tau=s.tau, global_outer_steps=2))
+    g_runner = base.with_config(dataclasses.replace(h, method="global", steps=g_steps, global_outer_steps=2))
     g_state = g_runner.init(task.phi0)
     g_first = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))
     g_time = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))
     compile_s["global"] = max(g_first - g_time, 0.0)
     per_step_global = g_time / g_steps  # seconds per inner step with tangents (global path)
-    S = s.horizon // s.tau
+    S = h.steps // h.tau
 
-    per1000 = {m: med[m] * 1000.0 / s.tau for m in ("none", "local", "glocal")}
+    per1000 = {m: med[m] * 1000.0 / h.tau for m in ("none", "local", "glocal")}
     per1000["global"] = per_step_global * S * 1000.0  # S retrains of every step, per 1000 run steps
-    run_T = {m: per1000[m] * s.horizon / 1000.0 for m in METHOD_ORDER}
+    run_T = {m: per1000[m] * h.steps / 1000.0 for m in METHOD_ORDER}
 
     W, V = med["W"], med["V"]
-    floor = (W + s.sigma * V) / (W + V)
+    floor = (W + h.sigma * V) / (W + V)
     glocal_over_local = med["glocal"] / med["local"]
     dev = jax.devices()[0]
     return {
-        "settings": dataclasses.asdict(s),
+        "settings": settings.to_flat(s),  # flat: steps is T of the extrapolated run
         "q": q,
         "n_val": int(len(splits.val_x)),
         "device": f"{dev.platform}:{dev.device_kind}",
@@ -184,13 +190,13 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
         "window_samples_s": times,
         "W_s": W,
         "V_s": V,
-        "val_evals_per_window": {"none": 0, "local": 1, "glocal": s.sigma},
+        "val_evals_per_window": {"none": 0, "local": 1, "glocal": h.sigma},
         "seconds_per_1000_steps": per1000,
         "run_seconds_extrapolated": run_T,
         "compile_s": compile_s,
         "global_measured": {"steps": g_steps, "seconds": g_time, "outer_steps_extrapolated": S,
                             "note": f"one global outer step timed at T={g_steps}, extrapolated linearly to "
-                                    f"S={S} outer steps x T={s.horizon} inner steps"},
+                                    f"S={S} outer steps x T={h.steps} inner steps"},
         "local_over_none": med["local"] / med["none"],
         "glocal_over_local": glocal_over_local,
         "glocal_over_none": med["glocal"] / med["none"],
@@ -213,7 +219,7 @@ def results_table(res: Dict):
     title = (f"glocal bench: LeNet/{s['dataset']} τ={s['tau']} σ={s['sigma']} m={s['m']} batch={s['batch_size']} "
              f"n_val={res['n_val']} on {res['device']}" + ("  [--quick: reduced settings]" if s["quick"] else ""))
     t = Table(title=title)
-    for col in ("method", "s/window", "s/1k steps", f"T={s['horizon']} run (s)", "×none",
+    for col in ("method", "s/window", "s/1k steps", f"T={s['steps']} run (s)", "×none",
                 "compile s", "paper s", "paper ×none"):
         t.add_column(col, justify="right" if col != "method" else "left")
     none = res["seconds_per_1000_steps"]["none"]

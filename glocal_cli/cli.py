@@ -6,6 +6,7 @@ Bad input (unknown names, missing files, bad values) ends with a one-line
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Optional
@@ -32,7 +33,7 @@ def download(
     missing_ok: bool = typer.Option(False, "--missing-ok", help="when the source lacks the files, record 'not run' outputs and exit 0 (dvc.yaml uses this)"),
 ):
     """Prepare a dataset as one compact array file (from tensorflow-datasets or the original files)."""
-    from stages import download as stage
+    from glocal_cli.commands import download as stage
 
     stage.run(name=name, source=source, out=out, verify=verify, missing_ok=missing_ok)
 
@@ -47,66 +48,62 @@ def imbalance(
     missing_ok: bool = typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' and exit 0"),
 ):
     """Build the long-tailed training set (Cui et al. 2019) and the balanced 1 000-example validation set."""
-    from stages import imbalance as stage
+    from glocal_cli.commands import imbalance as stage
 
     stage.run(dataset=dataset, factor=factor, seed=seed, data_dir=data_dir, out=out, missing_ok=missing_ok)
 
 
-@app.command()
-def train(
-    dataset: Optional[str] = typer.Option(None, help="dataset name (default fashion_mnist)"),
-    method: Optional[str] = typer.Option(None, help="none | local | glocal | global (default glocal)"),
-    model: Optional[str] = typer.Option(None, help="lenet | wrn28_2 | wrn16_2 (default lenet)"),
-    task: Optional[str] = typer.Option(None, help="optimizer | reweight (default optimizer)"),
-    steps: Optional[int] = typer.Option(None, help="inner training steps T (default 20000)"),
-    tau: Optional[int] = typer.Option(None, help="inner steps per hyperparameter update (default 50)"),
-    sigma: Optional[int] = typer.Option(None, help="local hypergradients fed to DMD (default 20)"),
-    m: Optional[int] = typer.Option(None, "--m", help="Hankel time-delay stacks (default 10)"),
-    seed: Optional[int] = typer.Option(None, help="fixes split, initialization and batch order (default 0)"),
-    lr0: Optional[float] = typer.Option(None, help="initial inner learning rate (default 1e-3)"),
-    momentum0: Optional[float] = typer.Option(None, help="initial momentum (default 0.1)"),
-    weight_decay0: Optional[float] = typer.Option(None, help="initial weight decay (default 1e-3)"),
-    learn: Optional[str] = typer.Option(None, help="learned hyperparameters, e.g. lr,momentum,weight_decay"),
-    outer_lr: Optional[float] = typer.Option(None, help="Adam learning rate on phi (default 0.1)"),
-    batch_size: Optional[int] = typer.Option(None, help="minibatch size (default 128)"),
-    estimator: Optional[str] = typer.Option(
-        None, help="method glocal: glocal (paper Eq. 20, default) | glocal-strict | glocal-horizon | glocal-robust | mean | local"
-    ),
-    dmd_tol: Optional[float] = typer.Option(None, help="|lambda - 1| of 'near 1' (default: 0.1 glocal, 0.02 strict/horizon)"),
-    dmd_rank_rtol: Optional[float] = typer.Option(None, help="SVD truncation of the Hankel fit (default 1e-10: exact DMD)"),
-    grad_mode: Optional[str] = typer.Option(None, help="forward | reverse | auto (by number of hyperparameters)"),
-    global_outer_steps: Optional[int] = typer.Option(None, help="outer steps of the global method, >= 1 (default T / tau)"),
-    imbalance_factor: Optional[float] = typer.Option(None, help="reweight task: long-tail factor, > 1 (default 50)"),
-    val_fraction: Optional[float] = typer.Option(None, help="held-out validation fraction (default 0.1)"),
-    val_batch: Optional[int] = typer.Option(None, help="validations batched after the window's scan (default -1: auto; 0: in the scan)"),
-    eval_every: Optional[int] = typer.Option(None, help="windows between test evaluations (default 20; 0: only at the end)"),
-    checkpoint_every: Optional[int] = typer.Option(None, help="windows between checkpoints (default 20; 0: never)"),
-    conv_impl: Optional[str] = typer.Option(None, help="auto (default) | patches (fast on CPU) | lax (XLA convolutions, fast on GPU)"),
-    data_dir: Optional[str] = typer.Option(None, help="prepared datasets or a folder of original files (default data/raw)"),
-    out: Optional[str] = typer.Option(None, help="run directory (default data/runs/<dataset>-<task>-<method>-lr<lr0>-seed<seed>, where `glocal report` looks)"),
-    params: Optional[Path] = typer.Option(None, help="read defaults from this params.yaml (train, hpo and the profile); without --params no params file is read"),
-    missing_ok: bool = typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' outputs and exit 0 (dvc.yaml uses this)"),
-    profile: Optional[str] = typer.Option(None, "--profile", "-P", help="profile of params.yaml: quick | paper"),
-):
+#: ``glocal train`` options that are not settings of TrainConfig / HPOConfig.
+TRAIN_COMMAND_ONLY = {
+    "params": (Optional[Path], typer.Option(None, help="read defaults from this params.yaml (train, hpo and the profile); without --params no params file is read")),
+    "profile": (Optional[str], typer.Option(None, "--profile", "-P", help="profile of params.yaml: quick | paper")),
+    "missing_ok": (bool, typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' outputs and exit 0 (dvc.yaml uses this)")),
+}
+
+
+def _option_type(value) -> type:
+    """The command-line type of a setting whose default is ``value`` (tuples and optax objects are given as text)."""
+    return {bool: bool, int: int, float: float}.get(type(value), str)
+
+
+def _setting_options() -> list:
+    """One ``--name`` option per leaf setting of TrainConfig (``hpo`` included), help and default from the field."""
+    from glocal_cli.config import LEAVES
+
+    params = []
+    for name, (_, f) in LEAVES.items():
+        default = f.default
+        kind = float if name == "dmd_tol" else int if name == "global_outer_steps" else _option_type(default)
+        shown = ",".join(default) if isinstance(default, tuple) else ("unset" if default in (None, "") else default)
+        opt = typer.Option(None, f"--{name.replace('_', '-')}", help=f"{f.metadata['help']} (default {shown})")
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[kind]))
+    for name, (kind, opt) in TRAIN_COMMAND_ONLY.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind))
+    return params
+
+
+def train(**options):
     """Train a model with hyperparameters optimized by none / local / glocal / global hypergradients.
 
     Settings: the paper's defaults, then params.yaml only when --params is given
     (its train and hpo sections and the profile), then the flags.
     """
+    from glocal_cli.commands import train as stage
     from glocal_cli.config import from_mapping
     from glocal_cli.params import load_params, train_config
-    from stages import train as stage
 
-    overrides = {k: v for k, v in locals().items() if k not in ("params", "profile", "from_mapping", "stage", "missing_ok")}
-    overrides = {k: v for k, v in overrides.items() if k in _TRAIN_FIELDS}
+    params, profile, missing_ok = (options.pop(k) for k in TRAIN_COMMAND_ONLY)
     if params is not None:
-        cfg = train_config(load_params(params), profile, overrides)
+        cfg = train_config(load_params(params), profile, options)
     else:
         if profile is not None:
             raise UserError("--profile needs --params params.yaml")
-        cfg = from_mapping(overrides)
-    cfg.validate()
+        cfg = from_mapping(options)
     stage.run(cfg, missing_ok=missing_ok)
+
+
+train.__signature__ = inspect.Signature(_setting_options())
+app.command()(train)
 
 
 @app.command()
@@ -115,7 +112,7 @@ def report(
     out: Path = typer.Option(Path("results"), help="output folder: figures/, tables/, summary.json, README.md"),
 ):
     """Figures (trajectories, DMD eigenvalues, ablation, divergence) and Markdown tables from the runs."""
-    from stages import report as stage
+    from glocal_cli.commands import report as stage
 
     stage.run(runs=runs, out=out)
 
@@ -129,7 +126,7 @@ def bench(
     steps: Optional[int] = typer.Option(None, help="inner steps timed per method (whole windows)"),
 ):
     """Runtime table (paper Table 4): none / local / glocal / global on LeNet + Fashion-MNIST."""
-    from stages import bench as stage
+    from glocal_cli.commands import bench as stage
 
     stage.run(quick=quick, out=out, data_dir=data_dir, steps=steps)
 
@@ -147,16 +144,10 @@ def verify(
     model: Optional[str] = typer.Option(None, help="mlp | lenet (default: the profile's)"),
 ):
     """Every estimator and the truncated 2τ/4τ look-aheads vs the true global hypergradient, and h_t's noise vs batch size."""
-    from stages import verify as stage
+    from glocal_cli.commands import verify as stage
 
     stage.run(profile=profile, data_dir=data_dir, out=out, seeds=seeds, windows=windows, steps=steps, lr0s=lr0s,
               model=model, windows_per_seed=windows_per_seed)
-
-
-_TRAIN_FIELDS = (
-    "dataset method model task steps tau sigma m seed lr0 momentum0 weight_decay0 learn outer_lr batch_size "
-    "estimator dmd_tol dmd_rank_rtol grad_mode global_outer_steps imbalance_factor val_fraction val_batch eval_every checkpoint_every conv_impl data_dir out"
-).split()
 
 
 def main(argv=None) -> None:
@@ -195,6 +186,11 @@ def main(argv=None) -> None:
         if rv == 130:
             print("interrupted", file=sys.stderr)
         sys.exit(rv)
+
+
+def run_stage(path: str) -> None:
+    """Entry point of ``stages/<command>.py``: ``python stages/<command>.py ARGS`` runs ``glocal <command> ARGS``."""
+    main([Path(path).stem, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Run configuration: one frozen dataclass, fed by defaults, ``params.yaml`` and the CLI.
+"""Run configuration: nested frozen dataclasses fed by defaults, ``params.yaml`` and the CLI.
 
+:class:`TrainConfig` holds the run's settings and the outer loop's
+:class:`~glocal_cli.hpo.HPOConfig` as ``TrainConfig.hpo`` (``params.yaml``'s
+``train`` and ``hpo`` sections). Each default is written once, on its field
+(with the help text the CLI shows); each class validates itself when built
+(``__post_init__``), raising a one-line :class:`~glocal_cli.errors.UserError`.
 The defaults are the paper's Fashion-MNIST setting (τ = 50, σ = 20, m = 10,
 T = 20 000, batch 128, outer Adam with lr 0.1, SGD with learnable learning
-rate, momentum and weight decay). ``params.yaml`` (section ``train``) and the
-command line override fields by name; :meth:`TrainConfig.validate` rejects
-bad values with a one-line :class:`~glocal_cli.errors.UserError`.
+rate, momentum and weight decay).
 """
 
 from __future__ import annotations
@@ -14,74 +17,59 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from glocal_cli import dmd
-from glocal_cli.atomic import check_output_dir
+from glocal_cli import settings
 from glocal_cli.errors import UserError
-from glocal_cli.estimators import ESTIMATORS
-from glocal_cli.hpo import METHODS, HPOConfig
-from glocal_cli.hypergrad import MODES as GRAD_MODES
+from glocal_cli.hpo import HPOConfig
+from glocal_cli.settings import section, setting
 
 TASKS = ("optimizer", "reweight")
 MODELS = ("lenet", "wrn28_2", "wrn16_2")
 CONV_IMPLS = ("auto", "patches", "lax")
-OUTER_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LEARNABLE = ("lr", "momentum", "weight_decay")
 RUNS_DIR = "data/runs"  # default parent of run folders; `glocal report` reads the same folder
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on."""
+    """Everything a training run depends on; ``hpo`` is the outer loop's part."""
 
-    dataset: str = "fashion_mnist"
-    task: str = "optimizer"  # "optimizer" (SGD hyperparameters) or "reweight" (data reweighting)
-    model: str = "lenet"
-    method: str = "glocal"  # none | local | glocal | global
-    steps: int = 20_000  # T
-    tau: int = 50
-    sigma: int = 20
-    m: int = 10
-    batch_size: int = 128
-    seed: int = 0
-    lr0: float = 1e-3  # initial inner learning rate
-    momentum0: float = 0.1
-    weight_decay0: float = 1e-3
-    learn: tuple = LEARNABLE  # which SGD hyperparameters are learned (optimizer task)
-    outer_optimizer: str = "adam"
-    outer_lr: float = 0.1
-    estimator: str = "glocal"  # method glocal: glocal | glocal-strict | glocal-horizon | glocal-robust | mean | local
-    dmd_tol: Optional[float] = None  # None: the estimator's default; see docs/method.md for the evidence
-    dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
-    grad_mode: str = "auto"
-    global_outer_steps: Optional[int] = None
-    val_batch: int = -1  # -1 auto: validations in the scan on CPU, batched after it on a GPU
-    val_fraction: float = 0.1
-    imbalance_factor: float = 50.0  # reweight task: long-tail factor of the training set
-    reweight_val: int = 1000  # reweight task: balanced validation examples taken from the training set
-    eval_every: int = 20  # windows between test-set evaluations (0: only at the end)
-    checkpoint_every: int = 20  # windows between checkpoints (0: never)
-    conv_impl: str = "auto"  # auto: patches+matmul on CPU, XLA/cuDNN convolutions on GPU
-    data_dir: str = "data/raw"
-    out: str = ""  # run directory; "" means data/runs/<dataset>-<task>-<method>-lr<lr0>-seed<seed>
+    dataset: str = setting("fashion_mnist", "dataset name")
+    task: str = setting("optimizer", "optimizer (SGD hyperparameters) | reweight (data reweighting)")
+    model: str = setting("lenet", "lenet | wrn28_2 | wrn16_2")
+    batch_size: int = setting(128, "minibatch size")
+    seed: int = setting(0, "fixes split, initialization and batch order")
+    lr0: float = setting(1e-3, "initial inner learning rate")
+    momentum0: float = setting(0.1, "initial momentum")
+    weight_decay0: float = setting(1e-3, "initial weight decay")
+    learn: tuple = setting(LEARNABLE, "learned hyperparameters (optimizer task), e.g. lr,momentum,weight_decay")
+    val_fraction: float = setting(0.1, "held-out validation fraction")
+    imbalance_factor: float = setting(50.0, "reweight task: long-tail factor of the training set, > 1")
+    reweight_val: int = setting(1000, "reweight task: balanced validation examples taken from the training set")
+    eval_every: int = setting(20, "windows between test-set evaluations (0: only at the end)")
+    checkpoint_every: int = setting(20, "windows between checkpoints (0: never)")
+    conv_impl: str = setting("auto", "auto (patches+matmul on CPU, XLA/cuDNN on GPU) | patches | lax")
+    data_dir: str = setting("data/raw", "prepared datasets or a folder of original files")
+    out: str = setting("", "run directory; unset: data/runs/<dataset>-<task>-<variant>-lr<lr0>-seed<seed>, where `glocal report` looks")
+    hpo: HPOConfig = section(HPOConfig, "the outer loop (params.yaml section hpo)")
 
-    def validate(self) -> "TrainConfig":
-        """Return self, or raise a one-line :class:`UserError` naming the bad value."""
-        choices = {
-            "task": TASKS,
-            "model": MODELS,
-            "method": METHODS,
-            "estimator": ESTIMATORS,
-            "grad_mode": GRAD_MODES,
-            "conv_impl": CONV_IMPLS,
-            "outer_optimizer": OUTER_OPTIMIZERS,
-        }
+    def __post_init__(self) -> None:
+        """Normalize ``learn`` and ``dataset``; raise a one-line :class:`UserError` on a bad value."""
+        learn = self.learn
+        if isinstance(learn, str):
+            learn = tuple(x.strip() for x in learn.split(",") if x.strip())
+        object.__setattr__(self, "learn", tuple(learn))
+        from glocal_cli.data.registry import canonical_name
+
+        object.__setattr__(self, "dataset", canonical_name(str(self.dataset)))
+        if not isinstance(self.hpo, HPOConfig):
+            raise UserError(f"hpo must be an HPOConfig, got {type(self.hpo).__name__}")
+        choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} {value!r} is not one of: {', '.join(allowed)}")
-        for name in ("steps", "tau", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         for name in ("lr0", "momentum0", "weight_decay0"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
@@ -96,19 +84,12 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: never), got {getattr(self, name)}")
-        for name in ("sigma", "m", "reweight_val"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.reweight_val < 1:
+            raise UserError(f"--reweight-val must be >= 1, got {self.reweight_val}")
         if not (math.isfinite(self.imbalance_factor) and self.imbalance_factor > 1.0):
             raise UserError(f"--imbalance-factor must be a finite number > 1, got {self.imbalance_factor}")
         if not self.data_dir:
             raise UserError("--data-dir must not be empty")
-        check_output_dir(self.run_dir(), "--out")
-        try:
-            self.hpo().validate()
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        return self
 
     def resolved_conv_impl(self) -> str:
         """``conv_impl`` with ``auto`` resolved by the default JAX backend."""
@@ -118,31 +99,13 @@ class TrainConfig:
 
         return "patches" if jax.default_backend() == "cpu" else "lax"
 
-    def hpo(self) -> HPOConfig:
-        """The outer-loop part of the config."""
-        return HPOConfig(
-            method=self.method,
-            steps=self.steps,
-            tau=self.tau,
-            sigma=self.sigma,
-            m=self.m,
-            outer_lr=self.outer_lr,
-            outer_optimizer=self.outer_optimizer,
-            estimator=self.estimator,
-            dmd_tol=self.dmd_tol,
-            dmd_rank_rtol=self.dmd_rank_rtol,
-            grad_mode=self.grad_mode,
-            global_outer_steps=self.global_outer_steps,
-            val_batch=self.val_batch,
-        )
-
     @property
     def variant(self) -> str:
         """What produced the hypergradient: the method, or for glocal with another estimator that estimator.
 
         ``glocal`` (default estimator), ``glocal-strict``, ``glocal-mean``, ``glocal-local``, ...
         """
-        return variant_name(self.method, self.estimator)
+        return variant_name(self.hpo.method, self.hpo.estimator)
 
     def run_dir(self) -> Path:
         """Where outputs go."""
@@ -151,9 +114,8 @@ class TrainConfig:
         return Path(RUNS_DIR) / f"{self.dataset}-{self.task}-{self.variant}-lr{self.lr0:g}-seed{self.seed}"
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["learn"] = list(self.learn)
-        return d
+        """Every setting as one flat ``{name: value}`` dict (``metrics.json``'s ``config``; names are unique)."""
+        return settings.to_flat(self)
 
 
 def variant_name(method: str, estimator: str = "glocal") -> str:
@@ -163,22 +125,19 @@ def variant_name(method: str, estimator: str = "glocal") -> str:
     return estimator if estimator.startswith("glocal") else f"glocal-{estimator}"
 
 
-FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+#: Every settable leaf: ``name -> (path, field)``, e.g. ``"sigma" -> (("hpo", "sigma"), field)``.
+LEAVES = settings.leaves(TrainConfig)
+
+
+def default_of(name: str) -> Any:
+    """The default of the setting ``name`` (a TrainConfig or HPOConfig field), from its dataclass."""
+    return LEAVES[name][1].default
 
 
 def from_mapping(values: Mapping[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
-    """``base`` (defaults if None) with the non-None ``values`` replaced; unknown keys are a UserError."""
-    base = base or TrainConfig()
-    unknown = sorted(set(values) - FIELDS)
-    if unknown:
-        raise UserError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
-    clean = {k: v for k, v in values.items() if v is not None}
-    if "learn" in clean and isinstance(clean["learn"], str):
-        clean["learn"] = tuple(x.strip() for x in clean["learn"].split(",") if x.strip())
-    elif "learn" in clean:
-        clean["learn"] = tuple(clean["learn"])
-    if "dataset" in clean:
-        from glocal_cli.data.registry import canonical_name
+    """``base`` (defaults if None) with the non-None ``values`` applied, validated once.
 
-        clean["dataset"] = canonical_name(str(clean["dataset"]))
-    return dataclasses.replace(base, **clean)
+    ``values`` holds setting names (``sigma``, ``lr0``: routed to their section)
+    and/or nested sections (``{"hpo": {"sigma": 6}}``); unknown keys are a UserError.
+    """
+    return settings.from_mapping(TrainConfig, values, base)

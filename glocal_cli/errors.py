@@ -1,10 +1,11 @@
 """User-facing errors: the CLI prints them as one line and exits with code 2."""
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """Bad input from the user (unknown name, missing file, bad value).
 
     The message must be one line naming the bad value and what is allowed.
+    A ``ValueError``, so library callers catching ``ValueError`` see it too.
     """
 
     exit_code = 2

@@ -31,8 +31,11 @@ import numpy as np
 import optax
 
 from glocal_cli import dmd
+from glocal_cli.errors import UserError
 from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator, needs_window
+from glocal_cli.hypergrad import MODES as GRAD_MODES
 from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
+from glocal_cli.settings import setting
 
 METHODS = ("none", "local", "glocal", "global")
 
@@ -60,46 +63,56 @@ class InnerProblem(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class HPOConfig:
-    """Settings of the outer loop (paper defaults)."""
+    """Settings of the outer loop (paper defaults), validated when built.
 
-    method: str = "glocal"
-    steps: int = 20_000  # T, inner steps of a training run
-    tau: int = 50  # inner steps between hyperparameter updates
-    sigma: int = 20  # local hypergradients fed to DMD (glocal)
-    m: int = 10  # Hankel time-delay stacks
-    outer_lr: float = 0.1
-    outer_optimizer: Union[str, optax.GradientTransformation] = "adam"  # a name (with outer_lr) or any optax optimizer
-    estimator: str = "glocal"  # glocal_cli.estimators.ESTIMATORS (method glocal only)
-    dmd_tol: Optional[float] = None  # None: the estimator's default (0.1 glocal, 0.02 strict / horizon)
-    dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
-    grad_mode: str = "auto"  # "forward", "reverse" or "auto" (by q)
-    global_outer_steps: Optional[int] = None  # outer steps of `global` (default T/τ)
-    val_batch: int = -1  # recorded validations evaluated together after the scan; 0: in the scan; -1: auto
+    ``params.yaml``'s ``hpo`` section; nested in :class:`~glocal_cli.config.TrainConfig`
+    as ``TrainConfig.hpo``. A bad value raises a one-line
+    :class:`~glocal_cli.errors.UserError` (a ``ValueError``) naming it.
+    """
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line message on an inconsistent config."""
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        if self.tau < 1 or self.steps < self.tau:
-            raise ValueError(f"need 1 <= tau <= steps, got tau={self.tau}, steps={self.steps}")
+    method: str = setting("glocal", "none | local | glocal | global")
+    steps: int = setting(20_000, "inner training steps T")
+    tau: int = setting(50, "inner steps per hyperparameter update")
+    sigma: int = setting(20, "local hypergradients fed to DMD (the last sigma of each window)")
+    m: int = setting(10, "Hankel time-delay stacks")
+    outer_lr: float = setting(0.1, "learning rate of the outer optimizer on phi")
+    outer_optimizer: Union[str, optax.GradientTransformation] = setting(
+        "adam", "adam | sgd | rmsprop (built with outer_lr), or any optax.GradientTransformation from Python")
+    estimator: str = setting(
+        "glocal", "method glocal: glocal (paper Eq. 20) | glocal-strict | glocal-horizon | glocal-robust | mean | local")
+    dmd_tol: Optional[float] = setting(None, "|lambda - 1| of 'near 1'; unset: the estimator's default (0.1 glocal, 0.02 strict / horizon)")
+    dmd_rank_rtol: float = setting(dmd.DEFAULT_RANK_RTOL, "SVD truncation of the Hankel fit (1e-10: exact DMD)")
+    grad_mode: str = setting("auto", "forward | reverse | auto (by the number of hyperparameters)")
+    global_outer_steps: Optional[int] = setting(None, "outer steps of the global method, >= 1; unset: T / tau")
+    val_batch: int = setting(-1, "validations batched after the window's scan; -1: auto, 0: in the scan")
+
+    def __post_init__(self) -> None:
+        """Raise a one-line :class:`UserError` on a bad or inconsistent value."""
+        choices = {"method": METHODS, "estimator": ESTIMATORS, "grad_mode": GRAD_MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
+        for name in ("steps", "tau", "sigma", "m"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < self.tau:
+            raise UserError(f"need 1 <= tau <= steps, got tau={self.tau}, steps={self.steps}")
         if self.steps % self.tau:
-            raise ValueError(f"steps must be a multiple of tau, got steps={self.steps}, tau={self.tau}")
+            raise UserError(f"steps must be a multiple of tau, got steps={self.steps}, tau={self.tau}")
         if self.method == "glocal" and not 1 <= self.m <= self.sigma - 2:
-            raise ValueError(f"glocal needs 1 <= m <= sigma - 2, got m={self.m}, sigma={self.sigma}")
+            raise UserError(f"glocal needs 1 <= m <= sigma - 2, got m={self.m}, sigma={self.sigma}")
         if self.method == "glocal" and self.sigma > self.tau:
-            raise ValueError(f"sigma must be <= tau, got sigma={self.sigma}, tau={self.tau}")
+            raise UserError(f"sigma must be <= tau, got sigma={self.sigma}, tau={self.tau}")
         if not (math.isfinite(self.outer_lr) and self.outer_lr > 0):
-            raise ValueError(f"outer_lr must be a finite number > 0, got {self.outer_lr}")
+            raise UserError(f"outer_lr must be a finite number > 0, got {self.outer_lr}")
         if self.dmd_tol is not None and not (math.isfinite(self.dmd_tol) and self.dmd_tol > 0):
-            raise ValueError(f"dmd_tol must be a finite number > 0 (or unset: the estimator's default), got {self.dmd_tol}")
+            raise UserError(f"dmd_tol must be a finite number > 0 (or unset: the estimator's default), got {self.dmd_tol}")
         if not (math.isfinite(self.dmd_rank_rtol) and 0 <= self.dmd_rank_rtol < 1):
-            raise ValueError(f"dmd_rank_rtol must be in [0, 1), got {self.dmd_rank_rtol}")
+            raise UserError(f"dmd_rank_rtol must be in [0, 1), got {self.dmd_rank_rtol}")
         if self.global_outer_steps is not None and self.global_outer_steps < 1:
-            raise ValueError(f"global_outer_steps must be >= 1 (or unset: T / tau), got {self.global_outer_steps}")
+            raise UserError(f"global_outer_steps must be >= 1 (or unset: T / tau), got {self.global_outer_steps}")
         if self.val_batch < -1:
-            raise ValueError(f"val_batch must be -1 (auto), 0 (in the scan) or a positive count, got {self.val_batch}")
+            raise UserError(f"val_batch must be -1 (auto), 0 (in the scan) or a positive count, got {self.val_batch}")
         outer_optimizer(self.outer_optimizer, self.outer_lr)  # raises on an unknown name
 
     @property
@@ -128,7 +141,7 @@ def outer_optimizer(spec: Union[str, optax.GradientTransformation], lr: float) -
     if isinstance(spec, optax.GradientTransformation):
         return spec
     if spec not in OUTER_OPTIMIZERS:
-        raise ValueError(
+        raise UserError(
             f"outer optimizer must be an optax.GradientTransformation or one of {', '.join(OUTER_OPTIMIZERS)}, got {spec!r}"
         )
     return OUTER_OPTIMIZERS[spec](lr)
@@ -201,7 +214,6 @@ class HPORunner:
     """
 
     def __init__(self, problem: InnerProblem, cfg: HPOConfig):
-        cfg.validate()
         self.problem = problem
         self.cfg = cfg
         self.tx = outer_optimizer(cfg.outer_optimizer, cfg.outer_lr)

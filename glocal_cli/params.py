@@ -3,13 +3,13 @@
 Layout (see the repository's ``params.yaml``)::
 
     profile: quick            # which entry of `profiles` applies
-    train: {...}              # TrainConfig fields shared by every profile
-    hpo: {tau, sigma, m, ...} # TrainConfig fields of the outer loop
+    train: {...}              # TrainConfig's own fields shared by every profile
+    hpo: {tau, sigma, m, ...} # HPOConfig fields (TrainConfig.hpo), nested sections as nested mappings
     profiles:
       quick: {steps: ..., ...}
       paper: {steps: 20000, ..., gpu_required_for: [wrn28_2, wrn16_2]}
 
-A profile holds TrainConfig fields, plus ``gpu_required_for`` (models that the
+A profile holds settings of either section by name (``steps``, ``batch_size``), plus ``gpu_required_for`` (models that the
 profile refuses to train without a GPU). Other top-level sections (``data``,
 ``grid``, ``report``, ``bench``, ``verify``) are read by their own stages.
 """
@@ -21,7 +21,10 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from glocal_cli.config import TrainConfig, from_mapping
+import dataclasses
+
+from glocal_cli import settings
+from glocal_cli.config import TrainConfig
 from glocal_cli.errors import UserError
 
 PROFILE_ONLY = ("gpu_required_for",)
@@ -72,14 +75,26 @@ def profile_section(params: Dict[str, Any], profile: Optional[str]) -> Dict[str,
 
 
 def train_config(params: Dict[str, Any], profile: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
-    """TrainConfig from defaults <- ``train`` <- ``hpo`` <- profile <- command-line ``overrides``."""
-    cfg = TrainConfig()
-    cfg = from_mapping(_section(params, "train", ""), cfg)
-    cfg = from_mapping(_section(params, "hpo", ""), cfg)
+    """TrainConfig from defaults <- ``train`` <- ``hpo`` <- profile <- command-line ``overrides``.
+
+    The layers are merged first and the config is built (and validated) once.
+    ``train`` holds TrainConfig's own fields, ``hpo`` HPOConfig's (a setting in
+    the wrong section is refused, naming the section it belongs to); a profile
+    and the overrides name settings of either.
+    """
+    target = settings.to_nested(TrainConfig())
+    train = _section(params, "train", "")
+    own = {f.name for f in dataclasses.fields(TrainConfig) if not settings.is_section(f)}
+    misplaced = sorted(k for k in train if k not in own and k in settings.leaves(TrainConfig))
+    if misplaced:
+        raise UserError(f"train.{misplaced[0]}: an outer-loop setting, it belongs in the hpo section")
+    settings.place(TrainConfig, target, train, "train.")
+    settings.place(TrainConfig, target, {"hpo": _section(params, "hpo", "")})
     prof = profile_section(params, profile)
     gpu_models = prof.pop("gpu_required_for", []) or []
-    cfg = from_mapping(prof, cfg)
-    cfg = from_mapping(overrides, cfg)
+    settings.place(TrainConfig, target, prof, f"profiles.{profile or params.get('profile')}.")
+    settings.place(TrainConfig, target, overrides)
+    cfg = settings.build(TrainConfig, target)
     if cfg.model in gpu_models:
         import jax
 

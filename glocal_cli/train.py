@@ -304,7 +304,6 @@ def run_training(cfg: TrainConfig, progress: Optional[Progress] = None, stop_aft
     Raises :class:`~glocal_cli.errors.Interrupted` on Ctrl-C (KeyboardInterrupt),
     after saving a checkpoint at the last completed window.
     """
-    cfg.validate()
     progress = progress or Progress()
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -319,7 +318,7 @@ def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int],
 
     splits = load_splits(cfg)
     task: Task = build_task(cfg, splits)
-    hpo_cfg = cfg.hpo()
+    hpo_cfg = cfg.hpo
     runner = HPORunner(task.problem, hpo_cfg)
 
     hs = runner.init(task.phi0)
@@ -335,12 +334,12 @@ def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int],
         seconds_before = ckpt["seconds"]
         progress.note(f"resuming from window {hs.outer_step} of {hpo_cfg.outer_steps} ({run_dir / CHECKPOINT})")
 
-    steps_per_outer = hpo_cfg.steps if cfg.method == "global" else cfg.tau
+    steps_per_outer = hpo_cfg.steps if hpo_cfg.method == "global" else hpo_cfg.tau
     progress.start(hpo_cfg.outer_steps * steps_per_outer, hs.outer_step * steps_per_outer)
     status, failure = "complete", ""
     window_times: List[float] = []
     q = task.phi0.shape[0]
-    keep_hypergrads = cfg.method == "glocal" and q <= 32
+    keep_hypergrads = hpo_cfg.method == "glocal" and q <= 32
 
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - t_start

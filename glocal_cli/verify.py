@@ -35,7 +35,7 @@ agreement across orders, and the lag-1 autocorrelation of the order-to-order
 deviations and of the increments ``h_t - h_{t-1}`` within the window.
 
 This module computes and returns a :class:`VerifyResult`; writing files is
-the command's job (:mod:`stages.verify`).
+the command's job (:mod:`glocal_cli.commands.verify`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glocal_cli import dmd, quadratic
+from glocal_cli import quadratic, settings
+from glocal_cli.config import TrainConfig
+from glocal_cli.errors import UserError
 from glocal_cli.estimators import ESTIMATORS, make_estimator
+from glocal_cli.hpo import HPOConfig
 from glocal_cli.hypergrad import make_window_fn, window_hypergrads
+from glocal_cli.settings import section, setting
 
 PROFILES = ("cpu", "paper", "quick")
 MODELS = ("mlp", "lenet")
@@ -61,49 +65,46 @@ def lookahead_name(k: int) -> str:
     return f"truncated-{k}tau"
 
 
+def _cpu_train() -> TrainConfig:
+    """The CPU protocol's run settings: Fashion-MNIST, T = 1500, τ 50, σ 20, m 10, batch 128, 2 % validation."""
+    return TrainConfig(val_fraction=0.02, hpo=HPOConfig(steps=1500))
+
+
 @dataclasses.dataclass(frozen=True)
 class VerifySettings:
-    """Settings of one ``glocal verify`` protocol (defaults: the CPU protocol).
+    """Settings of one ``glocal verify`` protocol (defaults: the CPU protocol), validated when built.
 
+    ``train`` holds the classifier runs' settings (dataset, batch size,
+    validation split, T / τ / σ / m, outer lr, ``dmd_tol`` and
+    ``dmd_rank_rtol`` of the estimators); every run is ``train`` at one seed and one lr0.
     ``windows`` are 1-based outer steps; empty means ``windows_per_seed``
     windows spread evenly over ``1 .. S - max(lookaheads)`` (S = T/τ), so that
     every look-ahead stops before T.
     """
 
-    profile: str = "cpu"
-    model: str = "mlp"  # mlp (CPU protocol) | lenet (paper protocol)
-    mlp_hidden: int = 128
-    dataset: str = "fashion_mnist"
-    data_dir: str = "data/raw"
-    lr0s: tuple = (1e-3, 0.1)
-    seeds: tuple = (0, 1, 2)
-    windows: tuple = ()
-    windows_per_seed: int = 10
-    steps: int = 1500  # T
-    tau: int = 50
-    sigma: int = 20
-    m: int = 10
-    batch_size: int = 128
-    val_fraction: float = 0.02
-    outer_lr: float = 0.1
-    tol: Optional[float] = None  # None: each estimator's own default (see glocal_cli.estimators)
-    rank_rtol: float = dmd.DEFAULT_RANK_RTOL
-    estimators: tuple = ESTIMATORS
-    lookaheads: tuple = (2, 4)
-    noise_batch_sizes: tuple = (128, 512, 2048)
-    noise_orders: int = 8
-    noise_window: int = 5  # the noise study starts at this window of the first seed's run
-    quad_seeds: tuple = (0, 1, 2, 3, 4)
-    quad_windows: tuple = (1, 3, 10)
-    quad_steps: int = 2000
-    quad_tau: int = 50
-    problems: tuple = ("quadratic", "classifier", "noise")
-    conv_impl: str = "auto"
+    profile: str = setting("cpu", "cpu | paper | quick")
+    model: str = setting("mlp", "mlp (CPU protocol) | lenet (paper protocol)")
+    mlp_hidden: int = setting(128, "hidden units of the MLP")
+    lr0s: tuple = setting((1e-3, 0.1), "initial learning rates")
+    seeds: tuple = setting((0, 1, 2), "seeds of the classifier runs")
+    windows: tuple = setting((), "1-based windows checked; empty: windows_per_seed spread evenly")
+    windows_per_seed: int = setting(10, "windows checked per seed when windows is empty")
+    estimators: tuple = setting(ESTIMATORS, "estimators compared (must include local)")
+    lookaheads: tuple = setting((2, 4), "truncated look-aheads k (k windows with tangents)")
+    noise_batch_sizes: tuple = setting((128, 512, 2048), "batch sizes of the noise study")
+    noise_orders: int = setting(8, "minibatch orders per batch size of the noise study")
+    noise_window: int = setting(5, "the noise study starts at this window of the first seed's run")
+    quad_seeds: tuple = setting((0, 1, 2, 3, 4), "seeds of the quadratic problem")
+    quad_windows: tuple = setting((1, 3, 10), "windows checked on the quadratic")
+    quad_steps: int = setting(2000, "T of the quadratic")
+    quad_tau: int = setting(50, "tau of the quadratic")
+    problems: tuple = setting(("quadratic", "classifier", "noise"), "which studies run")
+    train: TrainConfig = section(TrainConfig, "the classifier runs' settings", default=_cpu_train)
 
     @property
     def outer_windows(self) -> int:
         """S = T / τ."""
-        return self.steps // self.tau
+        return self.train.hpo.windows
 
     def checked_windows(self) -> tuple:
         """The 1-based windows whose true global hypergradient is computed."""
@@ -113,46 +114,44 @@ class VerifySettings:
         n = min(self.windows_per_seed, last)
         return tuple(sorted(set(int(round(x)) for x in np.linspace(1, last, n))))
 
-    def validate(self) -> "VerifySettings":
-        """Return self or raise ``ValueError`` (one line naming the bad value and what is allowed)."""
+    def __post_init__(self) -> None:
+        """Raise a one-line :class:`UserError` (a ``ValueError``) naming a bad value and what is allowed."""
+        for name in ("lr0s", "seeds", "windows", "estimators", "lookaheads", "noise_batch_sizes", "problems",
+                     "quad_seeds", "quad_windows"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        h = self.train.hpo
+        if h.method != "glocal":
+            raise UserError(f"method must be glocal (the run whose windows are checked), got {h.method!r}")
         if self.profile not in PROFILES:
-            raise ValueError(f"profile {self.profile!r} is not one of: {', '.join(PROFILES)}")
+            raise UserError(f"profile {self.profile!r} is not one of: {', '.join(PROFILES)}")
         if self.model not in MODELS:
-            raise ValueError(f"model {self.model!r} is not one of: {', '.join(MODELS)}")
+            raise UserError(f"model {self.model!r} is not one of: {', '.join(MODELS)}")
         unknown = [e for e in self.estimators if e not in ESTIMATORS]
         if unknown or not self.estimators:
-            raise ValueError(f"estimators {list(self.estimators)} must be among: {', '.join(ESTIMATORS)}")
+            raise UserError(f"estimators {list(self.estimators)} must be among: {', '.join(ESTIMATORS)}")
         if "local" not in self.estimators:
-            raise ValueError("estimators must include 'local' (the baseline every row is compared with)")
-        if self.tau < 1 or self.steps < self.tau or self.steps % self.tau:
-            raise ValueError(f"steps must be a positive multiple of tau, got steps={self.steps}, tau={self.tau}")
-        if not 3 <= self.sigma <= self.tau or not 1 <= self.m <= self.sigma - 2:
-            raise ValueError(f"need 3 <= sigma <= tau and 1 <= m <= sigma - 2, got sigma={self.sigma}, "
-                             f"m={self.m}, tau={self.tau}")
+            raise UserError("estimators must include 'local' (the baseline every row is compared with)")
         if any(int(k) < 2 for k in self.lookaheads):
-            raise ValueError(f"lookaheads must be integers >= 2 (k windows), got {list(self.lookaheads)}")
+            raise UserError(f"lookaheads must be integers >= 2 (k windows), got {list(self.lookaheads)}")
         S = self.outer_windows
         w = self.checked_windows()
         if not w or min(w) < 1 or max(w) > S:
-            raise ValueError(f"windows must be outer steps in 1..{S} (T={self.steps}, tau={self.tau}), got {list(w)}")
+            raise UserError(f"windows must be outer steps in 1..{S} (T={h.steps}, tau={h.tau}), got {list(w)}")
         if not self.seeds or min(self.seeds) < 0:
-            raise ValueError(f"seeds must be non-empty and >= 0, got {list(self.seeds)}")
+            raise UserError(f"seeds must be non-empty and >= 0, got {list(self.seeds)}")
         if not self.lr0s or any(not 0.0 < x < 1.0 for x in self.lr0s):
-            raise ValueError(f"lr0s must be in (0, 1) (it is sigmoid(phi)), got {list(self.lr0s)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise UserError(f"lr0s must be in (0, 1) (it is sigmoid(phi)), got {list(self.lr0s)}")
         if "noise" in self.problems:
             if not 1 <= self.noise_window <= S:
-                raise ValueError(f"noise_window must be in 1..{S}, got {self.noise_window}")
+                raise UserError(f"noise_window must be in 1..{S}, got {self.noise_window}")
             if self.noise_orders < 2 or any(b < 1 for b in self.noise_batch_sizes):
-                raise ValueError("noise study needs >= 2 orders and batch sizes >= 1")
+                raise UserError("noise study needs >= 2 orders and batch sizes >= 1")
         if self.quad_steps % self.quad_tau or any(
             not 1 <= w <= self.quad_steps // self.quad_tau for w in self.quad_windows
         ):
-            raise ValueError(f"quad_windows must be in 1..{self.quad_steps // self.quad_tau}, got {list(self.quad_windows)}")
-        if self.sigma > self.quad_tau:
-            raise ValueError(f"sigma must be <= quad_tau, got sigma={self.sigma}, quad_tau={self.quad_tau}")
-        return self
+            raise UserError(f"quad_windows must be in 1..{self.quad_steps // self.quad_tau}, got {list(self.quad_windows)}")
+        if h.sigma > self.quad_tau:
+            raise UserError(f"sigma must be <= quad_tau, got sigma={h.sigma}, quad_tau={self.quad_tau}")
 
 
 def profile_settings(profile: str = "cpu", **overrides) -> VerifySettings:
@@ -165,7 +164,7 @@ def profile_settings(profile: str = "cpu", **overrides) -> VerifySettings:
     * ``quick``: a seconds-long smoke test (T = 60, τ = 10, σ = 6, m = 2).
     """
     if profile not in PROFILES:
-        raise ValueError(f"profile {profile!r} is not one of: {', '.join(PROFILES)}")
+        raise UserError(f"profile {profile!r} is not one of: {', '.join(PROFILES)}")
     base = {
         "cpu": {},
         "paper": dict(model="lenet", steps=20_000, val_fraction=0.1, seeds=(0, 1), windows_per_seed=16,
@@ -174,11 +173,8 @@ def profile_settings(profile: str = "cpu", **overrides) -> VerifySettings:
                       val_fraction=0.01, mlp_hidden=16, noise_batch_sizes=(16, 64), noise_orders=3,
                       noise_window=2, quad_seeds=(0,), quad_windows=(1,), quad_steps=200, quad_tau=10),
     }[profile]
-    kw = {**base, **{k: v for k, v in overrides.items() if v is not None}, "profile": profile}
-    for key in ("lr0s", "seeds", "windows", "estimators", "lookaheads", "noise_batch_sizes", "problems"):
-        if key in kw:
-            kw[key] = tuple(kw[key])
-    return VerifySettings(**kw).validate()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return settings.from_mapping(VerifySettings, {**base, **given, "profile": profile})
 
 
 # ---------------------------------------------------------------- comparisons
@@ -297,11 +293,11 @@ def evaluate_window(local: np.ndarray, truth: np.ndarray, steps_left: int, s: Ve
     run's seconds (:attr:`TangentRun.seconds`); window-based estimators cost one
     window (plus their own, measured, time).
     """
-    tau = tau or s.tau
+    tau = tau or s.train.hpo.tau
     cost = cost or {}
     out = {}
     for name in s.estimators:
-        est = make_estimator(name, m=s.m, tol=s.tol, rank_rtol=s.rank_rtol)
+        est = make_estimator(name, m=s.train.hpo.m, tol=s.train.hpo.dmd_tol, rank_rtol=s.train.hpo.dmd_rank_rtol)
         t0 = time.perf_counter()
         e = est(np.asarray(local, np.float64), int(steps_left))
         dt = time.perf_counter() - t0
@@ -351,7 +347,7 @@ def mlp_task(cfg, splits, hidden: int):
         params, opt_state = state
         x, y = data["train_x"][idx], data["train_y"][idx]
         grads = jax.grad(lambda p: jnp.mean(cross_entropy(model.apply({"params": p}, x), y)))(params)
-        updates, opt_state = opt.update(grads, opt_state, params, phi)
+        updates, opt_state = opt.update(grads, opt_state, params, phi=phi)
         return optax.apply_updates(params, updates), opt_state
 
     def val_loss(state, data):
@@ -370,13 +366,10 @@ def mlp_task(cfg, splits, hidden: int):
 
 
 def _classifier_task(s: VerifySettings, seed: int, lr0: float):
-    from glocal_cli.config import TrainConfig
     from glocal_cli.tasks import build_task
     from glocal_cli.train import load_splits
 
-    cfg = TrainConfig(dataset=s.dataset, data_dir=s.data_dir, method="glocal", steps=s.steps, tau=s.tau,
-                      sigma=s.sigma, m=s.m, batch_size=s.batch_size, val_fraction=s.val_fraction, seed=seed,
-                      lr0=lr0, outer_lr=s.outer_lr, conv_impl=s.conv_impl).validate()
+    cfg = dataclasses.replace(s.train, seed=seed, lr0=lr0)
     splits = load_splits(cfg)
     task = build_task(cfg, splits) if s.model == "lenet" else mlp_task(cfg, splits, s.mlp_hidden)
     return cfg, splits, task
@@ -384,7 +377,7 @@ def _classifier_task(s: VerifySettings, seed: int, lr0: float):
 
 def problem_key(s: VerifySettings, lr0: float) -> str:
     """Key of a classifier setting in the summary, e.g. ``mlp/fashion_mnist/lr0=0.001``."""
-    return f"{s.model}/{s.dataset}/lr0={lr0:g}"
+    return f"{s.model}/{s.train.dataset}/lr0={lr0:g}"
 
 
 def verify_classifier(s: VerifySettings, lr0: float, say: Callable[[str], None] = lambda m: None):
@@ -403,23 +396,23 @@ def verify_classifier(s: VerifySettings, lr0: float, say: Callable[[str], None] 
     key = problem_key(s, lr0)
     for seed in s.seeds:
         cfg, splits, task = _classifier_task(s, seed, lr0)
-        runner = HPORunner(task.problem, cfg.hpo())
-        tangent = TangentRunner(task.problem, s.sigma, runner.val_batch)
+        runner = HPORunner(task.problem, cfg.hpo)
+        tangent = TangentRunner(task.problem, s.train.hpo.sigma, runner.val_batch)
         hs = runner.init(task.phi0)
         last = max(max(windows), s.noise_window if seed == s.seeds[0] and "noise" in s.problems else 0)
         for w in range(1, last + 1):
-            start = (w - 1) * s.tau
+            start = (w - 1) * s.train.hpo.tau
             if seed == s.seeds[0] and w == s.noise_window:
                 noise_start = (task, hs.inner, hs.phi, start)
             if w in windows:
-                say(f"{key} seed {seed}: window {w}/{s.outer_windows}, tangents to T={s.steps}")
-                tr = tangent.run(hs.inner, hs.phi, start, s.steps, s.tau, s.lookaheads)
+                say(f"{key} seed {seed}: window {w}/{s.outer_windows}, tangents to T={s.train.hpo.steps}")
+                tr = tangent.run(hs.inner, hs.phi, start, s.train.hpo.steps, s.train.hpo.tau, s.lookaheads)
                 row = {"problem": key, "lr0": lr0, "seed": seed, "window": w, "start": start,
-                       "steps_left": s.steps - w * s.tau, "finite": tr.finite,
+                       "steps_left": s.train.hpo.steps - w * s.train.hpo.tau, "finite": tr.finite,
                        "hyperparams": task.hyperparams(np.asarray(hs.phi)),
                        "truth": tr.truth.tolist(), "seconds": {str(k): v for k, v in tr.seconds.items()}}
                 if tr.finite:
-                    row["estimates"] = evaluate_window(tr.local, tr.truth, s.steps - w * s.tau, s,
+                    row["estimates"] = evaluate_window(tr.local, tr.truth, s.train.hpo.steps - w * s.train.hpo.tau, s,
                                                        tr.lookahead, tr.seconds)
                 rows.append(row)
             hs, rec = runner.run_window(hs)
@@ -443,7 +436,7 @@ def verify_quadratic(s: VerifySettings) -> List[Dict]:
                 start = (w - 1) * tau
                 theta_s = quadratic.theta_closed_form(qp, theta0, phi, start)
                 out = window_hypergrads(prob.step, prob.val_loss, jnp.asarray(theta_s), jnp.asarray(phi),
-                                        prob.batches(start, tau), s.sigma)
+                                        prob.batches(start, tau), s.train.hpo.sigma)
                 h = np.asarray(out.hypergrads, np.float64)
                 truth = quadratic.hypergrad_closed_form(qp, theta_s, phi, s.quad_steps - start)
                 look = {k: quadratic.hypergrad_closed_form(qp, theta_s, phi, min(k * tau, s.quad_steps - start))
@@ -499,8 +492,8 @@ def batch_noise(s: VerifySettings, lr0: float, noise_start, say: Callable[[str],
     task, inner, phi, start = noise_start
     prob = task.problem
     n_train = int(prob.data["train_x"].shape[0])
-    val_batch = 0 if jax.default_backend() == "cpu" else s.tau  # as HPORunner.val_batch's auto rule
-    fn = make_window_fn(prob.step, prob.val_loss, s.tau, "forward", val_batch)
+    val_batch = 0 if jax.default_backend() == "cpu" else s.train.hpo.tau  # as HPORunner.val_batch's auto rule
+    fn = make_window_fn(prob.step, prob.val_loss, s.train.hpo.tau, "forward", val_batch)
     out = []
     for bs in s.noise_batch_sizes:
         say(f"{problem_key(s, lr0)}: batch-size noise, batch {bs}")
@@ -508,7 +501,7 @@ def batch_noise(s: VerifySettings, lr0: float, noise_start, say: Callable[[str],
             raise ValueError(f"noise batch size {bs} exceeds the training set ({n_train})")
         H, t0 = [], time.perf_counter()
         for o in range(s.noise_orders):
-            idx = epoch_batch_indices(n_train, bs, 10_000 + o, start, s.tau)
+            idx = epoch_batch_indices(n_train, bs, 10_000 + o, start, s.train.hpo.tau)
             H.append(np.asarray(fn(inner, phi, idx, prob.data).hypergrads, np.float64))
         H = np.stack(H)
         out.append({"problem": problem_key(s, lr0), "lr0": lr0, "batch_size": bs, "orders": s.noise_orders,
@@ -607,7 +600,6 @@ class VerifyResult:
 
 def run_verify(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -> VerifyResult:
     """Run the protocol ``s`` (quadratic, classifier at every lr0, noise study) and return the results."""
-    s.validate()
     rows, noise, secs = [], [], {}
     t_all = time.perf_counter()
     if "quadratic" in s.problems:
@@ -627,8 +619,8 @@ def run_verify(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -
             noise += batch_noise(s, lr0, noise_start, say)
             secs[f"noise lr0={lr0:g}"] = time.perf_counter() - t0
     secs["total"] = time.perf_counter() - t_all
-    settings = {**dataclasses.asdict(s), "checked_windows": list(s.checked_windows())}
-    return VerifyResult(settings, rows, summarize(rows), noise, secs, jax.devices()[0].device_kind)
+    flat = {**settings.to_flat(s), "checked_windows": list(s.checked_windows())}
+    return VerifyResult(flat, rows, summarize(rows), noise, secs, jax.devices()[0].device_kind)
 
 
 def _noise_start_only(s: VerifySettings, lr0: float):
@@ -636,13 +628,13 @@ def _noise_start_only(s: VerifySettings, lr0: float):
     from glocal_cli.hpo import HPORunner
 
     cfg, _, task = _classifier_task(s, s.seeds[0], lr0)
-    runner = HPORunner(task.problem, cfg.hpo())
+    runner = HPORunner(task.problem, cfg.hpo)
     hs = runner.init(task.phi0)
     for _ in range(s.noise_window - 1):
         hs, rec = runner.run_window(hs)
         if not rec.finite:
             break
-    return task, hs.inner, hs.phi, (s.noise_window - 1) * s.tau
+    return task, hs.inner, hs.phi, (s.noise_window - 1) * s.train.hpo.tau
 
 
 # ---------------------------------------------------------------- report text and figure
@@ -655,12 +647,12 @@ def _fmt(x, nd=3):
 def settings_text(s: Dict) -> str:
     """One paragraph stating the protocol."""
     model = f"MLP 784-{s['mlp_hidden']}-10" if s["model"] == "mlp" else "LeNet"
-    tol = "per estimator (glocal_cli.estimators defaults)" if s["tol"] is None else f"{s['tol']:g}"
+    tol = "per estimator (glocal_cli.estimators defaults)" if s["dmd_tol"] is None else f"{s['dmd_tol']:g}"
     return (f"Protocol `{s['profile']}`: {model} on {s['dataset']}, SGD with learnable lr, momentum and weight decay "
             f"(outer Adam lr {s['outer_lr']:g}, the glocal run's φ trajectory), T = {s['steps']}, τ = {s['tau']}, "
             f"σ = {s['sigma']}, m = {s['m']}, batch {s['batch_size']}, validation fraction {s['val_fraction']:g}, "
             f"lr0 ∈ {list(s['lr0s'])}, seeds {list(s['seeds'])}, windows {list(s['checked_windows'])} "
-            f"per seed; DMD tol {tol}, rank_rtol {s['rank_rtol']:g}. Quadratic: p = 2, q = 2, "
+            f"per seed; DMD tol {tol}, rank_rtol {s['dmd_rank_rtol']:g}. Quadratic: p = 2, q = 2, "
             f"T = {s['quad_steps']}, τ = {s['quad_tau']}, seeds {list(s['quad_seeds'])}, windows {list(s['quad_windows'])}. "
             "True global hypergradient of a window: from the window's start, φ fixed, tangents zero there, trained "
             "to T. Truncated kτ look-ahead: the same run stopped after k windows.")

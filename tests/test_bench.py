@@ -12,7 +12,8 @@ from glocal_cli import bench
 
 def test_settings():
     paper = bench.bench_settings()
-    assert (paper.tau, paper.sigma, paper.m, paper.batch_size) == (50, 20, 10, 128)
+    h = paper.train.hpo
+    assert (h.tau, h.sigma, h.m, paper.train.batch_size, h.steps) == (50, 20, 10, 128, 20_000)
     quick = bench.bench_settings(quick=True, steps=45)
     assert quick.quick and quick.windows == 3  # 45 steps -> 3 windows of tau 20
     with pytest.raises(ValueError):
@@ -22,9 +23,10 @@ def test_settings():
 @pytest.mark.realdata
 def test_run_bench_tiny(tmp_path, shared_data):
     """Every reported number is derived from the timed samples by the documented formula."""
-    s = bench.BenchSettings(data_dir=str(shared_data), tau=4, sigma=4, m=2, batch_size=16, val_fraction=0.01,
-                            windows=2, global_steps=8, horizon=40)
+    s = bench.bench_settings(data_dir=str(shared_data), batch_size=16, val_fraction=0.01, windows=2, global_steps=8,
+                             train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}})
     res = bench.run_bench(s)
+    s = s.train.hpo  # tau, sigma, T (steps) below
     samples = res["window_samples_s"]
     assert {k: len(v) for k, v in samples.items()} == {"none": 2, "local": 2, "glocal": 2, "W": 2, "V": 6}
     assert all(t > 0 and math.isfinite(t) for v in samples.values() for t in v)
@@ -35,10 +37,10 @@ def test_run_bench_tiny(tmp_path, shared_data):
     for m in ("none", "local", "glocal"):
         assert per1000[m] == pytest.approx(med[m] * 1000 / s.tau)
     g = res["global_measured"]
-    assert g["steps"] == 8 and g["outer_steps_extrapolated"] == s.horizon // s.tau
-    assert per1000["global"] == pytest.approx(g["seconds"] / g["steps"] * (s.horizon // s.tau) * 1000)
+    assert g["steps"] == 8 and g["outer_steps_extrapolated"] == s.steps // s.tau
+    assert per1000["global"] == pytest.approx(g["seconds"] / g["steps"] * (s.steps // s.tau) * 1000)
     for m in bench.METHOD_ORDER:
-        assert res["run_seconds_extrapolated"][m] == pytest.approx(per1000[m] * s.horizon / 1000)
+        assert res["run_seconds_extrapolated"][m] == pytest.approx(per1000[m] * s.steps / 1000)
     assert res["local_over_none"] == pytest.approx(med["local"] / med["none"])
     assert res["glocal_over_local"] == pytest.approx(med["glocal"] / med["local"])
     assert res["global_over_none"] == pytest.approx(per1000["global"] / per1000["none"])

@@ -7,7 +7,7 @@ import pytest
 from data_fixtures import write_cifar_tar
 from rich.console import Console
 
-import stages.imbalance
+from glocal_cli.commands import imbalance as imbalance_command
 from glocal_cli.data import Dataset, imbalanced_path, load_imbalanced, long_tailed_counts, make_long_tailed, prepare_imbalanced
 from glocal_cli.errors import UserError
 
@@ -74,7 +74,7 @@ def test_prepare_imbalanced_and_stage(tmp_path):
 
     prepare_dataset("cifar10", tmp_path / "src", tmp_path / "raw", verify=False)
     console = Console(file=io.StringIO(), width=120)
-    counts = stages.imbalance.run(dataset="cifar10", factor=5, seed=2, data_dir=tmp_path / "raw", out=tmp_path / "out", console=console, n_val=50)
+    counts = imbalance_command.run(dataset="cifar10", factor=5, seed=2, data_dir=tmp_path / "raw", out=tmp_path / "out", console=console, n_val=50)
     path = imbalanced_path("cifar10", 5, 2, tmp_path / "out")
     assert path.name == "cifar10_lt5_seed2.npz" and path.is_file()
     train_idx, val_idx = load_imbalanced(path)

@@ -10,7 +10,7 @@ import pytest
 from data_fixtures import write_cifar_extracted, write_cifar_tar, write_mnist_like, write_svhn
 from rich.console import Console
 
-import stages.download
+from glocal_cli.commands import download as download_command
 from glocal_cli.data import is_prepared, load_dataset, prepare_dataset
 from glocal_cli.data import prepare as prepare_mod
 from glocal_cli.errors import UserError
@@ -56,7 +56,7 @@ def test_prepare_twice_is_noop(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare_mod, "save_npz", boom)
     assert prepare_dataset("fashion_mnist", tmp_path / "src", out, verify=False) == out / "fashion_mnist.npz"
     console = Console(file=io.StringIO(), width=200)
-    stages.download.run(name="fmnist", source=str(tmp_path / "src"), out=str(out), verify=False, console=console)
+    download_command.run(name="fmnist", source=str(tmp_path / "src"), out=str(out), verify=False, console=console)
     assert "nothing to do" in console.file.getvalue()
     assert before == {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
 
@@ -77,7 +77,7 @@ def test_invalid_outputs_are_redone(tmp_path):
 def test_stage_download_summary(tmp_path):
     write_svhn(tmp_path / "src")
     console = Console(file=io.StringIO(), width=200)
-    path = stages.download.run(name="svhn", source=str(tmp_path / "src"), out=tmp_path / "out", verify=False, console=console)
+    path = download_command.run(name="svhn", source=str(tmp_path / "src"), out=tmp_path / "out", verify=False, console=console)
     text = console.file.getvalue()
     assert path.is_file() and "train" in text and "30" in text and "32x32x3" in text
 

@@ -98,15 +98,17 @@ def test_nonfinite_window_stops_run(x64):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(method="best"), "method must be one of"),
+        (dict(method="best"), "method 'best' is not one of: none, local, glocal, global"),
         (dict(steps=100, tau=30), "multiple of tau"),
         (dict(sigma=10, m=9), "m <= sigma - 2"),
-        (dict(estimator="maybe"), "estimator must be one of"),
+        (dict(estimator="maybe"), "estimator 'maybe' is not one of"),
+        (dict(sigma=0, method="local"), "sigma must be >= 1"),
+        (dict(grad_mode="sideways"), "grad_mode 'sideways' is not one of"),
     ],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        HPOConfig(**kwargs).validate()
+        HPOConfig(**kwargs)
 
 
 def test_outer_optimizer_accepts_any_optax_transformation(x64):
@@ -123,7 +125,7 @@ def test_outer_optimizer_accepts_any_optax_transformation(x64):
                                      outer_optimizer=optax.chain(optax.clip(1e-3), optax.sgd(0.3))), phi)
     assert np.max(np.abs(np.asarray(clipped.phi) - phi)) <= 4 * 0.3 * 1e-3 + 1e-12
     with pytest.raises(ValueError, match="optax.GradientTransformation or one of adam, sgd, rmsprop, got 'lion'"):
-        HPOConfig(outer_optimizer="lion").validate()
+        HPOConfig(outer_optimizer="lion")
 
 
 def test_hypergrad_to_end_named_fields(x64):

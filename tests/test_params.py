@@ -19,7 +19,7 @@ PARAMS = ROOT / "params.yaml"
 
 
 def _params(**sections):
-    base = {"profile": "quick", "train": {}, "hpo": {}, "profiles": {"quick": {"steps": 40}, "paper": {"steps": 20000}}}
+    base = {"profile": "quick", "train": {}, "hpo": {}, "profiles": {"quick": {"steps": 400}, "paper": {"steps": 20000}}}
     base.update(sections)
     return base
 
@@ -29,9 +29,28 @@ def _params(**sections):
 
 @pytest.mark.parametrize("section", ["train", "hpo"])
 def test_unknown_key_in_train_or_hpo_is_named(section):
-    params = _params(**{section: {"tau": 10, "bogus_knob": 1}})
-    with pytest.raises(UserError, match="bogus_knob"):
+    params = _params(**{section: {("tau" if section == "hpo" else "lr0"): 0.5 if section == "train" else 10,
+                                  "bogus_knob": 1}})
+    with pytest.raises(UserError, match=f"unknown parameter {section}.bogus_knob; known: .*batch_size"
+                       if section == "train" else "unknown parameter hpo.bogus_knob; known: .*dmd_tol"):
         train_config(params, None, {})
+
+
+def test_setting_in_the_wrong_section_names_its_section():
+    with pytest.raises(UserError, match="train.sigma: an outer-loop setting, it belongs in the hpo section"):
+        train_config(_params(train={"sigma": 6}), None, {})
+    with pytest.raises(UserError, match="unknown parameter hpo.lr0"):
+        train_config(_params(hpo={"lr0": 0.5}), None, {})
+
+
+def test_layers_are_merged_before_validation():
+    """A layer may be inconsistent on its own (hpo: tau 10 with the default T = 20 000 is fine,
+    but the profile's steps: 40 with train defaults' tau 50 would not be): only the result is validated."""
+    params = _params(profiles={"small": {"steps": 40}}, hpo={"tau": 10, "sigma": 6, "m": 3})
+    cfg = train_config(params, "small", {})
+    assert (cfg.hpo.steps, cfg.hpo.tau, cfg.hpo.sigma, cfg.hpo.m) == (40, 10, 6, 3)
+    with pytest.raises(UserError, match="steps must be a multiple of tau"):
+        train_config(params, "small", {"tau": 15})
 
 
 def test_unknown_key_in_profile_is_named():
@@ -59,9 +78,10 @@ def test_unknown_default_profile_from_the_file():
 
 
 def test_no_profile_at_all_is_allowed():
-    params = {"train": {"steps": 7}}
+    params = {"train": {"batch_size": 7}, "hpo": {"steps": 700}}
     assert profile_section(params, None) == {}
-    assert train_config(params, None, {}).steps == 7
+    cfg = train_config(params, None, {})
+    assert (cfg.batch_size, cfg.hpo.steps) == (7, 700)
 
 
 # --- GPU requirement ------------------------------------------------------------------
@@ -80,7 +100,7 @@ def test_gpu_required_model_is_refused_on_cpu():
 def test_gpu_requirement_applies_only_to_listed_models():
     params = _params(profiles={"big": {"steps": 20000, "gpu_required_for": ["wrn16_2"]}})
     cfg = train_config(params, "big", {"model": "lenet"})
-    assert cfg.model == "lenet" and cfg.steps == 20000
+    assert cfg.model == "lenet" and cfg.hpo.steps == 20000
     assert not hasattr(cfg, "gpu_required_for")
 
 
@@ -90,7 +110,7 @@ def test_gpu_required_for_is_a_profile_only_key():
 
 
 def test_profile_section_is_not_mutated():
-    params = _params(profiles={"big": {"steps": 5, "gpu_required_for": ["wrn16_2"]}})
+    params = _params(profiles={"big": {"steps": 500, "gpu_required_for": ["wrn16_2"]}})
     train_config(params, "big", {})
     assert params["profiles"]["big"]["gpu_required_for"] == ["wrn16_2"]
 
@@ -102,23 +122,23 @@ def test_precedence_defaults_train_hpo_profile_overrides():
     d = TrainConfig()
     params = {
         "profile": "p",
-        "train": {"tau": 11, "sigma": 9, "m": 3, "batch_size": 64, "lr0": 0.01},
-        "hpo": {"sigma": 8, "m": 4, "batch_size": 32},
-        "profiles": {"p": {"m": 5, "batch_size": 16}},
+        "train": {"batch_size": 64, "lr0": 0.01, "val_fraction": 0.05},
+        "hpo": {"tau": 40, "sigma": 8, "m": 4},
+        "profiles": {"p": {"m": 5, "batch_size": 16, "val_fraction": 0.2}},
     }
     cfg = train_config(params, None, {"batch_size": 8, "seed": None})
-    assert cfg.steps == d.steps  # default only
-    assert cfg.lr0 == 0.01 and cfg.tau == 11  # train only
-    assert cfg.sigma == 8  # hpo over train
-    assert cfg.m == 5  # profile over hpo
+    assert cfg.hpo.steps == d.hpo.steps  # default only
+    assert cfg.lr0 == 0.01 and cfg.hpo.tau == 40  # train / hpo only
+    assert cfg.hpo.sigma == 8  # hpo
+    assert cfg.hpo.m == 5 and cfg.val_fraction == 0.2  # profile over hpo and train
     assert cfg.batch_size == 8  # override over profile
     assert cfg.seed == d.seed  # a None override leaves the value alone
 
 
 def test_explicit_profile_beats_the_files_default():
-    params = _params(profiles={"quick": {"steps": 40}, "paper": {"steps": 20000}})
-    assert train_config(params, None, {}).steps == 40
-    assert train_config(params, "paper", {}).steps == 20000
+    params = _params(profiles={"quick": {"steps": 400}, "paper": {"steps": 20000}})
+    assert train_config(params, None, {}).hpo.steps == 400
+    assert train_config(params, "paper", {}).hpo.steps == 20000
 
 
 # --- the file itself ------------------------------------------------------------------
@@ -148,10 +168,10 @@ def test_non_mapping_file_is_a_user_error(tmp_path):
 def test_repository_params_yaml_loads_and_validates(profile):
     params = load_params(PARAMS)
     assert set(params["profiles"]) >= {"quick", "paper"}
-    cfg = train_config(params, profile, {}).validate()
+    cfg = train_config(params, profile, {})
     prof = yaml.safe_load(PARAMS.read_text())["profiles"][profile]
-    assert cfg.steps == prof["steps"] and cfg.tau == prof["tau"]
-    assert cfg.sigma == prof["sigma"] and cfg.m == prof["m"]
+    assert cfg.hpo.steps == prof["steps"] and cfg.hpo.tau == prof["tau"]
+    assert cfg.hpo.sigma == prof["sigma"] and cfg.hpo.m == prof["m"]
     assert cfg.model == "lenet" and cfg.learn == ("lr", "momentum", "weight_decay")
 
 

@@ -22,7 +22,7 @@ import optax
 import pytest
 
 from glocal_cli import cli
-from glocal_cli.config import TrainConfig
+from glocal_cli.config import TrainConfig, from_mapping
 from glocal_cli.errors import DataNotAvailable, Interrupted, UserError
 from glocal_cli.hpo import HPOState
 from glocal_cli.train import (
@@ -70,7 +70,7 @@ def _rows(n):
 
 def _cfg(out, **kw):
     kw.setdefault("data_dir", "data/raw")
-    return TrainConfig(out=str(out), **kw)
+    return from_mapping(dict(out=str(out), **kw))
 
 
 def _leaves(hs):
@@ -165,7 +165,7 @@ def _small(out, method="none", **kw):
     base = dict(dataset="fashion_mnist", method=method, steps=30, tau=10, sigma=6, m=3, batch_size=32, lr0=0.1,
                 momentum0=0.5, val_fraction=0.01, eval_every=1, checkpoint_every=1, data_dir=".", out=str(out))
     base.update(kw)
-    return TrainConfig(**base)
+    return from_mapping(base)
 
 
 @pytest.fixture
@@ -232,12 +232,12 @@ def _main(args, capsys):
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), Interrupted("interrupted at window 3; checkpoint kept in x")])
 def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys, tmp_path, exc):
-    import stages.train
+    from glocal_cli.commands import train as train_command
 
     def boom(cfg, **kw):
         raise exc
 
-    monkeypatch.setattr(stages.train, "run", boom)
+    monkeypatch.setattr(train_command, "run", boom)
     code, _, err = _main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")], capsys)
     assert code == 130
     assert len(err) == 1 and err[0].startswith("interrupted"), err
@@ -278,7 +278,7 @@ def test_sigint_real_process_exits_130_and_resumes(tmp_path):
         (["train", "--dmd-tol", "-1"], "dmd_tol must be a finite number > 0"),
         (["train", "--val-batch", "-7"], "val_batch must be -1"),
         (["train", "--dmd-rank-rtol", "inf"], "dmd_rank_rtol must be in [0, 1)"),
-        (["train", "--sigma", "0", "--method", "local"], "--sigma must be >= 1"),
+        (["train", "--sigma", "0", "--method", "local"], "sigma must be >= 1"),
         (["train", "--imbalance-factor", "0.5"], "--imbalance-factor must be a finite number > 1"),
         (["train", "--out", "/dev/null/run"], "--out /dev/null/run: cannot create a folder there"),
         (["train", "--out", "afile"], "--out afile: exists and is not a folder"),
@@ -316,7 +316,7 @@ def test_tfds_download_path_imports_and_runs_offline(tmp_path):
     tfds = prepare._import_tfds()  # what `glocal download` uses
     # DatasetBuilder.code_path (needed by download_and_prepare for checksums) imports importlib_resources
     assert type(tfds.builder("mnist")).code_path is not None
-    from stages import download as stage
+    from glocal_cli.commands import download as stage
 
     with tfds.testing.mock_data(num_examples=5):
         path = stage.run(name="mnist", source="tfds", out=tmp_path / "raw")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from glocal_cli import hypergrad
-from glocal_cli.config import TrainConfig
+from glocal_cli.config import from_mapping
 from glocal_cli.data import prepare_dataset
 from glocal_cli.tasks import build_task
 from glocal_cli.train import load_splits, run_training
@@ -30,7 +30,7 @@ def test_reweight_local_runs_reverse_mode(tiny_cifar, tmp_path, model, monkeypat
     The 385 meta parameters take reverse-mode hypergradients (forward mode is made to
     fail here), which are finite and nonzero and move the meta MLP's weights.
     """
-    cfg = TrainConfig(
+    cfg = from_mapping(dict(
         dataset="cifar10",
         task="reweight",
         model=model,
@@ -45,7 +45,7 @@ def test_reweight_local_runs_reverse_mode(tiny_cifar, tmp_path, model, monkeypat
         checkpoint_every=0,
         data_dir=str(tiny_cifar),
         out=str(tmp_path / "rw"),
-    )
+    ))
     splits = load_splits(cfg)
     counts = np.bincount(splits.train_y, minlength=10)
     assert counts[0] > counts[-1]  # long-tailed

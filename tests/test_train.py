@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from glocal_cli.config import TrainConfig
+from glocal_cli.config import TrainConfig, from_mapping
 from glocal_cli.errors import UserError
 from glocal_cli.estimators import make_estimator
 from glocal_cli.train import run_training
@@ -37,7 +37,7 @@ def _small_cfg(data, tmp_path, method, **kw):
         out=str(tmp_path / method),
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return from_mapping(base)
 
 
 def read_history(path):
@@ -70,11 +70,11 @@ def test_short_run_learns(tmp_path, small_cfg, method):
         # the saved eigenvalues are that fit's, and the paper rule never falls back on these windows.
         saved = np.load(tmp_path / method / "dmd.npz")
         hg, eigs = saved["hypergrads"], saved["eigenvalues"]
-        assert hg.shape == (3, cfg.sigma, 3) and len(eigs) == 3
+        assert hg.shape == (3, cfg.hpo.sigma, 3) and len(eigs) == 3
         q = hg.shape[2]
-        estimator = make_estimator("glocal", m=cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
+        estimator = make_estimator("glocal", m=cfg.hpo.m, tol=cfg.hpo.dmd_tol, rank_rtol=cfg.hpo.dmd_rank_rtol)
         for row, h, eig in zip(rows, hg, eigs):
-            ref = estimator(h, cfg.steps - int(row["step"]))
+            ref = estimator(h, cfg.hpo.steps - int(row["step"]))
             assert ref.rank > 0
             np.testing.assert_allclose(eig[: len(ref.eigenvalues)], ref.eigenvalues, rtol=1e-9, atol=1e-12)
             assert np.all(np.isnan(eig[len(ref.eigenvalues) :]))
@@ -118,21 +118,21 @@ def test_divergence_is_recorded_not_raised(tmp_path, small_cfg):
         (dict(lr0=1.5), "lr0"),
         (dict(steps=100, tau=30), "multiple of tau"),
         (dict(model="vgg"), "model"),
-        (dict(estimator="koopman"), "--estimator 'koopman' is not one of"),
+        (dict(estimator="koopman"), "estimator 'koopman' is not one of"),
     ],
 )
 def test_bad_config_is_user_error(kw, match):
     with pytest.raises(UserError, match=match):
-        TrainConfig(**kw).validate()
+        from_mapping(kw)
 
 
 def test_variants_get_distinct_run_dirs():
-    dirs = {TrainConfig(method=m, estimator=e).run_dir() for m, e in
+    dirs = {from_mapping(dict(method=m, estimator=e)).run_dir() for m, e in
             [("glocal", "glocal"), ("glocal", "glocal-strict"), ("glocal", "mean"), ("glocal", "local"), ("local", "glocal")]}
     assert len(dirs) == 5
-    assert TrainConfig(method="glocal", estimator="mean").variant == "glocal-mean"
-    assert TrainConfig(method="glocal", estimator="glocal-strict").variant == "glocal-strict"
-    assert TrainConfig(method="local", estimator="mean").variant == "local"  # estimators apply to glocal only
+    assert from_mapping(dict(method="glocal", estimator="mean")).variant == "glocal-mean"
+    assert from_mapping(dict(method="glocal", estimator="glocal-strict")).variant == "glocal-strict"
+    assert from_mapping(dict(method="local", estimator="mean")).variant == "local"  # estimators apply to glocal only
 
 
 def _cli(*args):
@@ -142,8 +142,8 @@ def _cli(*args):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["train", "--method", "best"], "--method 'best' is not one of"),
-        (["train", "--estimator", "best"], "--estimator 'best' is not one of"),
+        (["train", "--method", "best"], "method 'best' is not one of"),
+        (["train", "--estimator", "best"], "estimator 'best' is not one of"),
         (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["train", "--steps", "abc"], "Invalid value for '--steps'"),
         (["train", "--data-dir", "/nonexistent"], "does not exist"),

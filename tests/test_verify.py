@@ -82,7 +82,7 @@ def test_quadratic_where_the_truth_is_known():
         assert e["truncated-4tau"]["rel_err"] < e["truncated-2tau"]["rel_err"] < e["local"]["rel_err"]
         assert e["truncated-4tau"]["cost_tangent_steps"] == 4 * s.quad_tau and e["local"]["cost_tangent_steps"] == s.quad_tau
     # the paper's glocal with a tolerance that separates the unit mode from the slowest decaying one (0.97)
-    s02 = verify.profile_settings("cpu", quad_seeds=(0,), quad_windows=(3,), problems=("quadratic",), tol=0.02)
+    s02 = verify.profile_settings("cpu", quad_seeds=(0,), quad_windows=(3,), problems=("quadratic",), dmd_tol=0.02)
     assert verify.verify_quadratic(s02)[0]["estimates"]["glocal"]["rel_err"] < 1e-5
     sm = verify.summarize(rows)["quadratic"]["estimators"]
     assert sm["glocal-strict"]["cosine_mean"] > 0.999999 and sm["glocal-strict"]["fallbacks"] == 0
@@ -102,7 +102,7 @@ def test_settings_are_validated():
         verify.profile_settings("huge")
     s = verify.profile_settings("cpu")
     assert len(s.checked_windows()) == 10 and max(s.checked_windows()) <= s.outer_windows - 4
-    assert verify.profile_settings("paper").steps == 20_000
+    assert verify.profile_settings("paper").train.hpo.steps == 20_000
 
 
 def test_cli_bad_input_writes_nothing(tmp_path, capsys):
@@ -117,7 +117,7 @@ def test_cli_bad_input_writes_nothing(tmp_path, capsys):
 @needs_data
 def test_tiny_classifier_outputs(tmp_path):
     """The command on a tiny problem: files, JSON keys, value ranges, and the estimators' input is the window's."""
-    from stages import verify as stage
+    from glocal_cli.commands import verify as stage
 
     res = stage.run(profile="quick", data_dir=DATA, out=tmp_path, lr0s="0.1")
     for name in ("verify.json", "verify.md", "verify.png"):
@@ -153,10 +153,11 @@ def test_estimator_input_is_the_windows_local_hypergradients():
 
     s = verify.profile_settings("quick", data_dir=str(DATA))
     cfg, _, task = verify._classifier_task(s, 0, 0.1)
-    runner = HPORunner(task.problem, cfg.hpo())
+    runner = HPORunner(task.problem, cfg.hpo)
     hs = runner.init(task.phi0)
     hs, _ = runner.run_window(hs)
-    tr = verify.TangentRunner(task.problem, s.sigma).run(hs.inner, hs.phi, s.tau, s.steps, s.tau, (2,))
+    h = s.train.hpo
+    tr = verify.TangentRunner(task.problem, h.sigma).run(hs.inner, hs.phi, h.tau, h.steps, h.tau, (2,))
     _, rec = runner.run_window(hs)
     np.testing.assert_allclose(tr.local, rec.hypergrads, rtol=1e-4, atol=1e-7)
     assert not np.allclose(tr.truth, tr.local[-1], rtol=1e-3)

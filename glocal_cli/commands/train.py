@@ -1,0 +1,94 @@
+"""Command ``glocal train``: one run (task × dataset × method × seed × initial lr) with a rich progress bar."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from glocal_cli.atomic import check_output_dir
+from glocal_cli.config import TrainConfig
+from glocal_cli.errors import DataNotAvailable
+from glocal_cli.train import Progress as Callbacks
+from glocal_cli.train import check_data_dir, check_not_locked, run_training, write_not_run
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.4g}"
+    return str(x)
+
+
+def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optional[int] = None,
+        missing_ok: bool = False) -> dict:
+    """Train with ``cfg``; print a summary table; return the metrics.
+
+    ``missing_ok``: when the dataset is a "not run" marker (``glocal download
+    --missing-ok`` found no files), write ``metrics.json`` with status "not run"
+    and an empty ``history.csv`` instead of failing (the DVC pipeline uses this).
+    """
+    console = console or Console()
+    check_output_dir(cfg.run_dir(), "--out")
+    check_data_dir(cfg)
+    check_not_locked(cfg.run_dir())
+    h = cfg.hpo
+    console.print(
+        f"[bold]glocal train[/] {cfg.dataset} / {cfg.model} / {cfg.task} / method [cyan]{h.method}[/]"
+        f"  T={h.steps} τ={h.tau} σ={h.sigma} m={h.m} seed={cfg.seed} lr0={cfg.lr0:g} -> {cfg.run_dir()}"
+    )
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    ) as bar:
+        task_id = bar.add_task(h.method, total=None, info="compiling…")
+
+        def start(total, done):
+            bar.update(task_id, total=total, completed=done)
+
+        def update(info):
+            lr = info.get("lr")
+            text = f"window {info['window']}"
+            if lr is not None:
+                text += f"  lr {lr:.3g}"
+            if not math.isnan(info["val_loss"]):
+                text += f"  val {info['val_loss']:.4f}"
+            bar.update(task_id, info=text)
+
+        try:
+            metrics = run_training(
+                cfg,
+                Callbacks(start=start, advance=lambda n: bar.advance(task_id, n), update=update,
+                          note=lambda text: bar.console.print(text, markup=False, highlight=False, soft_wrap=True)),
+                stop_after=stop_after,
+            )
+        except DataNotAvailable as e:
+            if not missing_ok:
+                raise
+            metrics = write_not_run(cfg, e.reason)
+    if metrics.get("status") == "not run":
+        console.print(f"{metrics['failure']} (recorded in {cfg.run_dir() / 'metrics.json'})", markup=False, soft_wrap=True)
+        return metrics
+    if metrics.get("status") == "stopped":
+        console.print(f"stopped after outer step {metrics['outer_step']}; run again to resume")
+        return metrics
+    table = Table(title=f"{cfg.run_dir()}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("status", "test_accuracy", "test_loss", "val_loss", "wall_s", "compile_s", "inner_steps", "dmd_fallbacks"):
+        table.add_row(key, _fmt(metrics[key]))
+    for name, value in metrics["hyperparams"].items():
+        table.add_row(name, _fmt(value))
+    console.print(table)
+    if metrics["status"] != "complete":
+        console.print(f"[yellow]run {metrics['status']}[/]: {metrics['failure']} (recorded in metrics.json)")
+    return metrics

@@ -1,0 +1,81 @@
+"""Command ``glocal verify``: every estimator and the truncated look-aheads against the true global hypergradient.
+
+Computes with :func:`glocal_cli.verify.run_verify` and writes (atomically)
+``verify.json``, ``verify.md`` and ``verify.png`` under ``out``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from glocal_cli import atomic, verify
+from glocal_cli.errors import UserError
+
+
+def _list(text: Optional[str], name: str, cast):
+    if text is None:
+        return None
+    try:
+        values = [cast(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--{name} must be a comma-separated list of {cast.__name__}s, got {text!r}") from None
+    if not values:
+        raise UserError(f"--{name} is empty")
+    return values
+
+
+def settings(profile: str = "cpu", data_dir: Path = Path("data/raw"), seeds: Optional[str] = None,
+             windows: Optional[str] = None, steps: Optional[int] = None, lr0s: Optional[str] = None,
+             model: Optional[str] = None, windows_per_seed: Optional[int] = None) -> verify.VerifySettings:
+    """The validated settings from command-line values (bad input is a one-line :class:`UserError`)."""
+    return verify.profile_settings(
+        profile, data_dir=str(data_dir), seeds=_list(seeds, "seeds", int), windows=_list(windows, "windows", int),
+        steps=steps, lr0s=_list(lr0s, "lr0s", float), model=model, windows_per_seed=windows_per_seed)
+
+
+def write(res: verify.VerifyResult, out: Path) -> None:
+    """``verify.json``, ``verify.md``, ``verify.png`` under ``out`` (atomic writes)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    atomic.write_json(out / "verify.json", res.to_json())
+    atomic.write_text(out / "verify.md", verify.markdown(res))
+    fig = verify.figure(res)
+    with atomic.atomic_path(out / "verify.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run(profile: str = "cpu", data_dir: Path = Path("data/raw"), out: Path = Path("results/verify"),
+        seeds: Optional[str] = None, windows: Optional[str] = None, steps: Optional[int] = None,
+        lr0s: Optional[str] = None, model: Optional[str] = None, windows_per_seed: Optional[int] = None,
+        console: Optional[Console] = None) -> verify.VerifyResult:
+    console = console or Console()
+    s = settings(profile, data_dir, seeds, windows, steps, lr0s, model, windows_per_seed)
+    if not Path(data_dir).exists():
+        raise UserError(f"--data-dir {data_dir} does not exist: run `glocal download fashion_mnist` "
+                        "or point --data-dir at a folder of the original files")
+    with console.status("verify") as status:
+        def say(msg: str) -> None:
+            status.update(msg)
+            if not console.is_terminal:  # a log file: one line per step
+                console.log(msg)
+
+        res = verify.run_verify(s, say=say)
+    for problem, sm in res.summary.items():
+        t = Table(title=f"{problem}: estimate vs true global hypergradient ({sm['windows']} windows)")
+        for col in ("estimator", "mean cosine", "median rel. err", "sign agreement", "fallbacks", "tangent steps"):
+            t.add_column(col)
+        for e, v in sm["estimators"].items():
+            t.add_row(e, f"{v['cosine_mean']:.3f}", f"{v['rel_err_median']:.3g}", f"{v['sign_agreement']:.2f}",
+                      str(v["fallbacks"]), str(v["cost_tangent_steps"]))
+        console.print(t)
+    for line in res.conclusions():
+        console.print(line)
+    write(res, out)
+    console.print(f"wrote {out}/verify.md, verify.json, verify.png ({res.seconds['total']:.0f} s)")
+    return res

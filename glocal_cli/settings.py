@@ -1,0 +1,132 @@
+"""Nested frozen settings dataclasses: one default, one help text and one validation per setting.
+
+A settings class is a frozen dataclass whose fields are declared with
+:func:`setting` (a value, its help text) or :func:`section` (a nested settings
+class, e.g. ``TrainConfig.hpo``). Each class validates itself in
+``__post_init__``, so an invalid instance cannot be built and
+``dataclasses.replace`` re-validates.
+
+Every leaf setting has a name that is unique in the whole tree, so a *flat*
+mapping (a ``params.yaml`` profile, the command-line flags) can be routed to
+the right nested field by name; nested mappings (``params.yaml``'s ``hpo``
+section, ``hpo.sgld`` ...) are walked field by field. Unknown names are a
+one-line :class:`~glocal_cli.errors.UserError` naming the key and the allowed
+ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Tuple
+
+from glocal_cli.errors import UserError
+
+HELP = "help"
+SECTION = "section"
+
+
+def setting(default: Any, help: str) -> Any:
+    """A leaf field: its default (written here only) and its one-line help (the CLI shows both)."""
+    return dataclasses.field(default=default, metadata={HELP: help})
+
+
+def section(cls: type, help: str = "", default: Any = None) -> Any:
+    """A nested settings field of class ``cls`` (filled from a nested mapping of the same name).
+
+    ``default``: a function returning the default instance (``cls()`` if None).
+    """
+    return dataclasses.field(default_factory=default or cls, metadata={HELP: help, SECTION: cls})
+
+
+def is_section(f: dataclasses.Field) -> bool:
+    """Whether ``f`` is a nested settings class (declared with :func:`section`)."""
+    return SECTION in f.metadata
+
+
+def leaves(cls: type, prefix: Tuple[str, ...] = ()) -> Dict[str, Tuple[Tuple[str, ...], dataclasses.Field]]:
+    """Every leaf setting of ``cls``: ``name -> (path, field)``, e.g. ``"sigma" -> (("hpo", "sigma"), ...)``.
+
+    A field of ``cls`` itself shadows a same-named leaf of a section below it
+    (that one is then set through a nested mapping). Raises ``TypeError`` when
+    two sections declare the same name (flat routing would be ambiguous).
+    """
+    own = {f.name for f in dataclasses.fields(cls) if not is_section(f)}
+    out: Dict[str, Tuple[Tuple[str, ...], dataclasses.Field]] = {}
+    for f in dataclasses.fields(cls):
+        if is_section(f):
+            sub = {k: v for k, v in leaves(f.metadata[SECTION], prefix + (f.name,)).items() if k not in own}
+        else:
+            sub = {f.name: (prefix + (f.name,), f)}
+        for name, v in sub.items():
+            if name in out:
+                raise TypeError(f"setting {name!r} is declared twice ({'.'.join(out[name][0])}, {'.'.join(v[0])})")
+            out[name] = v
+    return out
+
+
+def to_nested(obj: Any) -> Dict[str, Any]:
+    """A settings instance as a nested dict (values as they are; no copies)."""
+    return {f.name: to_nested(getattr(obj, f.name)) if is_section(f) else getattr(obj, f.name)
+            for f in dataclasses.fields(obj)}
+
+
+def to_flat(obj: Any) -> Dict[str, Any]:
+    """A settings instance as one flat ``{leaf name: value}`` dict (names are unique in the tree)."""
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if is_section(f):
+            out.update(to_flat(value))
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def place(cls: type, target: Dict[str, Any], values: Mapping[str, Any], where: str = "") -> None:
+    """Write ``values`` into the nested dict ``target`` of ``cls``; None values are skipped.
+
+    A key is a field of ``cls`` (a nested mapping for a section field is walked
+    recursively) or the name of a leaf anywhere below it (routed by name).
+    Unknown keys are a one-line UserError naming them and the allowed names.
+    """
+    own = {f.name: f for f in dataclasses.fields(cls)}
+    flat = leaves(cls)
+    for key, value in values.items():
+        if value is None:
+            continue
+        f = own.get(key)
+        if f is not None and is_section(f):
+            if not isinstance(value, Mapping):
+                raise UserError(f"{where}{key}: expected a mapping of names to values, got {type(value).__name__}")
+            place(f.metadata[SECTION], target.setdefault(key, {}), value, f"{where}{key}.")
+        elif f is not None:
+            target[key] = value
+        elif key in flat:
+            node = target
+            path = flat[key][0]
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+        else:
+            known = sorted(set(own) | set(flat))
+            raise UserError(f"unknown parameter {where}{key}; known: {', '.join(known)}")
+
+
+def build(cls: type, nested: Mapping[str, Any]) -> Any:
+    """An instance of ``cls`` from a nested dict (as :func:`place` fills); validation runs once, here.
+
+    Fields absent from ``nested`` take their defaults; start from :func:`to_nested` of a
+    base instance when a section is given in part (its values then complete the section).
+    """
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name in nested:
+            kw[f.name] = build(f.metadata[SECTION], nested[f.name]) if is_section(f) else nested[f.name]
+    return cls(**kw)
+
+
+def from_mapping(cls: type, values: Mapping[str, Any], base: Any = None) -> Any:
+    """``base`` (defaults if None) with ``values`` (flat names or nested sections) applied, built once."""
+    target = to_nested(base if base is not None else cls())
+    place(cls, target, values)
+    return build(cls, target)
