@@ -213,3 +213,74 @@ def test_wrongly_shaped_sections_are_user_errors(params, needle):
 
     with pytest.raises(UserError, match=needle):
         train_config(params, None, {})
+
+
+# --- one source of settings (issue 12) ---------------------------------------------------
+
+
+def test_every_setting_has_exactly_one_train_option_and_back():
+    """`glocal train` has one --option per settable field of TrainConfig / HPOConfig, and no other
+    option than those and the command's own flags; each help shows the dataclass default."""
+    import dataclasses
+    import typer
+
+    from glocal_cli import cli
+    from glocal_cli.config import LEAVES, default_of
+    from glocal_cli.hpo import HPOConfig
+
+    command = typer.main.get_command(cli.app).commands["train"]
+    options = {p.name: p for p in command.params if p.param_type_name == "option" and p.name != "help"}
+    assert len(options) == len(command.params)  # no arguments
+    fields = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "hpo"} | {f.name for f in dataclasses.fields(HPOConfig)}
+    assert set(LEAVES) == fields
+    assert set(options) == fields | set(cli.TRAIN_COMMAND_ONLY)
+    for name in fields:
+        assert options[name].opts == [f"--{name.replace('_', '-')}"], options[name].opts
+        default = default_of(name)
+        shown = ",".join(default) if isinstance(default, tuple) else ("unset" if default in (None, "") else default)
+        assert options[name].help.endswith(f"(default {shown})"), (name, options[name].help)
+        assert options[name].default is None  # unset flags leave params.yaml / the defaults alone
+    assert default_of("sigma") == HPOConfig().sigma == 20 and default_of("lr0") == TrainConfig().lr0
+
+
+def test_configs_validate_when_built_and_user_error_is_a_value_error():
+    import dataclasses
+
+    from glocal_cli.config import from_mapping
+    from glocal_cli.hpo import HPOConfig
+
+    assert issubclass(UserError, ValueError)
+    cfg = from_mapping({"sigma": 6, "tau": 10, "m": 3, "steps": 40, "learn": "lr,momentum"})
+    assert cfg.hpo == HPOConfig(sigma=6, tau=10, m=3, steps=40) and cfg.learn == ("lr", "momentum")
+    assert from_mapping({"hpo": {"sigma": 6, "tau": 10, "m": 3}}).hpo.sigma == 6  # nested sections too
+    with pytest.raises(UserError, match="glocal needs 1 <= m <= sigma - 2"):
+        dataclasses.replace(cfg.hpo, m=5)  # replace re-validates
+    with pytest.raises(UserError, match="--lr0 must be in"):
+        dataclasses.replace(cfg, lr0=2.0)
+    with pytest.raises(UserError, match="unknown parameter hpo.sigmaa; known: .*sigma"):
+        from_mapping({"hpo": {"sigmaa": 3}})
+    assert cfg.to_dict()["sigma"] == 6 and "hpo" not in cfg.to_dict()  # metrics.json keeps its flat config
+
+
+def test_nested_sections_are_walked_generically():
+    """settings.place/build fill any nested section from a nested mapping (no per-field code)."""
+    import dataclasses
+
+    from glocal_cli import settings
+    from glocal_cli.settings import section, setting
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        a: int = setting(1, "a")
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        b: int = setting(2, "b")
+        inner: Inner = section(Inner)
+
+    assert settings.from_mapping(Outer, {"inner": {"a": 5}, "b": 3}) == Outer(b=3, inner=Inner(a=5))
+    assert settings.from_mapping(Outer, {"a": 7}).inner.a == 7  # a leaf name routes to its section
+    with pytest.raises(UserError, match="unknown parameter inner.c"):
+        settings.from_mapping(Outer, {"inner": {"c": 1}})
+    with pytest.raises(UserError, match="inner: expected a mapping"):
+        settings.from_mapping(Outer, {"inner": 3})

@@ -405,8 +405,9 @@ def test_train_help_shows_defaults(capsys):
         cli.main(["train", "--help"])
         raise SystemExit(0)
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("windows between test evaluations (default 20", "windows between checkpoints (default 20",
-                   "(default 0.02)", "default data/runs/", "without --params no params file is read"):
+    for needle in ("windows between test-set evaluations (0: only at the end) (default 20)",
+                   "windows between checkpoints (0: never) (default 20)", "(default 1e-10)", "unset: data/runs/",
+                   "without --params no params file is read"):
         assert needle in text, needle
 
 

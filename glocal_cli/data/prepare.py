@@ -399,6 +399,8 @@ def load_prepared(name: str, path: str | Path) -> Dataset:
             if missing:
                 raise UserError(f"corrupt prepared file {path}: array {missing[0]} missing")
             arrays = readers.SplitArrays(*(z[k] for k in _ARRAY_KEYS))
+    except UserError:  # a UserError is a ValueError: let ours (not run, missing array) through as they are
+        raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"corrupt or truncated prepared file {path}: {readers.short_error(exc)}") from None
     _check_arrays(spec, arrays, str(path))
