@@ -150,14 +150,14 @@ def verify(
               model=model, windows_per_seed=windows_per_seed)
 
 
-def main(argv=None) -> None:
+def main(argv=None, prog_name=None) -> None:
     """Entry point: run the app with honest exit codes.
 
     Bad input: one line ``error: ...`` and exit 2. Ctrl-C: one line and exit 130
     (a training run keeps its checkpoint). Only typer's public API is used.
     """
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=argv, prog_name=prog_name, standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -190,7 +190,7 @@ def main(argv=None) -> None:
 
 def run_stage(path: str) -> None:
     """Entry point of ``stages/<command>.py``: ``python stages/<command>.py ARGS`` runs ``glocal <command> ARGS``."""
-    main([Path(path).stem, *sys.argv[1:]])
+    main([Path(path).stem, *sys.argv[1:]], prog_name="glocal")
 
 
 if __name__ == "__main__":

@@ -284,3 +284,18 @@ def test_nested_sections_are_walked_generically():
         settings.from_mapping(Outer, {"inner": {"c": 1}})
     with pytest.raises(UserError, match="inner: expected a mapping"):
         settings.from_mapping(Outer, {"inner": 3})
+
+
+def test_stages_are_entry_points_not_an_installed_package():
+    """`python stages/<cmd>.py ARGS` is `glocal <cmd> ARGS`; only glocal_cli is packaged (no package `stages`)."""
+    includes = [ln for ln in (ROOT / "pyproject.toml").read_text().splitlines() if ln.startswith("include")]
+    assert includes == ['include = ["glocal_cli*"]'] and not (ROOT / "stages" / "__init__.py").exists()
+    from glocal_cli import cli
+
+    commands = {c.name for c in cli.app.registered_commands} | {c.callback.__name__ for c in cli.app.registered_commands}
+    stage_files = sorted(p.stem for p in (ROOT / "stages").glob("*.py"))
+    assert set(stage_files) <= commands and {"train", "verify", "bench"} <= set(stage_files)
+    res = subprocess.run([sys.executable, str(ROOT / "stages" / "train.py"), "--help"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert res.returncode == 0 and "Usage: glocal train" in res.stdout and "--sigma" in res.stdout, res.stderr
+    assert "import stages" not in (ROOT / "glocal_cli" / "cli.py").read_text()
