@@ -7,6 +7,7 @@ Bad input (unknown names, missing files, bad values) ends with a one-line
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -61,9 +62,11 @@ TRAIN_COMMAND_ONLY = {
 }
 
 
-def _option_type(value) -> type:
-    """The command-line type of a setting whose default is ``value`` (tuples and optax objects are given as text)."""
-    return {bool: bool, int: int, float: float}.get(type(value), str)
+def _option_type(annotation: str) -> type:
+    """The command-line type of a field annotated ``annotation`` (``Optional[float]`` -> float;
+    tuples and optax objects are given as text)."""
+    found = re.search(r"\b(bool|int|float)\b", str(annotation))
+    return {"bool": bool, "int": int, "float": float}[found.group(1)] if found else str
 
 
 def _setting_options() -> list:
@@ -73,7 +76,7 @@ def _setting_options() -> list:
     params = []
     for name, (_, f) in LEAVES.items():
         default = f.default
-        kind = float if name == "dmd_tol" else int if name == "global_outer_steps" else _option_type(default)
+        kind = _option_type(f.type)
         shown = ",".join(default) if isinstance(default, tuple) else ("unset" if default in (None, "") else default)
         opt = typer.Option(None, f"--{name.replace('_', '-')}", help=f"{f.metadata['help']} (default {shown})")
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[kind]))
