@@ -351,7 +351,7 @@ def mlp_task(cfg, splits, hidden: int):
         params, opt_state = state
         x, y = data["train_x"][idx], data["train_y"][idx]
         grads = jax.grad(lambda p: jnp.mean(cross_entropy(model.apply({"params": p}, x), y)))(params)
-        updates, opt_state = opt.update(grads, opt_state, params, phi)
+        updates, opt_state = opt.update(grads, opt_state, params, phi=phi)
         return optax.apply_updates(params, updates), opt_state
 
     def val_loss(state, data):
