@@ -7,7 +7,9 @@ written by ``glocal train``. Its *family* says which experiment it belongs to:
 * ``cifar``: the optimizer task with a WideResNet (Fig. 3);
 * ``reweight``: the data-reweighting task (Table 3);
 * ``global``: runs of the global baseline (Fig. 9, Table 4);
-* ``ablation``: the σ × m ablation (Fig. 5).
+* ``ablation``: the σ × m ablation (Fig. 5);
+* ``lt``: data reweighting on long-tailed MNIST / Fashion-MNIST with LeNet (Table 3b);
+* ``lt_wd``: weight-decay-only tuning on Fashion-MNIST (Table 3b, second part).
 
 The family is the first folder below the runs folder when it is one of those
 names (the layout dvc.yaml writes), else it is inferred from the run's config.
@@ -27,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation")
+FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation", "lt", "lt_wd")
 
 
 @dataclasses.dataclass
@@ -100,6 +102,10 @@ class Group:
 
     def n_diverged(self) -> int:
         return sum(r.status != "complete" for r in self.runs)
+
+    def n_status(self, status: str) -> int:
+        """Runs that ended with ``status`` (``diverged``, ``collapsed``, ...)."""
+        return sum(r.status == status for r in self.runs)
 
 
 def read_history(path: Path) -> Dict[str, np.ndarray]:
@@ -186,7 +192,7 @@ def group_runs(runs: List[Run]) -> Dict[tuple, Group]:
         extra: Tuple = ()
         if r.family == "ablation":
             extra = (int(r.config.get("sigma", 0)), int(r.config.get("m", 0)))
-        elif r.family == "reweight":
+        elif r.family in ("reweight", "lt"):
             extra = (float(r.config.get("imbalance_factor", math.nan)),)
         key = (r.family, r.dataset, r.lr0, r.method) + extra
         if key not in groups:
