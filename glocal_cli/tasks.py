@@ -252,6 +252,8 @@ def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
         return np.asarray(meta.apply({"params": unravel(jnp.asarray(phi, jnp.float32))}, jnp.asarray(losses, jnp.float32)))
 
     def hyperparams(phi):
+        if plain:  # the meta MLP is not used
+            return {}
         w = weights_at(phi, [0.1, 1.0, 3.0])
         return {"w(L=0.1)": float(w[0]), "w(L=1)": float(w[1]), "w(L=3)": float(w[2])}
 

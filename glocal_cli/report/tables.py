@@ -8,7 +8,7 @@ from typing import Dict, List, Sequence, Tuple
 from glocal_cli.report import paper
 from glocal_cli.report.collect import Group
 
-METHOD_ORDER = ("none", "local", "glocal", "global", "sgld")
+METHOD_ORDER = ("none", "local", "glocal", "global")
 
 
 def fmt(x: float, digits: int = 3) -> str:
