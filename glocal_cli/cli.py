@@ -56,7 +56,7 @@ def imbalance(
 @app.command()
 def train(
     dataset: Optional[str] = typer.Option(None, help="dataset name (default fashion_mnist)"),
-    method: Optional[str] = typer.Option(None, help="none | local | glocal | global | sgld (default glocal)"),
+    method: Optional[str] = typer.Option(None, help="none | local | glocal | global | sgld (default glocal; sgld is derived from the Kim & Hospedales abstract, docs/sgld.md)"),
     model: Optional[str] = typer.Option(None, help="lenet | wrn28_2 | wrn16_2 (default lenet)"),
     task: Optional[str] = typer.Option(None, help="optimizer | reweight (default optimizer)"),
     steps: Optional[int] = typer.Option(None, help="inner training steps T (default 20000)"),
