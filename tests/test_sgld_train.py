@@ -43,7 +43,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_sgld_weight_decay_runs_and_resumes(tiny_mnist, tmp_path):
+def test_sgld_weight_decay_runs(tiny_mnist, tmp_path):
     cfg = _cfg(tiny_mnist, tmp_path, "whole", learn=("weight_decay",), sgld_burn_in=1)
     whole = run_training(cfg)
     assert whole["status"] == "complete" and whole["outer_steps"] == 2
@@ -52,6 +52,12 @@ def test_sgld_weight_decay_runs_and_resumes(tiny_mnist, tmp_path):
     assert all(math.isfinite(x) for x in h) and any(x != 0 for x in h)
     assert whole["hyperparams"]["weight_decay"] != pytest.approx(1e-3, rel=1e-6)  # log-parameterised, moved
     assert 0.0 <= whole["test_balanced_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_sgld_resume_equals_uninterrupted(tiny_mnist, tmp_path):
+    """The Langevin noise and validation draws are pure functions of (seed, window): resuming repeats them."""
+    whole = run_training(_cfg(tiny_mnist, tmp_path, "whole", learn=("weight_decay",), sgld_burn_in=1))
     split_cfg = _cfg(tiny_mnist, tmp_path, "split", learn=("weight_decay",), sgld_burn_in=1)
     assert run_training(split_cfg, stop_after=1)["status"] == "stopped"
     resumed = run_training(split_cfg)
