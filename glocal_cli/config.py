@@ -27,6 +27,11 @@ CONV_IMPLS = ("auto", "patches", "lax")
 OUTER_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LEARNABLE = ("lr", "momentum", "weight_decay")
 RUNS_DIR = "data/runs"  # default parent of run folders; `glocal report` reads the same folder
+REWEIGHT_LOSSES = ("mean", "sum")  # ours: mean_i L_i mu(L_i); the paper's text: sum_i L_i mu(L_i)
+IMBALANCE_EXPONENTS = ("cui", "paper")  # class c keeps n_max f^(-c/(C-1)) (Cui et al.) or f^(-c/C) (paper's text)
+SGLD_LEARNABLE = ("weight_decay",)  # hyperparameters inside the training loss (optimizer task)
+MNIST_OUTER_LR, CIFAR_OUTER_LR = 0.1, 0.01  # the paper's outer Adam learning rates (Sec. 4)
+REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +53,7 @@ class TrainConfig:
     weight_decay0: float = 1e-3
     learn: tuple = LEARNABLE  # which SGD hyperparameters are learned (optimizer task)
     outer_optimizer: str = "adam"
-    outer_lr: float = 0.1
+    outer_lr: Optional[float] = None  # None: task default (0.1 MNIST-family optimizer task, 0.01 reweight / CIFAR)
     estimator: str = "glocal"  # method glocal: glocal | glocal-strict | glocal-horizon | glocal-robust | mean | local
     dmd_tol: Optional[float] = None  # None: the estimator's default; see docs/method.md for the evidence
     dmd_rank_rtol: float = dmd.DEFAULT_RANK_RTOL
@@ -58,6 +63,15 @@ class TrainConfig:
     val_fraction: float = 0.1
     imbalance_factor: float = 50.0  # reweight task: long-tail factor of the training set
     reweight_val: int = 1000  # reweight task: balanced validation examples taken from the training set
+    reweight_loss: str = "mean"  # reweight task: "mean" (ours) or "sum" (the paper's literal inner loss)
+    imbalance_exponent: str = "cui"  # long tail: "cui" f^(-c/(C-1)) or "paper" f^(-c/C)
+    sgld_temperature: float = 1.0  # sgld: temperature of the SUMMED training loss (1 = posterior); T0 = this / N_train
+    sgld_step_size: Optional[float] = None  # sgld: eta; None = lr0 (optimizer task) or 0.1 (reweight task)
+    sgld_burn_in: int = 0  # sgld: steps at each window's start not averaged into the hypergradient
+    sgld_thin: int = 1  # sgld: average every thin-th step after the burn-in
+    sgld_damping: float = 0.0  # sgld: delta in z <- (1 - eta delta) z - eta (H z - u)
+    sgld_persist_z: bool = False  # sgld: carry z across windows (False: z = 0 at every window's start)
+    sgld_val_batch: int = 0  # sgld: validation examples per step for u_t (0: batch_size)
     eval_every: int = 20  # windows between test-set evaluations (0: only at the end)
     checkpoint_every: int = 20  # windows between checkpoints (0: never)
     conv_impl: str = "auto"  # auto: patches+matmul on CPU, XLA/cuDNN convolutions on GPU
@@ -104,6 +118,20 @@ class TrainConfig:
         if not self.data_dir:
             raise UserError("--data-dir must not be empty")
         check_output_dir(self.run_dir(), "--out")
+        for name, allowed in (("reweight_loss", REWEIGHT_LOSSES), ("imbalance_exponent", IMBALANCE_EXPONENTS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
+        if self.method == "sgld" and self.task == "optimizer":
+            bad = [x for x in self.learn if x not in SGLD_LEARNABLE]
+            if bad:
+                raise UserError(
+                    f"--method sgld cannot learn {','.join(bad)}: the Langevin target exp(-L_T/T0) does not depend on "
+                    "the SGD step size or momentum, so their hypergradient is zero; use --learn weight_decay"
+                )
+        if self.outer_lr is not None and not (math.isfinite(self.outer_lr) and self.outer_lr > 0):
+            raise UserError(f"--outer-lr: outer_lr must be a finite number > 0, got {self.outer_lr}")
+        if self.sgld_step_size is not None and not self.sgld_step_size > 0:
+            raise UserError(f"--sgld-step-size must be > 0, got {self.sgld_step_size}")
         try:
             self.hpo().validate()
         except ValueError as e:
@@ -118,15 +146,28 @@ class TrainConfig:
 
         return "patches" if jax.default_backend() == "cpu" else "lax"
 
+    def resolved_outer_lr(self) -> float:
+        """``outer_lr``, or the paper's task default: 0.01 for reweighting and CIFAR / WRN, else 0.1."""
+        if self.outer_lr is not None:
+            return float(self.outer_lr)
+        cifar = self.task == "reweight" or self.model.startswith("wrn") or self.dataset.startswith("cifar")
+        return CIFAR_OUTER_LR if cifar else MNIST_OUTER_LR
+
+    def resolved_sgld_step_size(self) -> float:
+        """SGLD step η: ``sgld_step_size``, or lr0 (optimizer task), or 0.1 (reweight task)."""
+        if self.sgld_step_size is not None:
+            return float(self.sgld_step_size)
+        return REWEIGHT_SGLD_STEP if self.task == "reweight" else float(self.lr0)
+
     def hpo(self) -> HPOConfig:
-        """The outer-loop part of the config."""
+        """The outer-loop part of the config (task defaults resolved here, in one place)."""
         return HPOConfig(
             method=self.method,
             steps=self.steps,
             tau=self.tau,
             sigma=self.sigma,
             m=self.m,
-            outer_lr=self.outer_lr,
+            outer_lr=self.resolved_outer_lr(),
             outer_optimizer=self.outer_optimizer,
             estimator=self.estimator,
             dmd_tol=self.dmd_tol,
@@ -134,6 +175,14 @@ class TrainConfig:
             grad_mode=self.grad_mode,
             global_outer_steps=self.global_outer_steps,
             val_batch=self.val_batch,
+            seed=self.seed,
+            sgld_temperature=self.sgld_temperature,
+            sgld_step_size=self.resolved_sgld_step_size(),
+            sgld_burn_in=self.sgld_burn_in,
+            sgld_thin=self.sgld_thin,
+            sgld_damping=self.sgld_damping,
+            sgld_persist_z=self.sgld_persist_z,
+            sgld_val_batch=self.sgld_val_batch or self.batch_size,
         )
 
     @property

@@ -10,7 +10,10 @@ optimizer (Adam by default) fed with a hypergradient:
   default ``glocal``: the paper's Eq. 20 by Hankel DMD). Its diagnostics and
   any fallback to ``h_τ`` are recorded per window;
 * ``global``: every outer step retrains from ``θ_0`` for all T steps with
-  tangents carried across windows, and uses ``h_T``.
+  tangents carried across windows, and uses ``h_T``;
+* ``sgld``: the window's τ steps are SGLD samples of ``exp(−L_T/T₀)`` and the
+  hypergradient is the adjoint-forward Monte-Carlo estimate of
+  :mod:`glocal_cli.sgld` (needs ``InnerProblem.train_loss``).
 
 The inner problem is an :class:`InnerProblem`; the driver is
 :class:`HPORunner`, whose :meth:`HPORunner.run_window` advances an explicit
@@ -34,7 +37,7 @@ from glocal_cli import dmd
 from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator, needs_window
 from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
 
-METHODS = ("none", "local", "glocal", "global")
+METHODS = ("none", "local", "glocal", "global", "sgld")
 
 
 class InnerProblem(NamedTuple):
@@ -48,6 +51,12 @@ class InnerProblem(NamedTuple):
         leading ``[n_steps]`` axis; must be a pure function of its arguments.
       data: pytree passed to ``step`` and ``val_loss`` (device arrays), or None.
       hyperparams: ``phi -> {name: value}`` for logging (optional).
+      train_loss: ``(params, phi, batch, data) -> scalar``, the minibatch training
+        loss whose Gibbs distribution ``sgld`` samples (``params = state[0]``); the
+        other methods use ``step`` only.
+      val_loss_batch: ``(params, val_idx [b], data) -> scalar``, the validation loss
+        on a subsample (``sgld``'s ``u_t``).
+      n_train, n_val: training / validation set sizes (``sgld``: ``T₀ = temperature / n_train``).
     """
 
     init_state: Any
@@ -56,6 +65,10 @@ class InnerProblem(NamedTuple):
     batches: Callable[[int, int], Any]
     data: Any = None
     hyperparams: Optional[Callable] = None
+    train_loss: Optional[Callable] = None
+    val_loss_batch: Optional[Callable] = None
+    n_train: int = 0
+    n_val: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +88,14 @@ class HPOConfig:
     grad_mode: str = "auto"  # "forward", "reverse" or "auto" (by q)
     global_outer_steps: Optional[int] = None  # outer steps of `global` (default T/τ)
     val_batch: int = -1  # recorded validations evaluated together after the scan; 0: in the scan; -1: auto
+    seed: int = 0  # sgld: the Langevin noise of window w is PRNGKey(seed) folded with w
+    sgld_temperature: float = 1.0  # temperature of the summed training loss; T0 = this / n_train
+    sgld_step_size: float = 1e-3  # eta
+    sgld_burn_in: int = 0  # steps at each window's start not averaged
+    sgld_thin: int = 1  # average every thin-th step after the burn-in
+    sgld_damping: float = 0.0  # delta
+    sgld_persist_z: bool = False  # carry z across windows
+    sgld_val_batch: int = 128  # validation examples per step for u_t
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message on an inconsistent config."""
@@ -101,6 +122,18 @@ class HPOConfig:
         if self.val_batch < -1:
             raise ValueError(f"val_batch must be -1 (auto), 0 (in the scan) or a positive count, got {self.val_batch}")
         outer_optimizer(self.outer_optimizer, self.outer_lr)  # raises on an unknown name
+        if self.method == "sgld":
+            checks = (
+                ("sgld temperature", self.sgld_temperature, self.sgld_temperature >= 0, ">= 0"),
+                ("sgld step size", self.sgld_step_size, self.sgld_step_size > 0, "> 0"),
+                ("sgld burn_in", self.sgld_burn_in, 0 <= self.sgld_burn_in < self.tau, f"in [0, tau={self.tau})"),
+                ("sgld thin", self.sgld_thin, 1 <= self.sgld_thin <= self.tau, f"in [1, tau={self.tau}]"),
+                ("sgld damping", self.sgld_damping, self.sgld_damping >= 0, ">= 0"),
+                ("sgld val_batch", self.sgld_val_batch, self.sgld_val_batch >= 1, ">= 1"),
+            )
+            for name, value, ok, allowed in checks:
+                if not ok:
+                    raise ValueError(f"{name} must be {allowed}, got {value}")
 
     @property
     def windows(self) -> int:
@@ -208,6 +241,10 @@ class HPORunner:
         self._train = make_train_fn(problem.step)
         self._windows = {}
         self.estimator = make_estimator(cfg.estimator, m=cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
+        if cfg.method == "sgld":
+            if problem.train_loss is None or problem.val_loss_batch is None:
+                raise ValueError("the sgld method needs an inner problem with train_loss and val_loss_batch")
+            self._sgld_fn = _make_sgld_fn(problem, cfg)
 
     def with_config(self, cfg: HPOConfig) -> "HPORunner":
         """A runner of the same problem with another config, sharing the compiled functions."""
@@ -215,6 +252,7 @@ class HPORunner:
         other._train = self._train
         other._windows = self._windows
         return other
+
 
     def val_batch(self, n_record: int) -> int:
         """Validation evaluations batched after the scan: auto = 0 on CPU (in the scan), all on an accelerator."""
@@ -240,7 +278,10 @@ class HPORunner:
     def init(self, phi0) -> HPOState:
         """Outer state at the start of a run from ``phi0 [q]``."""
         phi = jnp.asarray(phi0, dtype=jax.tree_util.tree_leaves(self.problem.init_state)[0].dtype)
-        return HPOState(self.problem.init_state, phi, self.tx.init(phi), 0)
+        inner = self.problem.init_state
+        if self.cfg.method == "sgld":  # (params, ..., z): the adjoint-forward state rides along
+            inner = tuple(inner) + (jax.tree_util.tree_map(jnp.zeros_like, inner[0]),)
+        return HPOState(inner, phi, self.tx.init(phi), 0)
 
     def done(self, hs: HPOState) -> bool:
         return hs.outer_step >= self.cfg.outer_steps
@@ -266,6 +307,12 @@ class HPORunner:
             h_local = h_all[-1]
             used = h_local
             rec_dmd = None
+        elif cfg.method == "sgld":
+            inner, h_all, val, finite, step = self._sgld_window(hs)
+            h_local = used = h_all[-1]
+            rec_dmd = None
+            if on_chunk is not None:
+                on_chunk(cfg.tau)
         else:
             start = hs.outer_step * cfg.tau
             batches = self.problem.batches(start, cfg.tau)
@@ -311,6 +358,26 @@ class HPORunner:
         phi = optax.apply_updates(hs.phi, updates)
         return HPOState(inner, phi, outer, hs.outer_step + 1), record
 
+    def _sgld_window(self, hs: HPOState):
+        """One window of :func:`glocal_cli.sgld.sgld_window`; ``hs.inner = (params, ..., z)``.
+
+        Returns ``(inner, [[mean ĝ]] [1, q], val_loss, finite, step)``. The noise and the
+        validation subsamples are pure functions of (seed, window), so a resumed run
+        repeats them exactly.
+        """
+        cfg, problem = self.cfg, self.problem
+        start = hs.outer_step * cfg.tau
+        batches = problem.batches(start, cfg.tau)
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), hs.outer_step)
+        params, z = hs.inner[0], hs.inner[-1]
+        if not cfg.sgld_persist_z:
+            z = jax.tree_util.tree_map(jnp.zeros_like, z)
+        out, val = self._sgld_fn(params, z, hs.phi, batches, key, problem.data, hs.inner[1:-1])
+        inner = (out.params,) + tuple(hs.inner[1:-1]) + (out.z,)
+        h = np.asarray(out.hypergrad, np.float64)[None, :]
+        finite = bool(out.finite) and bool(np.isfinite(val))
+        return inner, h, float(val), finite, start + cfg.tau
+
     def _global_run(self, phi, mode, on_chunk):
         """Retrain from θ_0 for T steps with φ fixed, tangents carried (see :meth:`hypergrad_to_end`)."""
         if mode == "reverse":
@@ -349,6 +416,33 @@ class HPORunner:
         h = np.asarray(out.hypergrads, np.float64)
         finite = bool(out.finite) and bool(np.all(np.isfinite(h)))
         return HypergradToEnd(inner, h, float(out.val_losses[-1]), finite, cfg.steps)
+
+
+def _make_sgld_fn(problem: InnerProblem, cfg: HPOConfig):
+    """Jitted ``(params, z, phi, batches, key, data, rest) -> (SGLDWindow, full val loss)``.
+
+    ``T₀ = sgld_temperature / n_train`` (the tasks' training loss is a mean, so a
+    temperature of 1 is the Bayesian posterior of the summed loss). The validation
+    subsample of each step (``sgld_val_batch`` indices, with replacement) comes from
+    ``key``; the window's reported validation loss is the full one at its end.
+    """
+    from glocal_cli import sgld
+
+    temp = cfg.sgld_temperature / problem.n_train if problem.n_train else cfg.sgld_temperature
+    settings = sgld.SGLDSettings(cfg.sgld_step_size, temp, cfg.sgld_burn_in, cfg.sgld_thin, cfg.sgld_damping)
+    n_val = max(int(problem.n_val), 1)
+
+    def val_loss(params, phi, idx, data):
+        return problem.val_loss_batch(params, idx, data)
+
+    def fn(params, z, phi, batches, key, data, rest):
+        k_noise, k_val = jax.random.split(key)
+        val_idx = jax.random.randint(k_val, (cfg.tau, cfg.sgld_val_batch), 0, n_val)
+        out = sgld.sgld_window(problem.train_loss, val_loss, params, z, phi, batches, val_idx, k_noise, data, settings)
+        full = problem.val_loss((out.params,) + tuple(rest), data)
+        return out, full
+
+    return jax.jit(fn)
 
 
 def run(problem: InnerProblem, cfg: HPOConfig, phi0) -> tuple[HPOState, List[WindowRecord]]:

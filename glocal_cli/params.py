@@ -5,6 +5,7 @@ Layout (see the repository's ``params.yaml``)::
     profile: quick            # which entry of `profiles` applies
     train: {...}              # TrainConfig fields shared by every profile
     hpo: {tau, sigma, m, ...} # TrainConfig fields of the outer loop
+      sgld: {temperature, ...}  # the sgld method's settings -> TrainConfig.sgld_* fields
     profiles:
       quick: {steps: ..., ...}
       paper: {steps: 20000, ..., gpu_required_for: [wrn28_2, wrn16_2]}
@@ -71,11 +72,20 @@ def profile_section(params: Dict[str, Any], profile: Optional[str]) -> Dict[str,
     return section
 
 
+def hpo_fields(params: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``hpo`` section as TrainConfig fields: the nested ``hpo.sgld`` mapping becomes ``sgld_*``."""
+    hpo = dict(_section(params, "hpo", ""))
+    sgld = _section(hpo, "sgld", "hpo.")
+    hpo.pop("sgld", None)
+    hpo.update({f"sgld_{k}": v for k, v in sgld.items()})
+    return hpo
+
+
 def train_config(params: Dict[str, Any], profile: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
-    """TrainConfig from defaults <- ``train`` <- ``hpo`` <- profile <- command-line ``overrides``."""
+    """TrainConfig from defaults <- ``train`` <- ``hpo`` (with ``hpo.sgld``) <- profile <- command-line ``overrides``."""
     cfg = TrainConfig()
     cfg = from_mapping(_section(params, "train", ""), cfg)
-    cfg = from_mapping(_section(params, "hpo", ""), cfg)
+    cfg = from_mapping(hpo_fields(params), cfg)
     prof = profile_section(params, profile)
     gpu_models = prof.pop("gpu_required_for", []) or []
     cfg = from_mapping(prof, cfg)
