@@ -108,7 +108,7 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
     from glocal_cli.hypergrad import tangent_hypergrad
 
     say = progress or (lambda msg: None)
-    h = s.train.hpo
+    h = s.train.resolved_hpo()
     n_windows_run = 1 + s.windows  # compiling window + timed ones
     steps = max(n_windows_run * h.tau, h.tau * 2)
     task, splits = build_lenet_task(s, steps)

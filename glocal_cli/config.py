@@ -27,6 +27,11 @@ MODELS = ("lenet", "wrn28_2", "wrn16_2")
 CONV_IMPLS = ("auto", "patches", "lax")
 LEARNABLE = ("lr", "momentum", "weight_decay")
 RUNS_DIR = "data/runs"  # default parent of run folders; `glocal report` reads the same folder
+REWEIGHT_LOSSES = ("mean", "sum")  # ours: mean_i L_i mu(L_i); the paper's text: sum_i L_i mu(L_i)
+IMBALANCE_EXPONENTS = ("cui", "paper")  # class c keeps n_max f^(-c/(C-1)) (Cui et al.) or f^(-c/C) (paper's text)
+SGLD_LEARNABLE = ("weight_decay",)  # hyperparameters inside the training loss (optimizer task)
+MNIST_OUTER_LR, CIFAR_OUTER_LR = 0.1, 0.01  # the paper's outer Adam learning rates (Sec. 4)
+REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +42,6 @@ class TrainConfig:
     task: str = setting("optimizer", "optimizer (SGD hyperparameters) | reweight (data reweighting)")
     model: str = setting("lenet", "lenet | wrn28_2 | wrn16_2")
     batch_size: int = setting(128, "minibatch size")
-    seed: int = setting(0, "fixes split, initialization and batch order")
     lr0: float = setting(1e-3, "initial inner learning rate")
     momentum0: float = setting(0.1, "initial momentum")
     weight_decay0: float = setting(1e-3, "initial weight decay")
@@ -45,6 +49,8 @@ class TrainConfig:
     val_fraction: float = setting(0.1, "held-out validation fraction")
     imbalance_factor: float = setting(50.0, "reweight task: long-tail factor of the training set, > 1")
     reweight_val: int = setting(1000, "reweight task: balanced validation examples taken from the training set")
+    reweight_loss: str = setting("mean", "reweight task: mean (ours) | sum (the paper's literal sum_i L_i mu(L_i))")
+    imbalance_exponent: str = setting("cui", "long tail: cui (f^(-c/(C-1))) | paper (f^(-c/C))")
     eval_every: int = setting(20, "windows between test-set evaluations (0: only at the end)")
     checkpoint_every: int = setting(20, "windows between checkpoints (0: never)")
     conv_impl: str = setting("auto", "auto (patches+matmul on CPU, XLA/cuDNN on GPU) | patches | lax")
@@ -63,7 +69,8 @@ class TrainConfig:
         object.__setattr__(self, "dataset", canonical_name(str(self.dataset)))
         if not isinstance(self.hpo, HPOConfig):
             raise UserError(f"hpo must be an HPOConfig, got {type(self.hpo).__name__}")
-        choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS}
+        choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS, "reweight_loss": REWEIGHT_LOSSES,
+                   "imbalance_exponent": IMBALANCE_EXPONENTS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -77,8 +84,13 @@ class TrainConfig:
         bad = [x for x in self.learn if x not in LEARNABLE]
         if bad or not self.learn:
             raise UserError(f"--learn {','.join(self.learn)!r}: choose from {', '.join(LEARNABLE)}")
-        if self.seed < 0:
-            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.hpo.method == "sgld" and self.task == "optimizer":
+            bad = [x for x in self.learn if x not in SGLD_LEARNABLE]
+            if bad:
+                raise UserError(
+                    f"--method sgld cannot learn {','.join(bad)}: the Langevin target exp(-L_T/T0) does not depend on "
+                    "the SGD step size or momentum, so their hypergradient is zero; use --learn weight_decay"
+                )
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         for name in ("eval_every", "checkpoint_every"):
@@ -90,6 +102,31 @@ class TrainConfig:
             raise UserError(f"--imbalance-factor must be a finite number > 1, got {self.imbalance_factor}")
         if not self.data_dir:
             raise UserError("--data-dir must not be empty")
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (``hpo.seed``): split, initialization, batch order and sgld's noise."""
+        return self.hpo.seed
+
+    def resolved_outer_lr(self) -> float:
+        """``hpo.outer_lr``, or the paper's task default: 0.01 for reweighting and CIFAR / WRN, else 0.1."""
+        if self.hpo.outer_lr is not None:
+            return float(self.hpo.outer_lr)
+        cifar = self.task == "reweight" or self.model.startswith("wrn") or self.dataset.startswith("cifar")
+        return CIFAR_OUTER_LR if cifar else MNIST_OUTER_LR
+
+    def resolved_sgld_step_size(self) -> float:
+        """SGLD step η: ``hpo.sgld.step_size``, or lr0 (optimizer task), or 0.1 (reweight task)."""
+        if self.hpo.sgld.step_size is not None:
+            return float(self.hpo.sgld.step_size)
+        return REWEIGHT_SGLD_STEP if self.task == "reweight" else float(self.lr0)
+
+    def resolved_hpo(self) -> HPOConfig:
+        """``hpo`` with the task's defaults filled in (outer lr, sgld step and validation batch): what the runner gets."""
+        h = self.hpo
+        sgld = dataclasses.replace(h.sgld, step_size=self.resolved_sgld_step_size(),
+                                   val_batch=h.sgld.val_batch or self.batch_size)
+        return dataclasses.replace(h, outer_lr=self.resolved_outer_lr(), sgld=sgld)
 
     def resolved_conv_impl(self) -> str:
         """``conv_impl`` with ``auto`` resolved by the default JAX backend."""

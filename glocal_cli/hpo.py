@@ -10,7 +10,10 @@ optimizer (Adam by default) fed with a hypergradient:
   default ``glocal``: the paper's Eq. 20 by Hankel DMD). Its diagnostics and
   any fallback to ``h_τ`` are recorded per window;
 * ``global``: every outer step retrains from ``θ_0`` for all T steps with
-  tangents carried across windows, and uses ``h_T``.
+  tangents carried across windows, and uses ``h_T``;
+* ``sgld``: the window's τ steps are SGLD samples of ``exp(−L_T/T₀)`` and the
+  hypergradient is the adjoint-forward Monte-Carlo estimate of
+  :mod:`glocal_cli.sgld` (needs ``InnerProblem.train_loss``).
 
 The inner problem is an :class:`InnerProblem`; the driver is
 :class:`HPORunner`, whose :meth:`HPORunner.run_window` advances an explicit
@@ -35,9 +38,11 @@ from glocal_cli.errors import UserError
 from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator, needs_window
 from glocal_cli.hypergrad import MODES as GRAD_MODES
 from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
-from glocal_cli.settings import setting
+from glocal_cli.settings import section, setting
 
-METHODS = ("none", "local", "glocal", "global")
+METHODS = ("none", "local", "glocal", "global", "sgld")
+DEFAULT_OUTER_LR = 0.1  # outer_lr unset and no task to resolve it (the MNIST-family value)
+DEFAULT_SGLD_STEP, DEFAULT_SGLD_VAL_BATCH = 1e-3, 128  # sgld.step_size / val_batch unset and no task
 
 
 class InnerProblem(NamedTuple):
@@ -51,6 +56,12 @@ class InnerProblem(NamedTuple):
         leading ``[n_steps]`` axis; must be a pure function of its arguments.
       data: pytree passed to ``step`` and ``val_loss`` (device arrays), or None.
       hyperparams: ``phi -> {name: value}`` for logging (optional).
+      train_loss: ``(params, phi, batch, data) -> scalar``, the minibatch training
+        loss whose Gibbs distribution ``sgld`` samples (``params = state[0]``); the
+        other methods use ``step`` only.
+      val_loss_batch: ``(params, val_idx [b], data) -> scalar``, the validation loss
+        on a subsample (``sgld``'s ``u_t``).
+      n_train, n_val: training / validation set sizes (``sgld``: ``T₀ = temperature / n_train``).
     """
 
     init_state: Any
@@ -59,6 +70,41 @@ class InnerProblem(NamedTuple):
     batches: Callable[[int, int], Any]
     data: Any = None
     hyperparams: Optional[Callable] = None
+    train_loss: Optional[Callable] = None
+    val_loss_batch: Optional[Callable] = None
+    n_train: int = 0
+    n_val: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SGLDConfig:
+    """Settings of the ``sgld`` method (``params.yaml``'s ``hpo.sgld``; flat names ``sgld_<field>``).
+
+    ``step_size`` and ``val_batch`` unset: the run's task default (set by
+    :class:`~glocal_cli.config.TrainConfig`: lr0 or 0.1 for reweighting; the
+    batch size); an HPOConfig used alone takes 1e-3 and 128.
+    """
+
+    temperature: float = setting(1.0, "sgld: temperature of the summed training loss (1: posterior); T0 = this / n_train")
+    step_size: Optional[float] = setting(None, "sgld: SGLD step eta; unset: lr0 (0.1 for reweight)")
+    burn_in: int = setting(0, "sgld: steps at each window's start not averaged")
+    thin: int = setting(1, "sgld: average every thin-th step after the burn-in")
+    damping: float = setting(0.0, "sgld: damping delta of the z recurrence")
+    persist_z: bool = setting(False, "sgld: carry z across windows (false: z = 0 at every window's start)")
+    val_batch: Optional[int] = setting(None, "sgld: validation examples per step for u_t; unset: the batch size")
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("sgld temperature", self.temperature, self.temperature >= 0, ">= 0"),
+            ("sgld step size", self.step_size, self.step_size is None or self.step_size > 0, "> 0"),
+            ("sgld damping", self.damping, self.damping >= 0, ">= 0"),
+            ("sgld val_batch", self.val_batch, self.val_batch is None or self.val_batch >= 1, ">= 1"),
+            ("sgld burn_in", self.burn_in, self.burn_in >= 0, ">= 0"),
+            ("sgld thin", self.thin, self.thin >= 1, ">= 1"),
+        )
+        for name, value, ok, allowed in checks:
+            if not ok:
+                raise UserError(f"{name} must be {allowed}, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +116,13 @@ class HPOConfig:
     :class:`~glocal_cli.errors.UserError` (a ``ValueError``) naming it.
     """
 
-    method: str = setting("glocal", "none | local | glocal | global")
+    method: str = setting("glocal", "none | local | glocal | global | sgld (sgld: docs/sgld.md)")
     steps: int = setting(20_000, "inner training steps T")
     tau: int = setting(50, "inner steps per hyperparameter update")
     sigma: int = setting(20, "local hypergradients fed to DMD (the last sigma of each window)")
     m: int = setting(10, "Hankel time-delay stacks")
-    outer_lr: float = setting(0.1, "learning rate of the outer optimizer on phi")
+    outer_lr: Optional[float] = setting(
+        None, "learning rate of the outer optimizer on phi; unset: the task's (0.1 MNIST-family optimizer task, 0.01 reweight / CIFAR; 0.1 for an HPOConfig alone)")
     outer_optimizer: Union[str, optax.GradientTransformation] = setting(
         "adam", "adam | sgd | rmsprop (built with outer_lr), or any optax.GradientTransformation from Python")
     estimator: str = setting(
@@ -85,6 +132,8 @@ class HPOConfig:
     grad_mode: str = setting("auto", "forward | reverse | auto (by the number of hyperparameters)")
     global_outer_steps: Optional[int] = setting(None, "outer steps of the global method, >= 1; unset: T / tau")
     val_batch: int = setting(-1, "validations batched after the window's scan; -1: auto, 0: in the scan")
+    seed: int = setting(0, "fixes split, initialization, batch order and sgld's Langevin noise")
+    sgld: SGLDConfig = section(SGLDConfig, "the sgld method (params.yaml hpo.sgld)", prefix="sgld_")
 
     def __post_init__(self) -> None:
         """Raise a one-line :class:`UserError` on a bad or inconsistent value."""
@@ -103,8 +152,10 @@ class HPOConfig:
             raise UserError(f"glocal needs 1 <= m <= sigma - 2, got m={self.m}, sigma={self.sigma}")
         if self.method == "glocal" and self.sigma > self.tau:
             raise UserError(f"sigma must be <= tau, got sigma={self.sigma}, tau={self.tau}")
-        if not (math.isfinite(self.outer_lr) and self.outer_lr > 0):
+        if self.outer_lr is not None and not (math.isfinite(self.outer_lr) and self.outer_lr > 0):
             raise UserError(f"outer_lr must be a finite number > 0, got {self.outer_lr}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
         if self.dmd_tol is not None and not (math.isfinite(self.dmd_tol) and self.dmd_tol > 0):
             raise UserError(f"dmd_tol must be a finite number > 0 (or unset: the estimator's default), got {self.dmd_tol}")
         if not (math.isfinite(self.dmd_rank_rtol) and 0 <= self.dmd_rank_rtol < 1):
@@ -113,7 +164,17 @@ class HPOConfig:
             raise UserError(f"global_outer_steps must be >= 1 (or unset: T / tau), got {self.global_outer_steps}")
         if self.val_batch < -1:
             raise UserError(f"val_batch must be -1 (auto), 0 (in the scan) or a positive count, got {self.val_batch}")
-        outer_optimizer(self.outer_optimizer, self.outer_lr)  # raises on an unknown name
+        outer_optimizer(self.outer_optimizer, self.lr)  # raises on an unknown name
+        if self.method == "sgld":
+            if not 0 <= self.sgld.burn_in < self.tau:
+                raise UserError(f"sgld burn_in must be in [0, tau={self.tau}), got {self.sgld.burn_in}")
+            if not 1 <= self.sgld.thin <= self.tau:
+                raise UserError(f"sgld thin must be in [1, tau={self.tau}], got {self.sgld.thin}")
+
+    @property
+    def lr(self) -> float:
+        """The outer learning rate: ``outer_lr``, or 0.1 when unset (a TrainConfig sets its task's)."""
+        return DEFAULT_OUTER_LR if self.outer_lr is None else float(self.outer_lr)
 
     @property
     def windows(self) -> int:
@@ -216,10 +277,14 @@ class HPORunner:
     def __init__(self, problem: InnerProblem, cfg: HPOConfig):
         self.problem = problem
         self.cfg = cfg
-        self.tx = outer_optimizer(cfg.outer_optimizer, cfg.outer_lr)
+        self.tx = outer_optimizer(cfg.outer_optimizer, cfg.lr)
         self._train = make_train_fn(problem.step)
         self._windows = {}
         self.estimator = make_estimator(cfg.estimator, m=cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
+        if cfg.method == "sgld":
+            if problem.train_loss is None or problem.val_loss_batch is None:
+                raise ValueError("the sgld method needs an inner problem with train_loss and val_loss_batch")
+            self._sgld_fn = _make_sgld_fn(problem, cfg)
 
     def with_config(self, cfg: HPOConfig) -> "HPORunner":
         """A runner of the same problem with another config, sharing the compiled functions."""
@@ -227,6 +292,7 @@ class HPORunner:
         other._train = self._train
         other._windows = self._windows
         return other
+
 
     def val_batch(self, n_record: int) -> int:
         """Validation evaluations batched after the scan: auto = 0 on CPU (in the scan), all on an accelerator."""
@@ -252,7 +318,10 @@ class HPORunner:
     def init(self, phi0) -> HPOState:
         """Outer state at the start of a run from ``phi0 [q]``."""
         phi = jnp.asarray(phi0, dtype=jax.tree_util.tree_leaves(self.problem.init_state)[0].dtype)
-        return HPOState(self.problem.init_state, phi, self.tx.init(phi), 0)
+        inner = self.problem.init_state
+        if self.cfg.method == "sgld":  # (params, ..., z): the adjoint-forward state rides along
+            inner = tuple(inner) + (jax.tree_util.tree_map(jnp.zeros_like, inner[0]),)
+        return HPOState(inner, phi, self.tx.init(phi), 0)
 
     def done(self, hs: HPOState) -> bool:
         return hs.outer_step >= self.cfg.outer_steps
@@ -278,6 +347,12 @@ class HPORunner:
             h_local = h_all[-1]
             used = h_local
             rec_dmd = None
+        elif cfg.method == "sgld":
+            inner, h_all, val, finite, step = self._sgld_window(hs)
+            h_local = used = h_all[-1]
+            rec_dmd = None
+            if on_chunk is not None:
+                on_chunk(cfg.tau)
         else:
             start = hs.outer_step * cfg.tau
             batches = self.problem.batches(start, cfg.tau)
@@ -323,6 +398,26 @@ class HPORunner:
         phi = optax.apply_updates(hs.phi, updates)
         return HPOState(inner, phi, outer, hs.outer_step + 1), record
 
+    def _sgld_window(self, hs: HPOState):
+        """One window of :func:`glocal_cli.sgld.sgld_window`; ``hs.inner = (params, ..., z)``.
+
+        Returns ``(inner, [[mean ĝ]] [1, q], val_loss, finite, step)``. The noise and the
+        validation subsamples are pure functions of (seed, window), so a resumed run
+        repeats them exactly.
+        """
+        cfg, problem = self.cfg, self.problem
+        start = hs.outer_step * cfg.tau
+        batches = problem.batches(start, cfg.tau)
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), hs.outer_step)
+        params, z = hs.inner[0], hs.inner[-1]
+        if not cfg.sgld.persist_z:
+            z = jax.tree_util.tree_map(jnp.zeros_like, z)
+        out, val = self._sgld_fn(params, z, hs.phi, batches, key, problem.data, hs.inner[1:-1])
+        inner = (out.params,) + tuple(hs.inner[1:-1]) + (out.z,)
+        h = np.asarray(out.hypergrad, np.float64)[None, :]
+        finite = bool(out.finite) and bool(np.isfinite(val))
+        return inner, h, float(val), finite, start + cfg.tau
+
     def _global_run(self, phi, mode, on_chunk):
         """Retrain from θ_0 for T steps with φ fixed, tangents carried (see :meth:`hypergrad_to_end`)."""
         if mode == "reverse":
@@ -361,6 +456,36 @@ class HPORunner:
         h = np.asarray(out.hypergrads, np.float64)
         finite = bool(out.finite) and bool(np.all(np.isfinite(h)))
         return HypergradToEnd(inner, h, float(out.val_losses[-1]), finite, cfg.steps)
+
+
+def _make_sgld_fn(problem: InnerProblem, cfg: HPOConfig):
+    """Jitted ``(params, z, phi, batches, key, data, rest) -> (SGLDWindow, full val loss)``.
+
+    ``T₀ = sgld.temperature / n_train`` (the tasks' training loss is a mean, so a
+    temperature of 1 is the Bayesian posterior of the summed loss). The validation
+    subsample of each step (``sgld.val_batch`` indices, with replacement) comes from
+    ``key``; the window's reported validation loss is the full one at its end.
+    """
+    from glocal_cli import sgld
+
+    c = cfg.sgld
+    temp = c.temperature / problem.n_train if problem.n_train else c.temperature
+    step = DEFAULT_SGLD_STEP if c.step_size is None else c.step_size
+    val_batch = DEFAULT_SGLD_VAL_BATCH if c.val_batch is None else c.val_batch
+    settings = sgld.SGLDSettings(step, temp, c.burn_in, c.thin, c.damping)
+    n_val = max(int(problem.n_val), 1)
+
+    def val_loss(params, phi, idx, data):
+        return problem.val_loss_batch(params, idx, data)
+
+    def fn(params, z, phi, batches, key, data, rest):
+        k_noise, k_val = jax.random.split(key)
+        val_idx = jax.random.randint(k_val, (cfg.tau, val_batch), 0, n_val)
+        out = sgld.sgld_window(problem.train_loss, val_loss, params, z, phi, batches, val_idx, k_noise, data, settings)
+        full = problem.val_loss((out.params,) + tuple(rest), data)
+        return out, full
+
+    return jax.jit(fn)
 
 
 def run(problem: InnerProblem, cfg: HPOConfig, phi0) -> tuple[HPOState, List[WindowRecord]]:

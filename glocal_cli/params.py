@@ -5,6 +5,7 @@ Layout (see the repository's ``params.yaml``)::
     profile: quick            # which entry of `profiles` applies
     train: {...}              # TrainConfig's own fields shared by every profile
     hpo: {tau, sigma, m, ...} # HPOConfig fields (TrainConfig.hpo), nested sections as nested mappings
+      sgld: {temperature, ...}  # SGLDConfig fields (HPOConfig.sgld; flat names sgld_temperature, ...)
     profiles:
       quick: {steps: ..., ...}
       paper: {steps: 20000, ..., gpu_required_for: [wrn28_2, wrn16_2]}
@@ -82,7 +83,7 @@ def train_config(params: Dict[str, Any], profile: Optional[str], overrides: Dict
     the wrong section is refused, naming the section it belongs to); a profile
     and the overrides name settings of either.
     """
-    target = settings.to_nested(TrainConfig())
+    target: Dict[str, Any] = {}
     train = _section(params, "train", "")
     own = {f.name for f in dataclasses.fields(TrainConfig) if not settings.is_section(f)}
     misplaced = sorted(k for k in train if k not in own and k in settings.leaves(TrainConfig))

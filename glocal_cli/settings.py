@@ -23,6 +23,7 @@ from glocal_cli.errors import UserError
 
 HELP = "help"
 SECTION = "section"
+PREFIX = "prefix"
 
 
 def setting(default: Any, help: str) -> Any:
@@ -30,12 +31,14 @@ def setting(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={HELP: help})
 
 
-def section(cls: type, help: str = "", default: Any = None) -> Any:
+def section(cls: type, help: str = "", default: Any = None, prefix: str = "") -> Any:
     """A nested settings field of class ``cls`` (filled from a nested mapping of the same name).
 
     ``default``: a function returning the default instance (``cls()`` if None).
+    ``prefix``: flat names of its leaves are ``prefix + name`` (``sgld_temperature``
+    for ``hpo.sgld.temperature``); nested mappings use the plain names.
     """
-    return dataclasses.field(default_factory=default or cls, metadata={HELP: help, SECTION: cls})
+    return dataclasses.field(default_factory=default or cls, metadata={HELP: help, SECTION: cls, PREFIX: prefix})
 
 
 def is_section(f: dataclasses.Field) -> bool:
@@ -54,7 +57,8 @@ def leaves(cls: type, prefix: Tuple[str, ...] = ()) -> Dict[str, Tuple[Tuple[str
     out: Dict[str, Tuple[Tuple[str, ...], dataclasses.Field]] = {}
     for f in dataclasses.fields(cls):
         if is_section(f):
-            sub = {k: v for k, v in leaves(f.metadata[SECTION], prefix + (f.name,)).items() if k not in own}
+            pre = f.metadata.get(PREFIX, "")
+            sub = {pre + k: v for k, v in leaves(f.metadata[SECTION], prefix + (f.name,)).items() if pre + k not in own}
         else:
             sub = {f.name: (prefix + (f.name,), f)}
         for name, v in sub.items():
@@ -70,15 +74,15 @@ def to_nested(obj: Any) -> Dict[str, Any]:
             for f in dataclasses.fields(obj)}
 
 
-def to_flat(obj: Any) -> Dict[str, Any]:
+def to_flat(obj: Any, prefix: str = "") -> Dict[str, Any]:
     """A settings instance as one flat ``{leaf name: value}`` dict (names are unique in the tree)."""
     out: Dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if is_section(f):
-            out.update(to_flat(value))
+            out.update(to_flat(value, prefix + f.metadata.get(PREFIX, "")))
         else:
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            out[prefix + f.name] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -120,13 +124,30 @@ def build(cls: type, nested: Mapping[str, Any]) -> Any:
     """
     kw = {}
     for f in dataclasses.fields(cls):
-        if f.name in nested:
-            kw[f.name] = build(f.metadata[SECTION], nested[f.name]) if is_section(f) else nested[f.name]
+        if f.name in nested and is_section(f):
+            given = nested[f.name]
+            if f.default_factory is not f.metadata[SECTION]:  # a section with its own defaults (verify's run)
+                given = merge(to_nested(f.default_factory()), given)
+            kw[f.name] = build(f.metadata[SECTION], given)
+        elif f.name in nested:
+            kw[f.name] = nested[f.name]
     return cls(**kw)
 
 
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``over`` applied, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
 def from_mapping(cls: type, values: Mapping[str, Any], base: Any = None) -> Any:
-    """``base`` (defaults if None) with ``values`` (flat names or nested sections) applied, built once."""
-    target = to_nested(base if base is not None else cls())
+    """``base`` (defaults if None) with ``values`` (flat names or nested sections) applied, built once.
+
+    Without ``base`` the fields not in ``values`` take their defaults at build time (so
+    defaults that depend on other fields, such as a task's outer lr, are resolved afresh).
+    """
+    target = to_nested(base) if base is not None else {}
     place(cls, target, values)
     return build(cls, target)

@@ -8,6 +8,13 @@
   its 385 flattened parameters; SGD lr 0.01, momentum 0.9, no weight decay.
   The meta module sees the loss values with ``stop_gradient`` (as in
   Meta-Weight-Net): ``θ`` is not pushed to change the weights themselves.
+  ``reweight_loss = "sum"`` is the paper's literal ``sum_i L_i · μ_φ(L_i)``.
+  Method ``none`` trains with plain cross entropy (every weight 1).
+
+With ``method = "sgld"`` the tasks also expose their training loss
+(:attr:`~glocal_cli.hpo.InnerProblem.train_loss`): the reweight task its weighted
+loss, the optimizer task ``CE + ½ exp(φ) ‖θ‖²`` with ``φ = log(weight decay)``
+(``--learn weight_decay`` only; SGLD's step size is fixed, see :mod:`glocal_cli.sgld`).
 
 The data (training, validation arrays) live on the device and are passed to
 the step as ``data``; a batch is an ``int32 [B]`` vector of training indices,
@@ -17,7 +24,7 @@ the seed and the step, so any window can be recomputed exactly on resume).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple
+from typing import Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,12 @@ from glocal_cli.inner_optim import learnable_sgd, logit
 from glocal_cli.models import MetaMLP, get_model
 
 EVAL_CHUNK = 1000
+# The meta MLP has collapsed (a failure status) when its weight is below COLLAPSE_THRESHOLD at
+# every probe loss: the inner gradient is then < 1 % of plain cross entropy's for every example
+# with a loss in [0.1, 10], so training has in effect stopped. (The run the issue reports, outer
+# lr 0.1, reached w(L=0.1) = 5e-4, w(L=1) = 6e-12 after 4 windows and test accuracy 0.10.)
+COLLAPSE_PROBE = (0.1, 0.3, 1.0, 2.0, 3.0, 5.0, 10.0)
+COLLAPSE_THRESHOLD = 1e-2
 
 
 class Task(NamedTuple):
@@ -43,6 +56,8 @@ class Task(NamedTuple):
       hyperparams: ``phi [q] -> {name: float}``, the values logged per window.
       evaluate: ``(inner_state, x [N,...], y [N]) -> {"loss", "accuracy"}`` on host.
       params_of: ``inner_state -> model parameters``.
+      health: ``phi [q] -> str``: a failure message when φ is degenerate (the
+        reweight task's collapsed meta MLP), ``""`` when healthy; or None.
     """
 
     problem: InnerProblem
@@ -50,6 +65,7 @@ class Task(NamedTuple):
     hyperparams: Callable[[np.ndarray], Dict[str, float]]
     evaluate: Callable
     params_of: Callable
+    health: Optional[Callable[[np.ndarray], str]] = None
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
@@ -91,19 +107,31 @@ def _batches_fn(n_train: int, cfg: TrainConfig):
     return batches
 
 
-def _evaluator(model) -> Callable:
+def _evaluator(model, num_classes: int) -> Callable:
+    """``(params, x, y) -> {"loss", "accuracy", "balanced_accuracy"}``.
+
+    ``balanced_accuracy`` is the mean over the classes present in ``y`` of the per-class recall.
+    """
+
     @jax.jit
     def chunk_stats(params, x, y):
         logits = model.apply({"params": params}, x)
-        return jnp.sum(cross_entropy(logits, y)), jnp.sum(jnp.argmax(logits, -1) == y)
+        hit = jnp.argmax(logits, -1) == y
+        per_class = jax.ops.segment_sum(hit.astype(jnp.float32), y, num_segments=num_classes)
+        return jnp.sum(cross_entropy(logits, y)), jnp.sum(hit), per_class
 
     def evaluate(params, x, y) -> Dict[str, float]:
         loss = correct = 0.0
+        hits = np.zeros(num_classes)
         for i in range(0, len(x), EVAL_CHUNK):
-            l_, c_ = chunk_stats(params, x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK])
+            l_, c_, h_ = chunk_stats(params, x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK])
             loss += float(l_)
             correct += float(c_)
-        return {"loss": loss / len(x), "accuracy": correct / len(x)}
+            hits += np.asarray(h_, np.float64)
+        counts = np.bincount(np.asarray(y), minlength=num_classes)
+        present = counts > 0
+        balanced = float(np.mean(hits[present] / counts[present])) if present.any() else float("nan")
+        return {"loss": loss / len(x), "accuracy": correct / len(x), "balanced_accuracy": balanced}
 
     return evaluate
 
@@ -118,7 +146,17 @@ def _val_loss_fn(model) -> Callable:
     return val_loss
 
 
-def _task(cfg: TrainConfig, splits: Splits, model, params0, opt, step, hyperparams, phi0) -> Task:
+def _val_loss_batch_fn(model) -> Callable:
+    """``(params, idx [b], data) -> scalar``: validation cross entropy on a subsample (sgld's ``u_t``)."""
+
+    def val_loss_batch(params, idx, data):
+        return jnp.mean(cross_entropy(model.apply({"params": params}, data["val_x"][idx]), data["val_y"][idx]))
+
+    return val_loss_batch
+
+
+def _task(cfg: TrainConfig, splits: Splits, model, params0, opt, step, hyperparams, phi0, train_loss=None,
+          health=None) -> Task:
     """Assemble a :class:`Task` whose inner state is ``(params, opt_state)``."""
     problem = InnerProblem(
         init_state=(params0, opt.init(params0)),
@@ -127,8 +165,41 @@ def _task(cfg: TrainConfig, splits: Splits, model, params0, opt, step, hyperpara
         batches=_batches_fn(len(splits.train_x), cfg),
         data=_device_data(splits),
         hyperparams=hyperparams,
+        train_loss=train_loss,
+        val_loss_batch=_val_loss_batch_fn(model),
+        n_train=len(splits.train_x),
+        n_val=len(splits.val_x),
     )
-    return Task(problem, np.asarray(phi0, np.float32), hyperparams, _evaluator(model), lambda s: s[0])
+    evaluate = _evaluator(model, splits.num_classes)
+    return Task(problem, np.asarray(phi0, np.float32), hyperparams, evaluate, lambda s: s[0], health)
+
+
+def _sgld_weight_decay_task(cfg: TrainConfig, splits: Splits, model, params0) -> Task:
+    """Optimizer task under ``sgld``: ``L_T = CE + ½ exp(φ) ‖θ‖²``, ``φ [1] = log(weight decay)``.
+
+    The SGLD step size (``cfg.resolved_sgld_step_size()``, lr0 by default) is fixed; the
+    inner state is ``(params, ())``. ``step`` is a plain gradient step of the same loss
+    (unused by the sgld driver, kept so the problem is complete).
+    """
+    eta = cfg.resolved_sgld_step_size()
+    opt = optax.identity()
+
+    def train_loss(params, phi, idx, data):
+        x, y = data["train_x"][idx], data["train_y"][idx]
+        ce = jnp.mean(cross_entropy(model.apply({"params": params}, x), y))
+        sq = sum(jnp.sum(p**2) for p in jax.tree_util.tree_leaves(params))
+        return ce + 0.5 * jnp.exp(phi[0]) * sq
+
+    def step(state, phi, idx, data):
+        params, opt_state = state
+        g = jax.grad(train_loss)(params, phi, idx, data)
+        return jax.tree_util.tree_map(lambda p, g_: p - eta * g_, params, g), opt_state
+
+    def hyperparams(phi):
+        return {"lr": eta, "weight_decay": float(np.exp(np.asarray(phi, np.float64)[0]))}
+
+    phi0 = np.log([cfg.weight_decay0])
+    return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0, train_loss=train_loss)
 
 
 def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
@@ -136,6 +207,8 @@ def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
     model = get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl())
     key = jax.random.PRNGKey(cfg.seed)
     params0 = jax.jit(model.init)(key, jnp.asarray(splits.train_x[:1]))["params"]  # eager init is slow
+    if cfg.method == "sgld":
+        return _sgld_weight_decay_task(cfg, splits, model, params0)
     opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
     init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
     phi0 = logit([init_values[n] for n in cfg.learn]).astype(np.float32)
@@ -163,25 +236,39 @@ def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
     meta0 = meta.init(k_meta, jnp.zeros((1,), jnp.float32))["params"]
     phi0, unravel = ravel_pytree(meta0)
     opt = optax.sgd(0.01, momentum=0.9)
+    reduce = jnp.sum if cfg.reweight_loss == "sum" else jnp.mean
+    plain = cfg.method == "none"  # the baseline: plain cross entropy
+
+    def train_loss(params, phi, idx, data):
+        x, y = data["train_x"][idx], data["train_y"][idx]
+        per_example = cross_entropy(model.apply({"params": params}, x), y)
+        if plain:
+            return reduce(per_example)
+        weights = meta.apply({"params": unravel(phi)}, jax.lax.stop_gradient(per_example))
+        return reduce(per_example * weights)
 
     def step(state, phi, idx, data):
         params, opt_state = state
-        x, y = data["train_x"][idx], data["train_y"][idx]
-
-        def loss(p):
-            per_example = cross_entropy(model.apply({"params": p}, x), y)
-            weights = meta.apply({"params": unravel(phi)}, jax.lax.stop_gradient(per_example))
-            return jnp.mean(per_example * weights)
-
-        updates, opt_state = opt.update(jax.grad(loss)(params), opt_state, params)
+        updates, opt_state = opt.update(jax.grad(train_loss)(params, phi, idx, data), opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+    def weights_at(phi, losses):
+        return np.asarray(meta.apply({"params": unravel(jnp.asarray(phi, jnp.float32))}, jnp.asarray(losses, jnp.float32)))
+
     def hyperparams(phi):
-        losses = jnp.asarray([0.1, 1.0, 3.0], jnp.float32)
-        w = meta.apply({"params": unravel(jnp.asarray(phi, jnp.float32))}, losses)
+        if plain:  # the meta MLP is not used
+            return {}
+        w = weights_at(phi, [0.1, 1.0, 3.0])
         return {"w(L=0.1)": float(w[0]), "w(L=1)": float(w[1]), "w(L=3)": float(w[2])}
 
-    return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0)
+    def health(phi) -> str:
+        w = weights_at(phi, COLLAPSE_PROBE)
+        if plain or np.max(w) >= COLLAPSE_THRESHOLD:
+            return ""
+        return (f"meta MLP collapsed: every weight on the probe losses {list(COLLAPSE_PROBE)} is below "
+                f"{COLLAPSE_THRESHOLD:g} (max {np.max(w):.3g}); try a smaller --outer-lr")
+
+    return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0, train_loss=train_loss, health=health)
 
 
 def build_task(cfg: TrainConfig, splits: Splits) -> Task:

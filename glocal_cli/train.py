@@ -2,7 +2,8 @@
 
 Outputs in the run directory (all written atomically):
 
-* ``metrics.json``: status (``complete`` or ``diverged``), final test / validation
+* ``metrics.json``: status (``complete``, ``diverged``, or ``collapsed`` when the
+  task's health check fails, e.g. a meta MLP whose weights all fell to ~0), final test / validation
   accuracy and loss, wall, compile and training time, DMD fallbacks, final
   hyperparameters, the config;
 * ``history.csv``: one row a window (outer step): φ and the hyperparameter
@@ -60,7 +61,9 @@ def load_splits(cfg: TrainConfig) -> Splits:
     """Train / validation / test arrays for the config's task."""
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     if cfg.task == "reweight":
-        train_idx, val_idx = make_long_tailed(ds, cfg.imbalance_factor, cfg.seed, n_val=cfg.reweight_val)
+        train_idx, val_idx = make_long_tailed(
+            ds, cfg.imbalance_factor, cfg.seed, n_val=cfg.reweight_val, exponent=cfg.imbalance_exponent
+        )
         return splits_from_indices(ds, train_idx, val_idx)
     return make_splits(ds, cfg.seed, cfg.val_fraction)
 
@@ -318,7 +321,7 @@ def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int],
 
     splits = load_splits(cfg)
     task: Task = build_task(cfg, splits)
-    hpo_cfg = cfg.hpo
+    hpo_cfg = cfg.resolved_hpo()
     runner = HPORunner(task.problem, hpo_cfg)
 
     hs = runner.init(task.phi0)
@@ -367,6 +370,10 @@ def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int],
                 status = "diverged"
                 failure = f"non-finite parameters or hypergradient at outer step {rec.outer_step} (inner step {rec.step})"
                 break
+            unhealthy = task.health(np.asarray(hs.phi)) if task.health is not None else ""
+            if unhealthy:  # e.g. a collapsed meta MLP: a failure status, never a result
+                status, failure = "collapsed", f"{unhealthy} (after outer step {rec.outer_step}, inner step {rec.step})"
+                break
             consistent = (hs, len(rows), len(eig_list), len(hg_list))
             progress.update({"lr": hp.get("lr"), "val_loss": rec.val_loss, "window": rec.outer_step})
             done_now = runner.done(hs)
@@ -393,13 +400,15 @@ def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int],
         compile_s = float("nan")
     params = task.params_of(hs.inner)
     final_ok = status == "complete"
-    test = task.evaluate(params, splits.test_x, splits.test_y) if final_ok else {"loss": math.nan, "accuracy": math.nan}
-    val = task.evaluate(params, splits.val_x, splits.val_y) if final_ok else {"loss": math.nan, "accuracy": math.nan}
+    nan = {"loss": math.nan, "accuracy": math.nan, "balanced_accuracy": math.nan}
+    test = task.evaluate(params, splits.test_x, splits.test_y) if final_ok else nan
+    val = task.evaluate(params, splits.val_x, splits.val_y) if final_ok else nan
     fallbacks = [r["dmd_reason"] for r in rows if r.get("dmd_fallback") == 1]
     metrics = {
         "status": status,
         "failure": failure,
         "test_accuracy": test["accuracy"],
+        "test_balanced_accuracy": test["balanced_accuracy"],
         "test_loss": test["loss"],
         "val_accuracy": val["accuracy"],
         "val_loss": val["loss"],

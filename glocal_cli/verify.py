@@ -369,7 +369,7 @@ def _classifier_task(s: VerifySettings, seed: int, lr0: float):
     from glocal_cli.tasks import build_task
     from glocal_cli.train import load_splits
 
-    cfg = dataclasses.replace(s.train, seed=seed, lr0=lr0)
+    cfg = settings.from_mapping(TrainConfig, {"seed": seed, "lr0": lr0}, s.train)
     splits = load_splits(cfg)
     task = build_task(cfg, splits) if s.model == "lenet" else mlp_task(cfg, splits, s.mlp_hidden)
     return cfg, splits, task
@@ -396,7 +396,7 @@ def verify_classifier(s: VerifySettings, lr0: float, say: Callable[[str], None] 
     key = problem_key(s, lr0)
     for seed in s.seeds:
         cfg, splits, task = _classifier_task(s, seed, lr0)
-        runner = HPORunner(task.problem, cfg.hpo)
+        runner = HPORunner(task.problem, cfg.resolved_hpo())
         tangent = TangentRunner(task.problem, s.train.hpo.sigma, runner.val_batch)
         hs = runner.init(task.phi0)
         last = max(max(windows), s.noise_window if seed == s.seeds[0] and "noise" in s.problems else 0)
@@ -628,7 +628,7 @@ def _noise_start_only(s: VerifySettings, lr0: float):
     from glocal_cli.hpo import HPORunner
 
     cfg, _, task = _classifier_task(s, s.seeds[0], lr0)
-    runner = HPORunner(task.problem, cfg.hpo)
+    runner = HPORunner(task.problem, cfg.resolved_hpo())
     hs = runner.init(task.phi0)
     for _ in range(s.noise_window - 1):
         hs, rec = runner.run_window(hs)

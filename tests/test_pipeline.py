@@ -67,7 +67,7 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
 
     # The report also depends on the other run families: leave them empty here
     # (-s: reproduce exactly the named stages, in order, without their other upstream stages).
-    for family in ("global", "ablation", "cifar", "reweight", "evidence"):
+    for family in ("global", "ablation", "cifar", "reweight", "evidence", "lt", "lt_wd"):
         (repo / "data" / "runs" / family).mkdir(parents=True, exist_ok=True)
     stages = ["download@fashion_mnist"] + [f"train@fashion_mnist-{m}-0-0.001" for m in METHODS] + ["report"]
     _run([dvc, "repro", "-s", *stages], repo, env)

@@ -176,3 +176,29 @@ def test_evidence_table_paired_differences(tmp_path):
     rep = build_report(root, tmp_path / "results")
     assert (tmp_path / "results" / "tables" / "evidence.md").is_file()
     assert "evidence/fashion_mnist/lr0.001/glocal-local/diff_mean" in rep.summary
+
+
+def test_table3b_long_tailed(tmp_path):
+    """Table 3b: balanced accuracy per (dataset, factor) and method; a collapsed run is counted, not averaged."""
+    root = tmp_path / "runs"
+    for seed, (method, status) in enumerate([("none", "complete"), ("local", "complete"), ("sgld", "complete"),
+                                             ("sgld", "collapsed"), ("glocal", "complete")]):
+        run = make_run(root, "lt", "fashion_mnist", method, seed, status=status)
+        m = json.loads((run / "metrics.json").read_text())
+        m["config"].update(task="reweight", imbalance_factor=50.0)
+        m["test_balanced_accuracy"] = None if status != "complete" else 0.5 + 0.01 * seed
+        if status != "complete":
+            m["test_accuracy"] = None
+        (run / "metrics.json").write_text(json.dumps(m))
+    wd = make_run(root, "lt_wd", "fashion_mnist", "sgld", 0, lr0=0.05)
+    m = json.loads((wd / "metrics.json").read_text())
+    m["hyperparams"] = {"lr": 0.05, "weight_decay": 2e-3}
+    (wd / "metrics.json").write_text(json.dumps(m))
+    out = tmp_path / "results"
+    rep = build_report(root, out)
+    text = (out / "tables" / "table3b_long_tailed.md").read_text()
+    assert "| fashion_mnist | 50 | 0.500 ± 0.000 (n=1) | 0.510" in text
+    assert "0.520 ± 0.000 (n=1), 1 collapsed" in text  # the sgld group: one finished, one collapsed
+    assert "| fashion_mnist | 0.05 | sgld |" in text and "0.002" in text
+    assert "Table 3b" in (out / "README.md").read_text() and "Table 3:" in (out / "README.md").read_text()
+    assert rep.summary["lt/fashion_mnist/lt50/sgld/n_collapsed"] == 1

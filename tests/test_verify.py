@@ -153,7 +153,7 @@ def test_estimator_input_is_the_windows_local_hypergradients():
 
     s = verify.profile_settings("quick", data_dir=str(DATA))
     cfg, _, task = verify._classifier_task(s, 0, 0.1)
-    runner = HPORunner(task.problem, cfg.hpo)
+    runner = HPORunner(task.problem, cfg.resolved_hpo())
     hs = runner.init(task.phi0)
     hs, _ = runner.run_window(hs)
     h = s.train.hpo

@@ -84,7 +84,7 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
     table = Table(title=f"{cfg.run_dir()}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("status", "test_accuracy", "test_loss", "val_loss", "wall_s", "compile_s", "inner_steps", "dmd_fallbacks"):
+    for key in ("status", "test_accuracy", "test_balanced_accuracy", "test_loss", "val_loss", "wall_s", "compile_s", "inner_steps", "dmd_fallbacks"):
         table.add_row(key, _fmt(metrics[key]))
     for name, value in metrics["hyperparams"].items():
         table.add_row(name, _fmt(value))

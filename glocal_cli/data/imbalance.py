@@ -3,8 +3,9 @@
 Class ``c`` (0-based, ``C`` classes) keeps ``floor(n_max * factor ** (-c / (C - 1)))``
 training examples, so class 0 keeps ``n_max`` and the last class exactly
 ``n_max / factor``. The paper's text writes the exponent as ``c / C``; we use
-``c / (C - 1)`` so that ``factor`` is exactly the ratio of the largest to the smallest
-class, as in Cui et al.'s released code.
+``c / (C - 1)`` by default (``exponent="cui"``) so that ``factor`` is exactly the ratio of
+the largest to the smallest class, as in Cui et al.'s released code. ``exponent="paper"``
+is the paper's literal ``c / C`` (the smallest class then keeps ``n_max / factor^((C-1)/C)``).
 """
 
 from __future__ import annotations
@@ -31,22 +32,29 @@ def check_factor(factor: float) -> float:
     return f
 
 
-def long_tailed_counts(n_max: int, num_classes: int, factor: float) -> np.ndarray:
+EXPONENTS = ("cui", "paper")
+
+
+def long_tailed_counts(n_max: int, num_classes: int, factor: float, exponent: str = "cui") -> np.ndarray:
     """Per-class example counts of the long-tailed profile.
 
     Returns:
-        int64 ``[num_classes]``: ``floor(n_max * factor ** (-c / (num_classes - 1)))``
-        (a tiny tolerance makes exact ratios such as ``4900 / 100`` land on 49, not 48).
+        int64 ``[num_classes]``: ``floor(n_max * factor ** (-c / D))`` with ``D = num_classes - 1``
+        (``exponent="cui"``) or ``D = num_classes`` (``"paper"``); a tiny tolerance makes exact
+        ratios such as ``4900 / 100`` land on 49, not 48.
     """
     factor = check_factor(factor)
     if num_classes < 2:
         raise UserError(f"a long-tailed profile needs at least 2 classes, got {num_classes}")
+    if exponent not in EXPONENTS:
+        raise UserError(f"imbalance exponent {exponent!r} is not one of: {', '.join(EXPONENTS)}")
     c = np.arange(num_classes, dtype=np.float64)
-    return np.floor(n_max * factor ** (-c / (num_classes - 1)) + 1e-9).astype(np.int64)
+    denom = num_classes - 1 if exponent == "cui" else num_classes
+    return np.floor(n_max * factor ** (-c / denom) + 1e-9).astype(np.int64)
 
 
 def make_long_tailed(
-    dataset: Dataset, factor: float, seed: int, n_val: int = 1000
+    dataset: Dataset, factor: float, seed: int, n_val: int = 1000, exponent: str = "cui"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Balanced validation set + long-tailed training subset of ``dataset``'s training split.
 
@@ -60,6 +68,7 @@ def make_long_tailed(
         factor: imbalance ratio > 1 (largest / smallest class).
         seed: non-negative seed; the result is a pure function of the arguments.
         n_val: validation size, a multiple of the number of classes.
+        exponent: ``"cui"`` (``c/(C-1)``) or ``"paper"`` (``c/C``), see :func:`long_tailed_counts`.
 
     Returns:
         ``(train_idx, val_idx)``: sorted int64 indices into the training split, disjoint.
@@ -80,7 +89,7 @@ def make_long_tailed(
         val_parts.append(idx[:per_class_val])
         pools.append(idx[per_class_val:])
     n_max = max(p.size for p in pools)
-    counts = long_tailed_counts(n_max, num_classes, factor)
+    counts = long_tailed_counts(n_max, num_classes, factor, exponent)
     train_parts = [pool[: min(int(k), pool.size)] for pool, k in zip(pools, counts)]
     return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
 

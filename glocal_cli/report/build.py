@@ -163,6 +163,30 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
     for g in rw:
         _group_summary(summary, f"reweight/{g.dataset}/lt{g.extra[0]:g}/{g.method}", g)
 
+    # Table 3b (reweighting on long-tailed MNIST / Fashion-MNIST, and weight-decay-only tuning).
+    lt, lt_wd = by_family.get("lt", []), by_family.get("lt_wd", [])
+    if lt or lt_wd:
+        steps = sorted({int(r.config.get("steps", 0)) for g in lt + lt_wd for r in g.runs})
+        text = ("Balanced test accuracy (mean per-class recall on the official test set), mean ± std over seeds "
+                f"(n = seeds that completed); LeNet + the 385-parameter meta MLP, T = {', '.join(map(str, steps))}. "
+                "`none` is plain cross entropy; runs whose meta MLP collapsed or diverged are counted, not averaged. "
+                "Compare with the paper's Table 3 above (WRN-16-2 on CIFAR; no `none` or `sgld` column there). "
+                "`sgld` is derived from the Kim & Hospedales abstract (docs/sgld.md).\n\n" + tables.table3b(lt))
+        if lt_wd:
+            text += "\nWeight-decay-only tuning (optimizer task, `--learn weight_decay`):\n\n" + tables.table3b_wd(lt_wd)
+        atomic.write_text(tab_dir / "table3b_long_tailed.md", text)
+        tabs["table3b_long_tailed.md"] = tab_dir / "table3b_long_tailed.md"
+        sections.append("## Table 3b: long-tailed MNIST / Fashion-MNIST, data reweighting (LeNet)\n\n" + text)
+        for g in lt:
+            _group_summary(summary, f"lt/{g.dataset}/lt{g.extra[0]:g}/{g.method}", g)
+            _put(summary, f"lt/{g.dataset}/lt{g.extra[0]:g}/{g.method}/test_balanced_accuracy_mean",
+                 g.stat("test_balanced_accuracy")[0])
+            _put(summary, f"lt/{g.dataset}/lt{g.extra[0]:g}/{g.method}/n_collapsed", g.n_status("collapsed"))
+        for g in lt_wd:
+            _group_summary(summary, f"lt_wd/{g.dataset}/{_lr_tag(g.lr0)}/{g.method}", g)
+    else:
+        notes.append("no lt / lt_wd runs: Table 3b skipped (`dvc repro train_lt train_lt_wd`)")
+
     # Table 4 (runtime).
     glob = by_family.get("global", [])
     ref_ds = glob[0].dataset if glob else "fashion_mnist"

@@ -9,6 +9,8 @@ written by ``glocal train``. Its *family* says which experiment it belongs to:
 * ``global``: runs of the global baseline (Fig. 9, Table 4);
 * ``ablation``: the σ × m ablation (Fig. 5);
 * ``evidence``: paired seeds of none / local / glocal estimators ("Does glocal beat local?").
+* ``lt``: data reweighting on long-tailed MNIST / Fashion-MNIST with LeNet (Table 3b);
+* ``lt_wd``: weight-decay-only tuning on Fashion-MNIST (Table 3b, second part).
 
 The family is the first folder below the runs folder when it is one of those
 names (the layout dvc.yaml writes), else it is inferred from the run's config.
@@ -28,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation", "evidence")
+FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation", "evidence", "lt", "lt_wd")
 
 
 @dataclasses.dataclass
@@ -109,6 +111,11 @@ class Group:
     def n_not_run(self) -> int:
         """Runs recorded as "not run" (their dataset was unavailable)."""
         return sum(r.status == NOT_RUN for r in self.runs)
+
+
+    def n_status(self, status: str) -> int:
+        """Runs that ended with ``status`` (``diverged``, ``collapsed``, ...)."""
+        return sum(r.status == status for r in self.runs)
 
 
 NOT_RUN = "not run"  # status of a run whose dataset was unavailable (see glocal_cli.train.write_not_run)
@@ -198,7 +205,7 @@ def group_runs(runs: List[Run]) -> Dict[tuple, Group]:
         extra: Tuple = ()
         if r.family == "ablation":
             extra = (int(r.config.get("sigma", 0)), int(r.config.get("m", 0)))
-        elif r.family == "reweight":
+        elif r.family in ("reweight", "lt"):
             extra = (float(r.config.get("imbalance_factor", math.nan)),)
         key = (r.family, r.dataset, r.lr0, r.method) + extra
         if key not in groups:

@@ -76,6 +76,41 @@ def table3(groups: Sequence[Group]) -> str:
     return markdown(["dataset", "imbalance factor", "local (ours)", "local (paper)", "glocal (ours)", "glocal (paper)"], rows)
 
 
+def _cell(g, key: str = "test_balanced_accuracy") -> str:
+    """``mean ± std (n)`` of the finished seeds, with failures (diverged / collapsed) counted beside."""
+    if g is None:
+        return "not run"
+    cell = fmt_stat(*g.stat(key))
+    fails = [f"{g.n_status(s)} {s}" for s in sorted({r.status for r in g.runs} - {"complete"})]
+    return cell + (", " + ", ".join(fails) if fails else "")
+
+
+LT_METHODS = ("none", "local", "glocal", "sgld")
+
+
+def table3b(groups: Sequence[Group]) -> str:
+    """Long-tailed MNIST / Fashion-MNIST (LeNet + meta MLP): balanced test accuracy per method."""
+    if not groups:
+        return ""
+    by = {(g.dataset, g.extra[0] if g.extra else math.nan, g.method): g for g in groups}
+    keys = sorted({(g.dataset, g.extra[0] if g.extra else math.nan) for g in groups})
+    rows = [[ds, f"{f:g}"] + [_cell(by.get((ds, f, m))) for m in LT_METHODS] for ds, f in keys]
+    return markdown(["dataset", "imbalance factor"] + [f"{m}" + (" (plain CE)" if m == "none" else "") for m in LT_METHODS], rows)
+
+
+def table3b_wd(groups: Sequence[Group]) -> str:
+    """Weight-decay-only tuning (LeNet, fixed lr0): test accuracy and the final weight decay per method."""
+    if not groups:
+        return ""
+    rows = []
+    for g in sorted(groups, key=lambda g: (g.dataset, LT_METHODS.index(g.method) if g.method in LT_METHODS else 9)):
+        wds = [float(r.metrics.get("hyperparams", {}).get("weight_decay", math.nan)) for r in g.runs]
+        wds = [w for w in wds if math.isfinite(w)]
+        wd = f"{sum(wds) / len(wds):.3g}" if wds else "–"
+        rows.append([g.dataset, f"{g.lr0:g}", g.method, _cell(g, "test_accuracy"), wd])
+    return markdown(["dataset", "lr0", "method", "test accuracy", "final weight decay (mean)"], rows)
+
+
 def _mean_inner_steps(g: Group) -> float:
     """Inner steps actually computed per run (global: every outer step retrains all T steps)."""
     vals = []
