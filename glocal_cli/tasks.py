@@ -207,7 +207,7 @@ def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
     model = get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl())
     key = jax.random.PRNGKey(cfg.seed)
     params0 = jax.jit(model.init)(key, jnp.asarray(splits.train_x[:1]))["params"]  # eager init is slow
-    if cfg.method == "sgld":
+    if cfg.hpo.method == "sgld":
         return _sgld_weight_decay_task(cfg, splits, model, params0)
     opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
     init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
@@ -237,7 +237,7 @@ def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
     phi0, unravel = ravel_pytree(meta0)
     opt = optax.sgd(0.01, momentum=0.9)
     reduce = jnp.sum if cfg.reweight_loss == "sum" else jnp.mean
-    plain = cfg.method == "none"  # the baseline: plain cross entropy
+    plain = cfg.hpo.method == "none"  # the baseline: plain cross entropy
 
     def train_loss(params, phi, idx, data):
         x, y = data["train_x"][idx], data["train_y"][idx]

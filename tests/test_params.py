@@ -231,7 +231,11 @@ def test_every_setting_has_exactly_one_train_option_and_back():
     command = typer.main.get_command(cli.app).commands["train"]
     options = {p.name: p for p in command.params if p.param_type_name == "option" and p.name != "help"}
     assert len(options) == len(command.params)  # no arguments
-    fields = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "hpo"} | {f.name for f in dataclasses.fields(HPOConfig)}
+    from glocal_cli.hpo import SGLDConfig
+
+    fields = ({f.name for f in dataclasses.fields(TrainConfig) if f.name != "hpo"}
+              | {f.name for f in dataclasses.fields(HPOConfig) if f.name != "sgld"}
+              | {f"sgld_{f.name}" for f in dataclasses.fields(SGLDConfig)})
     assert set(LEAVES) == fields
     assert set(options) == fields | set(cli.TRAIN_COMMAND_ONLY)
     for name in fields:

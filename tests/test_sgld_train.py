@@ -106,11 +106,11 @@ def test_task_aware_outer_lr():
     assert from_mapping(dict(task="optimizer", model="wrn28_2", dataset="cifar10")).resolved_outer_lr() == 0.01
     assert from_mapping(dict(task="reweight", outer_lr=0.1)).resolved_outer_lr() == 0.1  # the user's value wins
     assert from_mapping(dict(task="reweight", method="sgld")).resolved_sgld_step_size() == 0.1
-    assert from_mapping(dict(lr0=0.05, method="sgld")).resolved_sgld_step_size() == 0.05
+    assert from_mapping(dict(lr0=0.05, method="sgld", learn="weight_decay")).resolved_sgld_step_size() == 0.05
 
 
 def test_params_hpo_sgld_section():
-    params = {"hpo": {"tau": 5, "sgld": {"temperature": 0.5, "burn_in": 2, "persist_z": True}}}
+    params = {"hpo": {"tau": 5, "sigma": 4, "m": 2, "sgld": {"temperature": 0.5, "burn_in": 2, "persist_z": True}}}
     cfg = train_config(params, None, {})
     assert (cfg.hpo.tau, cfg.hpo.sgld.temperature, cfg.hpo.sgld.burn_in, cfg.hpo.sgld.persist_z) == (5, 0.5, 2, True)
     with pytest.raises(UserError, match="unknown parameter hpo.sgld.bogus"):
