@@ -619,7 +619,7 @@ def run_verify(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -
             noise += batch_noise(s, lr0, noise_start, say)
             secs[f"noise lr0={lr0:g}"] = time.perf_counter() - t0
     secs["total"] = time.perf_counter() - t_all
-    flat = {**settings.to_flat(s), "checked_windows": list(s.checked_windows())}
+    flat = {**settings.to_flat(s), "outer_lr": s.train.resolved_outer_lr(), "checked_windows": list(s.checked_windows())}
     return VerifyResult(flat, rows, summarize(rows), noise, secs, jax.devices()[0].device_kind)
 
 
