@@ -381,7 +381,7 @@ def test_dvc_yaml_declares_source_dependency_and_small_metrics():
     for name in ("download", "imbalance"):
         cmd = (dvc[name].get("do") or dvc[name])["cmd"]
         assert "--missing-ok" in cmd
-    for name in ("train", "global", "ablation", "evidence", "train_cifar", "train_reweight"):
+    for name in ("train", "global", "ablation", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight"):
         assert "--missing-ok" in dvc[name]["cmd"]
         assert "metrics" not in dvc[name]  # per-run metrics.json: outputs, not 100 metric columns
     metrics = [m for st in dvc.values() for m in (st.get("do") or st).get("metrics", [])]
