@@ -204,7 +204,11 @@ def _sgld_weight_decay_task(cfg: TrainConfig, splits: Splits, model, params0) ->
 
 def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
     """The optimizer-hyperparameter task (LeNet on MNIST-family, WRN-28-2 on CIFAR)."""
-    model = get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl())
+    return optimizer_task_for_model(cfg, splits, get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl()))
+
+
+def optimizer_task_for_model(cfg: TrainConfig, splits: Splits, model) -> Task:
+    """:func:`optimizer_task` with any Flax classifier ``model`` (``x [B, ...] -> logits [B, C]``)."""
     key = jax.random.PRNGKey(cfg.seed)
     params0 = jax.jit(model.init)(key, jnp.asarray(splits.train_x[:1]))["params"]  # eager init is slow
     if cfg.hpo.method == "sgld":

@@ -324,12 +324,8 @@ def mlp_task(cfg, splits, hidden: int):
     model differs (``[B, H, W, C] -> flatten -> hidden -> 10``).
     """
     import flax.linen as nn
-    import optax
 
-    from glocal_cli.hpo import InnerProblem
-    from glocal_cli.inner_optim import learnable_sgd, logit
-    from glocal_cli.tasks import Task, chunked_mean, cross_entropy
-    from glocal_cli.data.splits import epoch_batch_indices
+    from glocal_cli.tasks import optimizer_task_for_model
 
     class MLP(nn.Module):
         @nn.compact
@@ -337,32 +333,7 @@ def mlp_task(cfg, splits, hidden: int):
             x = x.reshape((x.shape[0], -1))
             return nn.Dense(splits.num_classes)(nn.relu(nn.Dense(hidden)(x)))
 
-    model = MLP()
-    params0 = jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), jnp.asarray(splits.train_x[:1]))["params"]
-    opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
-    init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
-    phi0 = logit([init_values[n] for n in cfg.learn]).astype(np.float32)
-
-    def step(state, phi, idx, data):
-        params, opt_state = state
-        x, y = data["train_x"][idx], data["train_y"][idx]
-        grads = jax.grad(lambda p: jnp.mean(cross_entropy(model.apply({"params": p}, x), y)))(params)
-        updates, opt_state = opt.update(grads, opt_state, params, phi=phi)
-        return optax.apply_updates(params, updates), opt_state
-
-    def val_loss(state, data):
-        return chunked_mean(lambda x, y: cross_entropy(model.apply({"params": state[0]}, x), y),
-                            data["val_x"], data["val_y"])
-
-    def hyperparams(phi):
-        return {k: float(v) for k, v in opt.hyperparams(jnp.asarray(phi)).items()}
-
-    n_train = len(splits.train_x)
-    data = {k: jnp.asarray(getattr(splits, k)) for k in ("train_x", "train_y", "val_x", "val_y")}
-    problem = InnerProblem((params0, opt.init(params0)), step, val_loss,
-                           lambda start, n: epoch_batch_indices(n_train, cfg.batch_size, cfg.seed, start, n),
-                           data, hyperparams)
-    return Task(problem, phi0, hyperparams, None, lambda st: st[0])
+    return optimizer_task_for_model(cfg, splits, MLP())
 
 
 def _classifier_task(s: VerifySettings, seed: int, lr0: float):
