@@ -31,22 +31,43 @@ def _run(cmd, cwd, env, timeout=600):
     return res
 
 
+def _dvc() -> str:
+    """The dvc executable beside this interpreter (or on PATH); skips when dvc or git is missing."""
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+    if dvc is None or not shutil.which("git"):
+        pytest.skip("dvc or git not installed (pip install -e '.[pipeline]')")
+    return dvc
+
+
+def _copy_repo(tmp_path: Path) -> Path:
+    """The tracked files of this repository, copied to ``tmp_path/repo``."""
+    repo = tmp_path / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, repo / rel)
+    assert (repo / "dvc.yaml").is_file() and (repo / ".dvc" / "config").is_file()
+    return repo
+
+
+def _git_commit_env(repo: Path) -> dict:
+    """Commit the copy as a git repository; the environment runs the copy's code (not an editable install)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(repo)
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        _run(cmd, repo, env)
+    return env
+
+
 @pytest.mark.e2e
 @pytest.mark.realdata
 def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
     data = shared_data
-    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
-    if dvc is None or not shutil.which("git"):
-        pytest.skip("dvc or git not installed (pip install -e '.[pipeline]')")
-
-    repo = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        src = REPO / rel
-        if src.is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / rel)
-    assert (repo / "dvc.yaml").is_file() and (repo / ".dvc" / "config").is_file()
+    dvc = _dvc()
+    repo = _copy_repo(tmp_path)
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["profile"] == "quick"
@@ -57,13 +78,7 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
     params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(repo)  # the copy's code, not an editable install elsewhere
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    _run(["git", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "copy"], repo, env)
+    env = _git_commit_env(repo)
 
     # The report also depends on the other run families: leave them empty here
     # (-s: reproduce exactly the named stages, in order, without their other upstream stages).
@@ -107,15 +122,8 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     data = real_data_dir()
     if data is None or not (data / "fashion_mnist").is_dir():
         pytest.skip("../shared/datasets/fashion_mnist not found (set GLOCAL_SHARED_DATASETS)")
-    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
-    if dvc is None or not shutil.which("git"):
-        pytest.skip("dvc or git not installed (pip install -e '.[pipeline]')")
-    repo = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, repo / rel)
+    dvc = _dvc()
+    repo = _copy_repo(tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     (src / "fashion_mnist").symlink_to(data / "fashion_mnist")
@@ -127,17 +135,15 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     params["grid"]["ablation"].update(sigmas=[6], ms=[3])
     params["grid"]["cifar"].update(datasets=["cifar10"], methods=["local"])
     params["grid"]["reweight"].update(settings=[{"dataset": "cifar10", "factor": 50}], methods=["local"])
+    params["grid"]["evidence"].update(seeds=[0], variants=params["grid"]["evidence"]["variants"][:3], steps=40)
+    params["grid"]["lt"].update(datasets=["fashion_mnist"], factors=[50], methods=["none"])
+    params["grid"]["lt_wd"].update(methods=["local"])
     params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)
+    params["profiles"]["lt_quick"].update(steps=40)
+    params["verify"]["profile"] = "quick"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc_yaml = (repo / "dvc.yaml").read_text().replace("--seeds 0,1 --windows 2,4 --steps 300", "--seeds 0 --windows 2 --steps 100")
-    (repo / "dvc.yaml").write_text(dvc_yaml)
 
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(repo)
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        _run(cmd, repo, env)
+    env = _git_commit_env(repo)
 
     res = _run([dvc, "repro"], repo, env, timeout=1800)
     assert "not run: cifar10 not found in" in " ".join(res.stdout.split())
