@@ -4,16 +4,12 @@ import numpy as np
 import pytest
 
 from glocal_cli.dmd import FALLBACK_REASONS, hankel_dmd_estimate, hankel_matrix
+import signals
 
 
 def linear_signal(sigma=20, q=3, lams=(0.85, 0.7, -0.5), seed=0, t0=1):
     """h_t = c + Σ_i a_i λ_i^t v_i, t = t0 .. t0+σ-1 -> ([σ, q], c, modes)."""
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=q)
-    V = rng.normal(size=(len(lams), q))
-    t = np.arange(t0, t0 + sigma)[:, None]
-    h = c + sum((np.asarray(l) ** t) * V[i] for i, l in enumerate(lams))
-    return h, c, V
+    return signals.linear_signal(sigma, q, lams, seed, t0)
 
 
 def test_hankel_matrix_layout():

@@ -5,16 +5,12 @@ import pytest
 
 from glocal_cli import dmd
 from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator
+from signals import linear_signal
 
 
 def lifted_linear(sigma=30, q=3, lams=(0.8, 0.6, -0.5), seed=0, t0=1):
     """h_t = c + Σ_i a_i λ_i^t v_i, t = t0 .. t0+σ-1; every other mode has |λ - 1| > 0.1."""
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=q)
-    V = rng.normal(size=(len(lams), q))
-    t = np.arange(t0, t0 + sigma)[:, None]
-    h = c + sum((np.asarray(lam) ** t) * V[i] for i, lam in enumerate(lams))
-    return h, c, V
+    return linear_signal(sigma, q, lams, seed, t0)
 
 
 def complex_pair(sigma=30, r=0.85, w=0.6):
