@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from glocal_cli.hypergrad import tree_all_finite
 
 # (θ, λ [H], batch, data) -> scalar: the training (inner) loss on one minibatch.
 TrainLoss = Callable[[Any, jnp.ndarray, Any, Any], jnp.ndarray]
@@ -83,15 +84,6 @@ class SGLDWindow(NamedTuple):
     finite: jnp.ndarray
 
 
-def _tree_add_scaled(a, b, s):
-    return jax.tree_util.tree_map(lambda x, y: x + s * y, a, b)
-
-
-def _all_finite(*trees) -> jnp.ndarray:
-    leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree_util.tree_leaves(t)]
-    return jnp.all(jnp.stack(leaves))
-
-
 def _noise(key, params):
     """Standard normal noise shaped like ``params`` (one split per leaf)."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -101,12 +93,11 @@ def _noise(key, params):
     )
 
 
-def sgld_step(train_loss: TrainLoss, params, phi, batch, data, key, step_size, temperature):
-    """One SGLD step: ``θ − η ∇_θ L̃_T(θ, λ) + sqrt(2 η T₀) ξ``. Returns the new θ."""
-    g = jax.grad(train_loss)(params, phi, batch, data)
+def langevin_update(params, grads, key, step_size, temperature):
+    """One SGLD move from the training gradient ``grads``: ``θ − η g + sqrt(2 η T₀) ξ``, ``ξ ~ N(0, I)``."""
     xi = _noise(key, params)
     scale = jnp.sqrt(2.0 * step_size * temperature)
-    return jax.tree_util.tree_map(lambda p, g_, n: p - step_size * g_ + scale * n, params, g, xi)
+    return jax.tree_util.tree_map(lambda p, g_, n: p - step_size * g_ + scale * n, params, grads, xi)
 
 
 def _kept(t, s: SGLDSettings):
@@ -156,9 +147,7 @@ def sgld_window(
         keep = _kept(t, s)
         total = total + jnp.where(keep, g_hat, zero_h)
         n = n + keep.astype(jnp.int32)
-        xi = _noise(k_noise, theta)
-        scale = jnp.sqrt(2.0 * eta * s.temperature)
-        theta_new = jax.tree_util.tree_map(lambda p, g_, e: p - eta * g_ + scale * e, theta, g, xi)
+        theta_new = langevin_update(theta, g, k_noise, eta, s.temperature)
         z_new = jax.tree_util.tree_map(lambda z_, h_, u_: (1.0 - eta * s.damping) * z_ - eta * (h_ - u_), zt, hz, u)
         return (theta_new, z_new, total, n, k), (g_hat, v)
 
@@ -167,7 +156,7 @@ def sgld_window(
     carry0 = (params, z, zero_h, jnp.zeros((), jnp.int32), key)
     (theta, z, total, n, _), (g_hats, vs) = lax.scan(body, carry0, (ts, batches, val_batches))
     mean = total / jnp.maximum(n, 1).astype(total.dtype)
-    finite = jnp.logical_and(_all_finite(theta, z), jnp.all(jnp.isfinite(mean)))
+    finite = jnp.logical_and(tree_all_finite((theta, z)), jnp.all(jnp.isfinite(mean)))
     return SGLDWindow(theta, z, mean, g_hats[-1], n, vs[-1], finite)
 
 
@@ -208,9 +197,7 @@ def exact_j_window(
         total = total + jnp.where(keep, g_hat, jnp.zeros_like(g_hat))
         n = n + keep.astype(jnp.int32)
         g = jax.grad(train_loss)(theta, phi, batch, data)
-        xi = _noise(k_noise, theta)
-        scale = jnp.sqrt(2.0 * eta * s.temperature)
-        theta_new = jax.tree_util.tree_map(lambda p, g_, e: p - eta * g_ + scale * e, theta, g, xi)
+        theta_new = langevin_update(theta, g, k_noise, eta, s.temperature)
         jac_new = (1.0 - eta * s.damping) * jac - eta * (hess @ jac + bmat)
         return (theta_new, jac_new, total, n, k), g_hat
 
@@ -219,12 +206,3 @@ def exact_j_window(
     carry0 = (params, jac0, jnp.zeros_like(phi), jnp.zeros((), jnp.int32), key)
     (theta, _, total, n, _), g_hats = lax.scan(body, carry0, (jnp.arange(tau), batches, val_batches))
     return theta, total / jnp.maximum(n, 1).astype(total.dtype), g_hats
-
-
-def make_sgld_window_fn(train_loss: TrainLoss, val_loss: ValLoss, settings: SGLDSettings):
-    """Jitted ``(params, z, phi, batches, val_batches, key, data) -> SGLDWindow``."""
-
-    def fn(params, z, phi, batches, val_batches, key, data):
-        return sgld_window(train_loss, val_loss, params, z, phi, batches, val_batches, key, data, settings)
-
-    return jax.jit(fn)
