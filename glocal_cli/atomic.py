@@ -68,7 +68,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (non-finite floats become null)."""
-    write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(plain(obj, nan_as_none=True), indent=2, sort_keys=True) + "\n")
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
@@ -78,13 +78,15 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
             np.savez(f, **arrays)
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+def plain(obj: Any, nan_as_none: bool = False) -> Any:
+    """A JSON-ready copy of ``obj``: NumPy scalars become Python numbers, tuples lists,
+    dict keys strings; with ``nan_as_none`` non-finite floats become None."""
     if isinstance(obj, np.generic):
-        return _finite(obj.item())
+        obj = obj.item()
+    if isinstance(obj, float):
+        return None if nan_as_none and not np.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): plain(v, nan_as_none) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v, nan_as_none) for v in obj]
     return obj

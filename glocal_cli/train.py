@@ -114,17 +114,6 @@ def rows_to_csv(rows: List[dict]) -> str:
     return buf.getvalue()
 
 
-def _plain(obj):
-    """JSON-ready copy of history rows: NumPy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 def comparable_config(cfg_dict: dict) -> dict:
     """A config dict with ``data_dir`` and ``out`` as absolute normalised paths.
 
@@ -174,7 +163,7 @@ def save_checkpoint(run_dir: Path, hs: HPOState, cfg: TrainConfig, rows: List[di
         "n_state": len(_state_leaves(hs)),
         "n_eigs": len(eigs),
         "n_hypergrads": len(hypergrads),
-        "rows": _plain(rows),
+        "rows": atomic.plain(rows),
         "seconds": float(seconds),
     }
     atomic.write_text(run_dir / CHECKPOINT, json.dumps(manifest))
@@ -361,7 +350,7 @@ def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int],
             if rec.finite and cfg.eval_every and (rec.outer_step % cfg.eval_every == 0 or last):
                 test_acc = task.evaluate(task.params_of(hs.inner), splits.test_x, splits.test_y)["accuracy"]
             hp = task.hyperparams(np.asarray(rec.phi)) if rec.finite else {}
-            rows.append(_plain(history_row(rec, hp, test_acc)))
+            rows.append(atomic.plain(history_row(rec, hp, test_acc)))
             if rec.dmd is not None:
                 eig_list.append(np.asarray(rec.dmd.eigenvalues))
                 if keep_hypergrads:
