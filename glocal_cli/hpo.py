@@ -208,6 +208,17 @@ def outer_optimizer(spec: Union[str, optax.GradientTransformation], lr: float) -
     return OUTER_OPTIMIZERS[spec](lr)
 
 
+def outer_update(tx: optax.GradientTransformation, phi, outer, grad, ok):
+    """One outer step ``(phi [q], outer state, grad [q], ok) -> (phi, outer state)``, pure (jit it).
+
+    Where ``ok`` is false (a non-finite window) φ and the outer state are kept.
+    """
+    updates, new_outer = tx.update(jnp.asarray(grad, phi.dtype), outer, phi)
+    new_phi = optax.apply_updates(phi, updates)
+    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    return keep(new_phi, phi), jax.tree_util.tree_map(keep, new_outer, outer)
+
+
 class HypergradToEnd(NamedTuple):
     """What :meth:`HPORunner.hypergrad_to_end` returns.
 
@@ -280,6 +291,7 @@ class HPORunner:
         self.tx = outer_optimizer(cfg.outer_optimizer, cfg.lr)
         self._train = make_train_fn(problem.step)
         self._windows = {}
+        self._update = jax.jit(lambda phi, outer, grad: outer_update(self.tx, phi, outer, grad, True))
         self.estimator = make_estimator(cfg.estimator, m=cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
         if cfg.method == "sgld":
             if problem.train_loss is None or problem.val_loss_batch is None:
@@ -291,6 +303,8 @@ class HPORunner:
         other = HPORunner(self.problem, cfg)
         other._train = self._train
         other._windows = self._windows
+        if cfg.outer_optimizer == self.cfg.outer_optimizer and cfg.lr == self.cfg.lr:
+            other._update = self._update
         return other
 
 
@@ -393,9 +407,7 @@ class HPORunner:
         )
         if cfg.method == "none" or not finite:
             return HPOState(inner, hs.phi, hs.outer, hs.outer_step + 1), record
-        grad = jnp.asarray(used, dtype=hs.phi.dtype)
-        updates, outer = self.tx.update(grad, hs.outer, hs.phi)
-        phi = optax.apply_updates(hs.phi, updates)
+        phi, outer = self._update(hs.phi, hs.outer, jnp.asarray(used, dtype=hs.phi.dtype))
         return HPOState(inner, phi, outer, hs.outer_step + 1), record
 
     def _sgld_window(self, hs: HPOState):

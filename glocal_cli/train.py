@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -36,7 +37,7 @@ import re
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -47,7 +48,8 @@ from glocal_cli.data import load_dataset
 from glocal_cli.data.imbalance import make_long_tailed
 from glocal_cli.data.splits import Splits, make_splits, splits_from_indices
 from glocal_cli.errors import Interrupted, UserError
-from glocal_cli.hpo import HPORunner, HPOState, WindowRecord
+from glocal_cli.hpo import HPOState, WindowRecord
+from glocal_cli.seeds import SeedGroupRunner, stack_trees
 from glocal_cli.tasks import Task, build_task
 
 CHECKPOINT = "checkpoint.json"  # manifest; the arrays are in checkpoint.<outer step>.npz
@@ -141,7 +143,7 @@ def _state_leaves(hs: HPOState) -> list:
 
 
 def save_checkpoint(run_dir: Path, hs: HPOState, cfg: TrainConfig, rows: List[dict], eigs: List[np.ndarray],
-                    hypergrads: List[np.ndarray], seconds: float) -> None:
+                    hypergrads: List[np.ndarray], seconds: float, group: Optional[dict] = None) -> None:
     """Write a checkpoint without pickle: arrays in ``checkpoint.<step>.npz``, the rest in ``checkpoint.json``.
 
     The arrays file is written first under a new name; the JSON manifest (config,
@@ -165,6 +167,7 @@ def save_checkpoint(run_dir: Path, hs: HPOState, cfg: TrainConfig, rows: List[di
         "n_hypergrads": len(hypergrads),
         "rows": atomic.plain(rows),
         "seconds": float(seconds),
+        "group": atomic.plain(group or {}),
     }
     atomic.write_text(run_dir / CHECKPOINT, json.dumps(manifest))
     for old in run_dir.glob("checkpoint.*.npz"):
@@ -232,13 +235,17 @@ def load_checkpoint(run_dir: Path, cfg: TrainConfig, template: HPOState) -> Opti
         outer_step = int(manifest["outer_step"])
         rows = manifest["rows"]
         seconds = float(manifest["seconds"])
+        group = manifest.get("group", {})
+        if not isinstance(group, dict):
+            raise ValueError("group is not a mapping")
         if not isinstance(rows, list) or len(rows) != outer_step or outer_step < 1:
             raise ValueError("history rows do not match the outer step")
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as e:
         raise CheckpointRejected(f"{path} is corrupt ({type(e).__name__}: {str(e)[:80]})") from None
     inner, phi, outer = jax.tree_util.tree_unflatten(treedef, [jax.device_put(a) for a in restored])
     hs = HPOState(inner, phi, outer, outer_step)
-    return {"hpo_state": hs, "rows": rows, "eigs": eigs, "hypergrads": hypergrads, "seconds": seconds}
+    return {"hpo_state": hs, "rows": rows, "eigs": eigs, "hypergrads": hypergrads, "seconds": seconds,
+            "group": group}
 
 
 class Progress:
@@ -287,6 +294,45 @@ def run_lock(run_dir: Path):
         os.close(fd)
 
 
+SYNC_SECONDS = 2.0  # the longest the loop runs ahead of the host records (progress) without a reason to sync
+
+
+def parse_seeds(text: str) -> List[int]:
+    """``"0,1,2"`` (commas and/or spaces) -> ``[0, 1, 2]``; a one-line :class:`UserError` otherwise."""
+    parts = [x for x in re.split(r"[,\s]+", str(text).strip("[] ")) if x]
+    try:
+        seeds = [int(x) for x in parts]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers >= 0, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise UserError(f"--seeds must be comma-separated integers >= 0, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
+def seed_configs(cfg: TrainConfig, seeds: Optional[Sequence[int]] = None) -> List[TrainConfig]:
+    """One config per seed: ``cfg`` with ``hpo.seed`` set and the seed's own run directory.
+
+    ``seeds`` None: ``[cfg.seed]``. With ``--out``: a ``{seed}`` in it is replaced by the
+    seed; without one, several seeds go to ``<out>/seed<k>``. Without ``--out`` each seed
+    gets the default folder (:meth:`TrainConfig.run_dir`), exactly as a single-seed run.
+    """
+    seeds = [cfg.seed] if seeds is None else [int(s) for s in seeds]
+    if not seeds:
+        raise UserError("--seeds must name at least one seed, e.g. 0,1,2")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {','.join(map(str, seeds))} repeats a seed")
+    out = []
+    for s in seeds:
+        c = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, seed=s))
+        if cfg.out:
+            if "{seed}" in cfg.out:
+                c = dataclasses.replace(c, out=cfg.out.replace("{seed}", str(s)))
+            elif len(seeds) > 1:
+                c = dataclasses.replace(c, out=str(Path(cfg.out) / f"seed{s}"))
+        out.append(c)
+    return out
+
+
 def run_training(cfg: TrainConfig, progress: Optional[Progress] = None, stop_after: Optional[int] = None) -> dict:
     """Run (or resume) one training run; returns the metrics dict also written to ``metrics.json``.
 
@@ -296,106 +342,243 @@ def run_training(cfg: TrainConfig, progress: Optional[Progress] = None, stop_aft
     Raises :class:`~glocal_cli.errors.Interrupted` on Ctrl-C (KeyboardInterrupt),
     after saving a checkpoint at the last completed window.
     """
+    return run_seeds(seed_configs(cfg), progress, stop_after)[0]
+
+
+def run_seeds(cfgs: Sequence[TrainConfig], progress: Optional[Progress] = None,
+              stop_after: Optional[int] = None) -> List[dict]:
+    """Run (or resume) the seeds of one setting in one program; one metrics dict per seed.
+
+    ``cfgs`` (from :func:`seed_configs`) differ only in the seed and the run
+    directory. Methods none / local / glocal run all seeds as one vmapped, jitted
+    window (:class:`~glocal_cli.seeds.SeedGroupRunner`); global and sgld run the
+    seeds one after the other. Every seed's folder gets exactly the outputs of a
+    single-seed run, and a checkpoint in each folder; the group resumes when all
+    of them are at the same window (else every seed starts from window 0).
+    """
     progress = progress or Progress()
-    run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        return _run_locked(cfg, progress, stop_after, run_dir)
+    cfgs = list(cfgs)
+    dirs = [c.run_dir() for c in cfgs]
+    if len({os.path.abspath(d) for d in dirs}) != len(dirs):
+        raise UserError(f"two seeds would write the same folder ({', '.join(map(str, dirs))}); put {{seed}} in --out")
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for d in dirs:
+            stack.enter_context(run_lock(d))
+        return _run_group(cfgs, progress, stop_after)
 
 
-def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int], run_dir: Path) -> dict:
+@dataclasses.dataclass
+class SeedRun:
+    """Host-side record of one seed of a run group: its data, task and history so far."""
+
+    cfg: TrainConfig
+    splits: Splits
+    task: Task
+    rows: List[dict] = dataclasses.field(default_factory=list)
+    eigs: List[np.ndarray] = dataclasses.field(default_factory=list)
+    hypergrads: List[np.ndarray] = dataclasses.field(default_factory=list)
+    status: str = "running"  # running | diverged | collapsed
+    failure: str = ""
+    outer_steps: int = 0  # where a failed seed stopped
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir()
+
+    def copy(self) -> "SeedRun":
+        return dataclasses.replace(self, rows=list(self.rows), eigs=list(self.eigs), hypergrads=list(self.hypergrads))
+
+    def group_info(self, seeds: List[int]) -> dict:
+        return {"seeds": seeds, "status": self.status, "failure": self.failure, "outer_steps": self.outer_steps}
+
+
+class _Snapshot(NamedTuple):
+    """The loop's state, replaced in one assignment (a Ctrl-C never sees half of it).
+
+    ``runs`` hold the rows up to ``gs.outer_step - len(pending)``; ``pending`` are the
+    windows since, still on the device.
+    """
+
+    gs: HPOState
+    runs: tuple
+    pending: tuple
+
+
+def _resume(runs: List[SeedRun], runner: SeedGroupRunner, gs: HPOState, progress: Progress):
+    """``(state, seconds before)`` from the seeds' checkpoints, or the fresh state when there is none."""
+    seeds = [r.cfg.seed for r in runs]
+    found = []
+    for s, r in enumerate(runs):
+        try:
+            found.append(load_checkpoint(r.run_dir, r.cfg, runner.slice(gs, s)))
+        except CheckpointRejected as e:
+            progress.note(f"checkpoint not used, starting from window 0: {e}")
+            found.append(None)
+    present = [c for c in found if c is not None]
+    if not present:
+        return gs, 0.0
+    steps = {c["hpo_state"].outer_step for c in present}
+    same_group = all(list(c["group"].get("seeds", [r.cfg.seed])) == seeds for r, c in zip(runs, found) if c)
+    if len(present) < len(found) or len(steps) > 1 or not same_group:
+        progress.note(f"checkpoints of seeds {','.join(map(str, seeds))} are not of one group at one window "
+                      f"(windows {sorted(steps)}); starting every seed from window 0")
+        return gs, 0.0
+    for r, c in zip(runs, found):
+        r.rows, r.eigs, r.hypergrads = c["rows"], c["eigs"], c["hypergrads"]
+        r.status = str(c["group"].get("status", "running"))
+        r.failure = str(c["group"].get("failure", ""))
+        r.outer_steps = int(c["group"].get("outer_steps", 0))
+    states = [c["hpo_state"] for c in found]
+    gs = HPOState(*(stack_trees([getattr(st, k) for st in states]) for k in ("inner", "phi", "outer")),
+                  states[0].outer_step)
+    where = runs[0].run_dir / CHECKPOINT if len(runs) == 1 else f"{len(runs)} seeds"
+    progress.note(f"resuming from window {gs.outer_step} of {runner.cfg.outer_steps} ({where})")
+    return gs, max(c["seconds"] for c in found)
+
+
+def _flush(snap: _Snapshot, runner: SeedGroupRunner, cfg: TrainConfig, seconds: float) -> tuple:
+    """The seeds' records with the pending windows added (fetched from the device in one transfer).
+
+    A seed whose window is non-finite becomes ``diverged``, one whose φ fails the
+    task's health check ``collapsed``; their rows stop there. The test set is
+    evaluated when the last pending window is an evaluation window.
+    """
+    host = jax.device_get([w.arrays for w in snap.pending])
+    runs = [r.copy() for r in snap.runs]
+    n_outer = runner.cfg.outer_steps
+    per_window = seconds / max(len(snap.pending), 1)
+    keep_hg = runner.cfg.method == "glocal" and snap.gs.phi.shape[-1] <= 32
+    for i, (w, a) in enumerate(zip(snap.pending, host)):
+        last_pending = i == len(snap.pending) - 1
+        for s, r in enumerate(runs):
+            if r.status != "running":
+                continue
+            rec = WindowRecord(
+                outer_step=w.outer_step, step=w.step, phi=np.asarray(a.phi[s], np.float64),
+                hypergrad_local=np.asarray(a.hypergrad_local[s], np.float64),
+                hypergrad_used=np.asarray(a.hypergrad_used[s], np.float64), val_loss=float(a.val_loss[s]),
+                finite=bool(a.finite[s]), dmd=None if w.estimates is None else w.estimates[s],
+                hypergrads=np.asarray(a.hypergrads[s], np.float64), seconds=per_window)
+            test_acc = None
+            if (rec.finite and last_pending and cfg.eval_every
+                    and (w.outer_step % cfg.eval_every == 0 or w.outer_step == n_outer)):
+                params = r.task.params_of(runner.slice(snap.gs, s).inner)
+                test_acc = runs[0].task.evaluate(params, r.splits.test_x, r.splits.test_y)["accuracy"]
+            hp = r.task.hyperparams(rec.phi) if rec.finite else {}
+            r.rows.append(atomic.plain(history_row(rec, hp, test_acc)))
+            if rec.dmd is not None:
+                r.eigs.append(np.asarray(rec.dmd.eigenvalues))
+                if keep_hg:
+                    r.hypergrads.append(rec.hypergrads)
+            if not rec.finite:
+                r.status, r.outer_steps = "diverged", w.outer_step
+                r.failure = f"non-finite parameters or hypergradient at outer step {w.outer_step} (inner step {w.step})"
+                continue
+            unhealthy = r.task.health(np.asarray(a.phi_next[s])) if r.task.health is not None else ""
+            if unhealthy:  # e.g. a collapsed meta MLP: a failure status, never a result
+                r.status, r.outer_steps = "collapsed", w.outer_step
+                r.failure = f"{unhealthy} (after outer step {w.outer_step}, inner step {w.step})"
+    return tuple(runs)
+
+
+def _save_group(snap: _Snapshot, runner: SeedGroupRunner, seconds: float) -> None:
+    seeds = [r.cfg.seed for r in snap.runs]
+    for s, r in enumerate(snap.runs):
+        save_checkpoint(r.run_dir, runner.slice(snap.gs, s), r.cfg, r.rows, r.eigs, r.hypergrads, seconds,
+                        group=r.group_info(seeds))
+
+
+def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional[int]) -> List[dict]:
     t_start = time.perf_counter()
-    if (run_dir / LEGACY_CHECKPOINT).exists():
-        progress.note(f"ignoring {run_dir / LEGACY_CHECKPOINT} (pickle checkpoint of an older version, never opened)")
-
-    splits = load_splits(cfg)
-    task: Task = build_task(cfg, splits)
-    hpo_cfg = cfg.resolved_hpo()
-    runner = HPORunner(task.problem, hpo_cfg)
-
-    hs = runner.init(task.phi0)
-    rows, eig_list, hg_list, seconds_before = [], [], [], 0.0
-    try:
-        ckpt = load_checkpoint(run_dir, cfg, hs)
-    except CheckpointRejected as e:
-        progress.note(f"checkpoint not used, starting from window 0: {e}")
-        ckpt = None
-    if ckpt is not None:
-        hs = ckpt["hpo_state"]
-        rows, eig_list, hg_list = ckpt["rows"], ckpt["eigs"], ckpt["hypergrads"]
-        seconds_before = ckpt["seconds"]
-        progress.note(f"resuming from window {hs.outer_step} of {hpo_cfg.outer_steps} ({run_dir / CHECKPOINT})")
-
-    steps_per_outer = hpo_cfg.steps if hpo_cfg.method == "global" else hpo_cfg.tau
-    progress.start(hpo_cfg.outer_steps * steps_per_outer, hs.outer_step * steps_per_outer)
-    status, failure = "complete", ""
-    window_times: List[float] = []
-    q = task.phi0.shape[0]
-    keep_hypergrads = hpo_cfg.method == "glocal" and q <= 32
+    for c in cfgs:
+        if (c.run_dir() / LEGACY_CHECKPOINT).exists():
+            progress.note(f"ignoring {c.run_dir() / LEGACY_CHECKPOINT} (pickle checkpoint of an older version, never opened)")
+    runs = []
+    for c in cfgs:
+        splits = load_splits(c)
+        runs.append(SeedRun(c, splits, build_task(c, splits)))
+    cfg = cfgs[0]
+    runner = SeedGroupRunner([r.task.problem for r in runs], [c.resolved_hpo() for c in cfgs])
+    hpo_cfg = runner.cfg
+    gs, seconds_before = _resume(runs, runner, runner.init([r.task.phi0 for r in runs]), progress)
 
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - t_start
 
-    # (state, len(rows), len(eigs), len(hypergrads)) at the last completed window: what Ctrl-C saves
-    consistent = (hs, len(rows), len(eig_list), len(hg_list))
-    saved_step = hs.outer_step
+    is_global = hpo_cfg.method == "global"
+    steps_per_outer = hpo_cfg.steps if is_global else hpo_cfg.tau
+    progress.start(hpo_cfg.outer_steps * steps_per_outer, gs.outer_step * steps_per_outer)
+    snap = _Snapshot(gs, tuple(runs), ())
+    saved_step, n_run, first_s, t_first_end = gs.outer_step, 0, math.nan, math.nan
+    t_flush = time.perf_counter()
     try:
-        while not runner.done(hs):
+        while not runner.done(snap.gs) and any(r.status == "running" for r in snap.runs):
             t0 = time.perf_counter()
-            hs, rec = runner.run_window(hs, on_chunk=progress.advance)
-            rec.seconds = time.perf_counter() - t0
-            window_times.append(rec.seconds)
-            test_acc = None
-            last = runner.done(hs) or not rec.finite
-            if rec.finite and cfg.eval_every and (rec.outer_step % cfg.eval_every == 0 or last):
-                test_acc = task.evaluate(task.params_of(hs.inner), splits.test_x, splits.test_y)["accuracy"]
-            hp = task.hyperparams(np.asarray(rec.phi)) if rec.finite else {}
-            rows.append(atomic.plain(history_row(rec, hp, test_acc)))
-            if rec.dmd is not None:
-                eig_list.append(np.asarray(rec.dmd.eigenvalues))
-                if keep_hypergrads:
-                    hg_list.append(np.asarray(rec.hypergrads))
-            if not rec.finite:
-                status = "diverged"
-                failure = f"non-finite parameters or hypergradient at outer step {rec.outer_step} (inner step {rec.step})"
-                break
-            unhealthy = task.health(np.asarray(hs.phi)) if task.health is not None else ""
-            if unhealthy:  # e.g. a collapsed meta MLP: a failure status, never a result
-                status, failure = "collapsed", f"{unhealthy} (after outer step {rec.outer_step}, inner step {rec.step})"
-                break
-            consistent = (hs, len(rows), len(eig_list), len(hg_list))
-            progress.update({"lr": hp.get("lr"), "val_loss": rec.val_loss, "window": rec.outer_step})
-            done_now = runner.done(hs)
-            stop_now = stop_after is not None and hs.outer_step >= stop_after and not done_now
-            if cfg.checkpoint_every and (hs.outer_step % cfg.checkpoint_every == 0 or stop_now):
-                save_checkpoint(run_dir, hs, cfg, rows, eig_list, hg_list, elapsed())
-                saved_step = hs.outer_step
-            if stop_now:
-                return {"status": "stopped", "outer_step": hs.outer_step}
+            gs, win = runner.run_window(snap.gs, on_chunk=progress.advance if is_global else None)
+            snap = _Snapshot(gs, snap.runs, snap.pending + (win,))
+            if not is_global:
+                progress.advance(steps_per_outer)
+            n_run += 1
+            k, done_now = gs.outer_step, runner.done(gs)
+            stop_now = stop_after is not None and k >= stop_after and not done_now
+            eval_now = bool(cfg.eval_every) and (k % cfg.eval_every == 0 or done_now)
+            ckpt_now = bool(cfg.checkpoint_every) and (k % cfg.checkpoint_every == 0 or stop_now)
+            if n_run == 1:  # the compiling window, timed to the end
+                jax.block_until_ready(gs)
+                t_first_end = time.perf_counter()
+                first_s = t_first_end - t0
+            now = time.perf_counter()
+            if (done_now or stop_now or eval_now or ckpt_now or win.estimates is not None or n_run == 1
+                    or now - t_flush >= SYNC_SECONDS):
+                snap = _Snapshot(gs, _flush(snap, runner, cfg, now - t_flush), ())
+                t_flush = time.perf_counter()
+                live = [r for r in snap.runs if r.status == "running"] or list(snap.runs)
+                last = live[0].rows[-1]
+                progress.update({"lr": last.get("lr"), "val_loss": last["val_loss"], "window": k})
+                if ckpt_now:
+                    _save_group(snap, runner, elapsed())
+                    saved_step = k
+                if stop_now:
+                    return [{"status": "stopped", "outer_step": k} for _ in runs]
     except KeyboardInterrupt:
-        c_hs, n_rows, n_eigs, n_hg = consistent
-        if cfg.checkpoint_every and c_hs.outer_step > saved_step:
-            save_checkpoint(run_dir, c_hs, cfg, rows[:n_rows], eig_list[:n_eigs], hg_list[:n_hg], elapsed())
-            saved_step = c_hs.outer_step
-        if saved_step > 0 and (run_dir / CHECKPOINT).exists():
-            raise Interrupted(f"interrupted at window {saved_step}; checkpoint kept in {run_dir / CHECKPOINT}, "
+        if snap.pending:
+            snap = _Snapshot(snap.gs, _flush(snap, runner, cfg, time.perf_counter() - t_flush), ())
+        if cfg.checkpoint_every and snap.gs.outer_step > saved_step:
+            _save_group(snap, runner, elapsed())
+            saved_step = snap.gs.outer_step
+        where = runs[0].run_dir / CHECKPOINT if len(runs) == 1 else f"the {len(runs)} seeds' folders"
+        if saved_step > 0 and (runs[0].run_dir / CHECKPOINT).exists():
+            raise Interrupted(f"interrupted at window {saved_step}; checkpoint kept in {where}, "
                               "run the same command again to resume") from None
         raise Interrupted("interrupted before the first checkpoint; nothing to resume") from None
 
-    wall = seconds_before + time.perf_counter() - t_start
-    if len(window_times) > 2:
-        compile_s = max(window_times[0] - float(np.median(window_times[1:])), 0.0)
-    else:
-        compile_s = float("nan")
-    params = task.params_of(hs.inner)
+    t_end = time.perf_counter()
+    compile_s = math.nan
+    if n_run > 2:
+        compile_s = max(first_s - (t_end - t_first_end) / (n_run - 1), 0.0)
+    wall = seconds_before + t_end - t_start
+    seeds = [r.cfg.seed for r in snap.runs]
+    return [_finish(r, runner, runner.slice(snap.gs, s), wall, compile_s, seeds, snap.runs[0].task)
+            for s, r in enumerate(snap.runs)]
+
+
+def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, compile_s: float, seeds: List[int],
+            evaluator: Task) -> dict:
+    """Write one seed's ``history.csv``, ``dmd.npz`` and ``metrics.json``; remove its checkpoint."""
+    status = "complete" if r.status == "running" else r.status
+    if status != "complete":
+        hs = hs._replace(outer_step=r.outer_steps)
+    params = r.task.params_of(hs.inner)
     final_ok = status == "complete"
     nan = {"loss": math.nan, "accuracy": math.nan, "balanced_accuracy": math.nan}
-    test = task.evaluate(params, splits.test_x, splits.test_y) if final_ok else nan
-    val = task.evaluate(params, splits.val_x, splits.val_y) if final_ok else nan
-    fallbacks = [r["dmd_reason"] for r in rows if r.get("dmd_fallback") == 1]
+    test = evaluator.evaluate(params, r.splits.test_x, r.splits.test_y) if final_ok else nan
+    val = evaluator.evaluate(params, r.splits.val_x, r.splits.val_y) if final_ok else nan
+    fallbacks = [row["dmd_reason"] for row in r.rows if row.get("dmd_fallback") == 1]
     metrics = {
         "status": status,
-        "failure": failure,
+        "failure": r.failure,
         "test_accuracy": test["accuracy"],
         "test_balanced_accuracy": test["balanced_accuracy"],
         "test_loss": test["loss"],
@@ -407,20 +590,22 @@ def _run_locked(cfg: TrainConfig, progress: Progress, stop_after: Optional[int],
         "outer_steps": int(hs.outer_step),
         "inner_steps": int(runner.inner_steps_done(hs)),
         "dmd_fallbacks": len(fallbacks),
-        "dmd_fallback_reasons": {r: fallbacks.count(r) for r in sorted(set(fallbacks))},
-        "hyperparams": task.hyperparams(np.asarray(hs.phi)) if final_ok else {},
+        "dmd_fallback_reasons": {x: fallbacks.count(x) for x in sorted(set(fallbacks))},
+        "hyperparams": r.task.hyperparams(np.asarray(hs.phi)) if final_ok else {},
+        "seeds_in_program": seeds,
         "device": jax.devices()[0].device_kind,
-        "config": cfg.to_dict(),
+        "config": r.cfg.to_dict(),
     }
-    atomic.write_text(run_dir / "history.csv", rows_to_csv(rows))
-    if eig_list:
-        r_max = max(len(e) for e in eig_list)
-        eigs = np.full((len(eig_list), r_max), np.nan + 0j, np.complex128)
-        for i, e in enumerate(eig_list):
+    run_dir = r.run_dir
+    atomic.write_text(run_dir / "history.csv", rows_to_csv(r.rows))
+    if r.eigs:
+        r_max = max(len(e) for e in r.eigs)
+        eigs = np.full((len(r.eigs), r_max), np.nan + 0j, np.complex128)
+        for i, e in enumerate(r.eigs):
             eigs[i, : len(e)] = e
         arrays = {"eigenvalues": eigs}
-        if hg_list:
-            arrays["hypergrads"] = np.stack(hg_list)
+        if r.hypergrads:
+            arrays["hypergrads"] = np.stack(r.hypergrads)
         atomic.save_npz(run_dir / "dmd.npz", **arrays)
     atomic.write_json(run_dir / "metrics.json", metrics)
     remove_checkpoint(run_dir)

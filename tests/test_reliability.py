@@ -201,13 +201,17 @@ def test_interrupt_keeps_checkpoint_and_resume_with_absolute_path_is_exact(tmp_p
     whole = run_training(_small(tmp_path / "whole", eval_every=0))
     monkeypatch.chdir(tmp_path)
 
-    def ctrl_c(info):
-        if info["window"] == 2:
+    windows = []
+
+    def ctrl_c(n):  # called after every window, before anything is fetched from the device
+        windows.append(n)
+        if len(windows) == 2:
             raise KeyboardInterrupt
 
-    # checkpoint_every=3: the Ctrl-C checkpoint is written by the interrupt handler itself
+    # checkpoint_every=3: the Ctrl-C checkpoint is written by the interrupt handler itself,
+    # after fetching the windows the loop had not looked at yet
     with pytest.raises(Interrupted, match="interrupted at window 2; checkpoint kept"):
-        run_training(_small("split", checkpoint_every=3, eval_every=0), Progress(update=ctrl_c))
+        run_training(_small("split", checkpoint_every=3, eval_every=0), Progress(advance=ctrl_c))
     assert json.loads((tmp_path / "split" / CHECKPOINT).read_text())["outer_step"] == 2
     notes = []
     resumed = run_training(_small(tmp_path / "split", checkpoint_every=3, eval_every=0), Progress(note=notes.append))

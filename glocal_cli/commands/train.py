@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional, Union
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -13,7 +13,7 @@ from glocal_cli.atomic import check_output_dir
 from glocal_cli.config import TrainConfig
 from glocal_cli.errors import DataNotAvailable
 from glocal_cli.train import Progress as Callbacks
-from glocal_cli.train import check_data_dir, check_not_locked, run_training, write_not_run
+from glocal_cli.train import check_data_dir, check_not_locked, parse_seeds, run_seeds, seed_configs, write_not_run
 
 
 def _fmt(x) -> str:
@@ -23,21 +23,28 @@ def _fmt(x) -> str:
 
 
 def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optional[int] = None,
-        missing_ok: bool = False) -> dict:
-    """Train with ``cfg``; print a summary table; return the metrics.
+        missing_ok: bool = False, seeds: Optional[str] = None) -> Union[dict, List[dict]]:
+    """Train with ``cfg``; print a summary table; return the metrics (a list of them with ``seeds``).
 
+    ``seeds``: ``"0,1,2"``, the seeds trained together in one program, one run
+    folder each (:func:`glocal_cli.train.seed_configs`).
     ``missing_ok``: when the dataset is a "not run" marker (``glocal download
     --missing-ok`` found no files), write ``metrics.json`` with status "not run"
     and an empty ``history.csv`` instead of failing (the DVC pipeline uses this).
     """
     console = console or Console()
-    check_output_dir(cfg.run_dir(), "--out")
+    cfgs = seed_configs(cfg, None if seeds is None else parse_seeds(seeds))
+    for c in cfgs:
+        check_output_dir(c.run_dir(), "--out")
     check_data_dir(cfg)
-    check_not_locked(cfg.run_dir())
+    for c in cfgs:
+        check_not_locked(c.run_dir())
     h = cfg.hpo
+    seed_text = f"seed={cfgs[0].seed}" if len(cfgs) == 1 else f"seeds={','.join(str(c.seed) for c in cfgs)}"
+    where = cfgs[0].run_dir() if len(cfgs) == 1 else f"{len(cfgs)} folders ({cfgs[0].run_dir()}, ...)"
     console.print(
         f"[bold]glocal train[/] {cfg.dataset} / {cfg.model} / {cfg.task} / method [cyan]{h.method}[/]"
-        f"  T={h.steps} τ={h.tau} σ={h.sigma} m={h.m} seed={cfg.seed} lr0={cfg.lr0:g} -> {cfg.run_dir()}"
+        f"  T={h.steps} τ={h.tau} σ={h.sigma} m={h.m} {seed_text} lr0={cfg.lr0:g} -> {where}"
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -65,8 +72,8 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
             bar.update(task_id, info=text)
 
         try:
-            metrics = run_training(
-                cfg,
+            all_metrics = run_seeds(
+                cfgs,
                 Callbacks(start=start, advance=lambda n: bar.advance(task_id, n), update=update,
                           note=lambda text: bar.console.print(text, markup=False, highlight=False, soft_wrap=True)),
                 stop_after=stop_after,
@@ -74,13 +81,20 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
         except DataNotAvailable as e:
             if not missing_ok:
                 raise
-            metrics = write_not_run(cfg, e.reason)
+            all_metrics = [write_not_run(c, e.reason) for c in cfgs]
+    for c, metrics in zip(cfgs, all_metrics):
+        _summary(console, c, metrics)
+    return all_metrics[0] if seeds is None else all_metrics
+
+
+def _summary(console: Console, cfg: TrainConfig, metrics: dict) -> None:
+    """One seed's result: a table, or the line saying it did not run / stopped / failed."""
     if metrics.get("status") == "not run":
         console.print(f"{metrics['failure']} (recorded in {cfg.run_dir() / 'metrics.json'})", markup=False, soft_wrap=True)
-        return metrics
+        return
     if metrics.get("status") == "stopped":
         console.print(f"stopped after outer step {metrics['outer_step']}; run again to resume")
-        return metrics
+        return
     table = Table(title=f"{cfg.run_dir()}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -91,4 +105,3 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
     console.print(table)
     if metrics["status"] != "complete":
         console.print(f"[yellow]run {metrics['status']}[/]: {metrics['failure']} (recorded in metrics.json)")
-    return metrics

@@ -1,0 +1,230 @@
+"""Several seeds in one program: the group runner against single runs, resume, folders, CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glocal_cli import cli
+from glocal_cli.config import from_mapping
+from glocal_cli.errors import UserError
+from glocal_cli.hpo import HPOConfig, HPORunner, InnerProblem
+from glocal_cli.seeds import SeedGroupRunner, seed_slice, stack_trees
+from glocal_cli.train import CHECKPOINT, Progress, parse_seeds, run_seeds, run_training, seed_configs
+
+
+# ------------------------------------------------------------------ the runner, on a quadratic (float64)
+
+
+def _quadratic(seed: int, lr: float = 0.1, p: int = 5, q: int = 2) -> InnerProblem:
+    """θ ← θ − lr (A θ − b − B φ) with A, b, B, lr and the batch noise in ``data`` (so one step function serves all seeds)."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    data = {"A": u @ np.diag(rng.uniform(0.3, 1.5, p)) @ u.T, "b": rng.normal(size=p), "B": rng.normal(size=(p, q)),
+            "target": rng.normal(size=p), "lr": np.float64(lr), "noise": rng.normal(size=(1000, p)) * 0.01}
+    data = jax.tree_util.tree_map(jnp.asarray, data)
+
+    def step(theta, phi, t, d):
+        return theta - d["lr"] * (d["A"] @ theta - d["b"] - d["B"] @ phi + d["noise"][t])
+
+    def val_loss(theta, d):
+        return 0.5 * jnp.sum((theta - d["target"]) ** 2)
+
+    return InnerProblem(init_state=jnp.asarray(rng.normal(size=p)), step=step, val_loss=val_loss,
+                        batches=lambda start, n: np.arange(start, start + n, dtype=np.int32), data=data)
+
+
+def _single(problem, cfg, phi0, windows):
+    runner = HPORunner(problem, cfg)
+    hs, recs = runner.init(phi0), []
+    for _ in range(windows):
+        hs, rec = runner.run_window(hs)
+        recs.append(rec)
+    return hs, recs
+
+
+@pytest.mark.parametrize("method", ["none", "local", "glocal"])
+def test_group_of_two_equals_two_single_runs(method):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        cfg = HPOConfig(method=method, steps=60, tau=10, sigma=8, m=3, outer_lr=0.05, seed=0)
+        cfgs = [cfg, HPOConfig(method=method, steps=60, tau=10, sigma=8, m=3, outer_lr=0.05, seed=1)]
+        problems = [_quadratic(0), _quadratic(1)]
+        phi0 = np.zeros(2)
+        group = SeedGroupRunner(problems, cfgs)
+        gs = group.init([phi0, phi0])
+        wins = []
+        while not group.done(gs):
+            gs, win = group.run_window(gs)
+            wins.append(jax.device_get(win.arrays))
+        for s in range(2):
+            hs, recs = _single(problems[s], cfgs[s], phi0, 6)
+            np.testing.assert_allclose(np.asarray(seed_slice(gs.inner, s)), np.asarray(hs.inner), rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(gs.phi[s]), np.asarray(hs.phi), rtol=1e-12, atol=1e-15)
+            for w, rec in zip(wins, recs):
+                np.testing.assert_allclose(w.hypergrad_used[s], rec.hypergrad_used, rtol=1e-10, atol=1e-14)
+                assert bool(w.finite[s]) == rec.finite
+        if method != "none":  # the seeds really differ
+            assert not np.allclose(gs.phi[0], gs.phi[1])
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_a_diverging_seed_keeps_its_phi_and_spares_the_others():
+    cfg0 = HPOConfig(method="local", steps=40, tau=10, outer_lr=0.05, seed=0)
+    cfg1 = HPOConfig(method="local", steps=40, tau=10, outer_lr=0.05, seed=1)
+    problems = [_quadratic(0), _quadratic(1, lr=5.0)]  # lr 5 with eigenvalues up to 1.5: explodes
+    group = SeedGroupRunner(problems, [cfg0, cfg1])
+    gs = group.init([np.zeros(2, np.float32)] * 2)
+    finite = []
+    while not group.done(gs):
+        before = np.asarray(gs.phi)
+        gs, win = group.run_window(gs)
+        a = jax.device_get(win.arrays)
+        finite.append(a.finite.tolist())
+        if not a.finite[1]:
+            np.testing.assert_array_equal(np.asarray(gs.phi[1]), before[1])  # not updated with a NaN
+    assert all(f[0] for f in finite) and not all(f[1] for f in finite)
+    hs, _ = _single(problems[0], cfg0, np.zeros(2, np.float32), 4)
+    np.testing.assert_allclose(np.asarray(gs.phi[0]), np.asarray(hs.phi), rtol=1e-5, atol=1e-7)
+
+
+def test_group_rejects_seeds_that_differ_in_more_than_the_seed():
+    with pytest.raises(ValueError, match="share every setting"):
+        SeedGroupRunner([_quadratic(0), _quadratic(1)], [HPOConfig(tau=10, steps=20, sigma=8, m=3),
+                                                         HPOConfig(tau=10, steps=20, sigma=8, m=2)])
+
+
+def test_stack_and_slice_round_trip():
+    trees = [{"a": jnp.ones(3) * i, "b": (jnp.zeros((2, 2)) + i,)} for i in range(3)]
+    stacked = stack_trees(trees)
+    assert stacked["a"].shape == (3, 3) and stacked["b"][0].shape == (3, 2, 2)
+    for i in range(3):
+        assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, seed_slice(stacked, i), trees[i]))
+
+
+# ------------------------------------------------------------------ training runs (tiny random data)
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    """352 random 28x28 images, split by the seed (train 256 / val 32 / test 64): seconds, not minutes."""
+    from glocal_cli import train as train_mod
+    from glocal_cli.data.splits import Splits
+
+    rng = np.random.default_rng(0)
+    x = rng.random((352, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 352).astype(np.int32)
+
+    def load(cfg):
+        order = np.concatenate([np.random.default_rng(cfg.seed).permutation(288), np.arange(288, 352)])
+        xs, ys = x[order], y[order]
+        return Splits(xs[:256], ys[:256], xs[256:288], ys[256:288], xs[288:], ys[288:], np.zeros(1, np.float32),
+                      np.ones(1, np.float32), 10, "fashion_mnist")
+
+    monkeypatch.setattr(train_mod, "load_splits", load)
+
+
+def _cfg(out, method, **kw):
+    base = dict(dataset="fashion_mnist", method=method, steps=40, tau=10, sigma=6, m=3, batch_size=32, lr0=0.1,
+                momentum0=0.5, val_fraction=0.01, eval_every=2, checkpoint_every=2, data_dir=".", out=str(out))
+    base.update(kw)
+    return from_mapping(base)
+
+
+def _history(path):
+    import csv
+
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def _assert_rows_close(a, b, rtol=2e-4):
+    assert len(a) == len(b) and a[0].keys() == b[0].keys()
+    for ra, rb in zip(a, b):
+        for k in ra:
+            try:
+                x, y = float(ra[k]), float(rb[k])
+            except ValueError:
+                assert ra[k] == rb[k], k
+                continue
+            assert x == pytest.approx(y, rel=rtol, abs=1e-6, nan_ok=True), (k, ra, rb)
+
+
+@pytest.mark.parametrize("method", ["none", "local", "glocal"])
+def test_two_seeds_in_one_program_equal_two_single_runs(tmp_path, tiny_data, method):
+    singles = [run_training(_cfg(tmp_path / f"single{s}", method, seed=s)) for s in (0, 1)]
+    group = run_seeds(seed_configs(_cfg(tmp_path / "group", method), [0, 1]))
+    assert [m["seeds_in_program"] for m in group] == [[0, 1], [0, 1]]
+    for s, (one, many) in enumerate(zip(singles, group)):
+        assert one["status"] == many["status"] == "complete"
+        for key in ("test_accuracy", "val_accuracy"):
+            assert many[key] == pytest.approx(one[key], abs=1e-6)
+        for key in ("test_loss", "val_loss"):
+            assert many[key] == pytest.approx(one[key], rel=1e-4)
+        assert many["hyperparams"] == pytest.approx(one["hyperparams"], rel=1e-4)
+        assert many["config"]["seed"] == s and many["config"]["out"] == str(tmp_path / "group" / f"seed{s}")
+        _assert_rows_close(_history(tmp_path / "group" / f"seed{s}" / "history.csv"),
+                           _history(tmp_path / f"single{s}" / "history.csv"))
+    assert group[0]["test_loss"] != group[1]["test_loss"]  # two different seeds
+    if method == "glocal":
+        for s in (0, 1):
+            a = np.load(tmp_path / "group" / f"seed{s}" / "dmd.npz")["hypergrads"]
+            b = np.load(tmp_path / f"single{s}" / "dmd.npz")["hypergrads"]
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_group_resumes_all_seeds_together(tmp_path, tiny_data):
+    cfgs = seed_configs(_cfg(tmp_path / "r{seed}", "glocal"), [0, 3])
+    whole = run_seeds(seed_configs(_cfg(tmp_path / "w{seed}", "glocal"), [0, 3]))
+    assert run_seeds(cfgs, stop_after=2)[0]["status"] == "stopped"
+    for c in cfgs:
+        assert json.loads((c.run_dir() / CHECKPOINT).read_text())["group"]["seeds"] == [0, 3]
+    notes = []
+    resumed = run_seeds(cfgs, Progress(note=notes.append))
+    assert any(n.startswith("resuming from window 2 of 4 (2 seeds)") for n in notes), notes
+    for s, a, b in zip((0, 3), whole, resumed):
+        assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
+        assert _history(tmp_path / f"w{s}" / "history.csv") == _history(tmp_path / f"r{s}" / "history.csv")
+        assert not (tmp_path / f"r{s}" / CHECKPOINT).exists()
+
+
+def test_checkpoints_not_of_one_group_restart_every_seed(tmp_path, tiny_data):
+    run_seeds(seed_configs(_cfg(tmp_path / "g{seed}", "local"), [0, 1]), stop_after=2)
+    notes = []
+    # seed 1 alone finds a checkpoint written by the group {0, 1}: not its own group
+    run_training(_cfg(tmp_path / "g1", "local", seed=1), Progress(note=notes.append))
+    assert any("not of one group" in n and "starting every seed from window 0" in n for n in notes), notes
+
+
+def test_seed_folders_and_bad_seeds(tmp_path):
+    base = _cfg(tmp_path / "x", "local")
+    assert [str(c.run_dir()) for c in seed_configs(base, [2, 5])] == [str(tmp_path / "x" / "seed2"),
+                                                                       str(tmp_path / "x" / "seed5")]
+    assert [c.seed for c in seed_configs(base, [2, 5])] == [2, 5]
+    assert str(seed_configs(base, [4])[0].run_dir()) == str(tmp_path / "x")
+    templ = _cfg(tmp_path / "y-{seed}", "local")
+    assert [c.run_dir().name for c in seed_configs(templ, [0, 1])] == ["y-0", "y-1"]
+    unset = _cfg("", "local")
+    assert [c.run_dir().name for c in seed_configs(unset, [0, 1])] == [
+        "fashion_mnist-optimizer-local-lr0.1-seed0", "fashion_mnist-optimizer-local-lr0.1-seed1"]
+    assert parse_seeds("0,1, 2") == [0, 1, 2] and parse_seeds("[3 4]") == [3, 4]
+    for bad in ("", "a,b", "-1,2", "1.5"):
+        with pytest.raises(UserError, match="--seeds"):
+            parse_seeds(bad)
+    with pytest.raises(UserError, match="repeats"):
+        seed_configs(base, [1, 1])
+
+
+def test_cli_seeds_writes_one_folder_per_seed(tmp_path, tiny_data, capsys):
+    out = tmp_path / "runs" / "s{seed}"
+    cli.main(["train", "--method", "local", "--steps", "20", "--tau", "10", "--batch-size", "32", "--data-dir", ".",
+              "--val-fraction", "0.01", "--seeds", "0,1", "--out", str(out)])
+    for s in (0, 1):
+        m = json.loads((tmp_path / "runs" / f"s{s}" / "metrics.json").read_text())
+        assert m["status"] == "complete" and m["config"]["seed"] == s
+    with pytest.raises(SystemExit) as ex:
+        cli.main(["train", "--seeds", "0,x", "--out", str(tmp_path / "bad")])
+    assert ex.value.code == 2 and not (tmp_path / "bad").exists()
