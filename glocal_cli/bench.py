@@ -34,6 +34,7 @@ from typing import Callable, Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import yaml
 
 from glocal_cli import settings
 from glocal_cli.config import TrainConfig
@@ -56,11 +57,40 @@ class BenchSettings:
     windows: int = setting(3, "timed windows per method (after the compiling one)")
     global_steps: int = setting(100, "T of the timed global outer step (extrapolated)")
     quick: bool = setting(False, "reduced settings, under two minutes on a 2-core CPU")
+    seed_counts: tuple = setting((1, 5), "numbers of seeds S timed as one program (SeedGroupRunner); () skips")
+    train_windows: int = setting(5, "windows of the `glocal train` run timed against the bench per method; 0 skips")
+    variants: tuple = setting((), "setting overrides timed for local and glocal windows, e.g. val_chunk=1000;val_batch=5")
 
     def __post_init__(self) -> None:
         for name in ("windows", "global_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        counts = tuple(int(x) for x in (self.seed_counts.split(",") if isinstance(self.seed_counts, str) else self.seed_counts))
+        if any(c < 1 for c in counts):
+            raise UserError(f"seed_counts must be numbers of seeds >= 1, got {list(counts)}")
+        object.__setattr__(self, "seed_counts", counts)
+        if self.train_windows < 0:
+            raise UserError(f"train_windows must be >= 0 (0: skip), got {self.train_windows}")
+        object.__setattr__(self, "variants", tuple(self.variants))
+        from glocal_cli.config import from_mapping
+
+        for v in self.variants:
+            from_mapping(parse_variant(v), self.train)  # raises on a malformed or unknown setting
+
+
+def parse_variant(text: str) -> dict:
+    """``"val_chunk=1000;val_batch=5"`` -> ``{"val_chunk": "1000", "val_batch": "5"}`` (settings of ``glocal train``)."""
+    out = {}
+    for part in str(text).split(";"):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--variant {text!r}: expected name=value[;name=value], e.g. val_chunk=1000")
+        out[key.strip()] = yaml.safe_load(value.strip()) if value.strip() else ""
+    if not out:
+        raise UserError(f"--variant {text!r} is empty")
+    return out
 
 
 #: What ``--quick`` changes.
@@ -206,9 +236,125 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
         "W_over_none": W / med["none"],
         "V_over_none_window": V / med["none"],
         "paper_table4_s": PAPER_TABLE4,
+        "seeds": time_seed_groups(s, say) if s.seed_counts else None,
+        "train": time_train(s, {m: med[m] for m in ("none", "local", "glocal")}, say) if s.train_windows else None,
+        "variants": time_variants(s, say) if s.variants else None,
         "paper_ratios": {"local_over_none": 25.1 / 11.4, "glocal_over_local": 66.7 / 25.1,
                          "glocal_over_none": 66.7 / 11.4, "global_over_none": 4681.1 / 11.4},
     }
+
+
+def _lenet_cfg(s: BenchSettings, steps: int, **hpo) -> TrainConfig:
+    return dataclasses.replace(s.train, model="lenet", hpo=dataclasses.replace(s.train.hpo, steps=steps, **hpo))
+
+
+def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: None,
+                     methods=("none", "local", "glocal")) -> Dict:
+    """Window time of S seeds trained as one program (:class:`~glocal_cli.seeds.SeedGroupRunner`), S in ``seed_counts``.
+
+    Seeds 0 .. S−1 of the bench's setting (each its own split, initialization and
+    batch order), methods none / local / glocal; one compiling window, then
+    ``windows`` timed ones (median). Returns ``{"window_s": {method: {S: s}},
+    "time_over_one": {method: {S: t(S) / t(1)}}, "seed_steps_per_s": ..., "seed_runs_per_hour": ...}``
+    (a seed run: T = ``train.hpo.steps`` inner steps).
+    """
+    from glocal_cli.seeds import SeedGroupRunner
+    from glocal_cli.tasks import build_task
+    from glocal_cli.train import load_splits
+
+    h = s.train.resolved_hpo()
+    steps = (1 + s.windows) * h.tau
+    tasks = []
+    for seed in range(max(s.seed_counts)):
+        cfg = _lenet_cfg(s, steps, seed=seed)
+        tasks.append((cfg, build_task(cfg, load_splits(cfg))))
+    window_s: Dict[str, Dict[int, float]] = {m: {} for m in methods}
+    for n in s.seed_counts:
+        for method in window_s:
+            say(f"timing {n} seed(s) in one program, {method}")
+            cfgs = [dataclasses.replace(c.resolved_hpo(), method=method) for c, _ in tasks[:n]]
+            group = SeedGroupRunner([t.problem for _, t in tasks[:n]], cfgs)
+            state = [group.init([t.phi0 for _, t in tasks[:n]])]
+
+            def one():
+                state[0], _ = group.run_window(state[0])
+                _block(state[0])
+
+            one()  # compiles
+            window_s[method][n] = statistics.median(_timed(one) for _ in range(s.windows))
+    runs = h.steps / h.tau  # windows per seed run of T steps
+    return {
+        "window_s": window_s,
+        "time_over_one": {m: {n: v[n] / v[1] for n in v} for m, v in window_s.items() if 1 in v},
+        "seed_steps_per_s": {m: {n: n * h.tau / v[n] for n in v} for m, v in window_s.items()},
+        "seed_runs_per_hour": {m: {n: 3600.0 * n / (v[n] * runs) for n in v} for m, v in window_s.items()},
+    }
+
+
+def time_train(s: BenchSettings, window_s: Dict[str, float], say: Callable[[str], None] = lambda m: None,
+               methods=("none", "local", "glocal")) -> Dict:
+    """`glocal train` (:func:`~glocal_cli.train.run_training`) against the bench's window, per method.
+
+    One run of ``train_windows`` windows per method with the bench's setting and
+    the run defaults (evaluation and checkpoint every ``eval_every`` /
+    ``checkpoint_every`` windows), written to a temporary folder. ``window_over_bench``
+    = the run's steady window (``metrics.json`` ``window_s``: after the compiling
+    window, host work included) / the bench's median window; ``wall_over_bench`` =
+    the run's wall time without compilation / (windows × the bench's window).
+    """
+    import tempfile
+
+    from glocal_cli.train import run_training
+
+    h = s.train.hpo
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in methods:
+            say(f"timing glocal train, {method}, {s.train_windows} windows")
+            cfg = dataclasses.replace(_lenet_cfg(s, s.train_windows * h.tau, method=method), out=f"{tmp}/{method}")
+            m = run_training(cfg)
+            bench_total = window_s[method] * s.train_windows
+            out[method] = {
+                "windows": s.train_windows, "wall_s": m["wall_s"], "compile_s": m["compile_s"], "window_s": m["window_s"],
+                "window_over_bench": m["window_s"] / window_s[method], "wall_over_bench": m["train_s"] / bench_total,
+                "eval_every": cfg.eval_every, "checkpoint_every": cfg.checkpoint_every, "status": m["status"],
+            }
+    return out
+
+
+def time_variants(s: BenchSettings, say: Callable[[str], None] = lambda m: None) -> Dict:
+    """local and glocal window times (median of ``windows`` after compiling) per setting override in ``variants``.
+
+    Each variant is ``"name=value;name=value"`` applied to the bench's run config
+    (e.g. ``val_chunk=1000``, ``val_batch=5``); ``"baseline"`` is the config as is.
+    """
+    from glocal_cli.config import from_mapping
+    from glocal_cli.hpo import HPORunner
+
+    out = {}
+    h = s.train.resolved_hpo()
+    steps = (1 + s.windows) * h.tau
+    for text in ("",) + tuple(s.variants):
+        name = text or "baseline"
+        base = from_mapping(parse_variant(text), s.train) if text else s.train
+        vs = dataclasses.replace(s, train=base)
+        task, _ = build_lenet_task(vs, steps)
+        hh = base.resolved_hpo()
+        times = {}
+        for method in ("local", "glocal"):
+            say(f"timing variant {name}: {method}")
+            runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
+            state = [runner.init(task.phi0)]
+
+            def one():
+                state[0], _ = runner.run_window(state[0])
+                _block(state[0].inner)
+
+            one()
+            times[method] = statistics.median(_timed(one) for _ in range(s.windows))
+        out[name] = {"local_s": times["local"], "glocal_s": times["glocal"],
+                     "glocal_over_local": times["glocal"] / times["local"]}
+    return out
 
 
 def results_table(res: Dict):
@@ -249,7 +395,29 @@ def summary_lines(res: Dict) -> list[str]:
         f"floor (W + σV)/(W + V) = {res['floor_glocal_over_local']:.2f}; glocal/local over the floor = "
         f"{res['glocal_over_local_floor']:.2f}",
         "* global: " + res["global_measured"]["note"],
-    ]
+    ] + extra_lines(res)
+
+
+def extra_lines(res: Dict) -> list[str]:
+    """The seeds, train-vs-bench and variant results as text lines."""
+    lines = []
+    seeds = res.get("seeds")
+    if seeds:
+        for m, v in seeds["window_s"].items():
+            parts = [f"S={n}: {t:.3f} s/window ({seeds['seed_steps_per_s'][m][n]:.0f} seed-steps/s)" for n, t in v.items()]
+            ratio = "; ".join(f"t(S={n})/t(1) = {r:.2f}" for n, r in seeds.get("time_over_one", {}).get(m, {}).items() if n != 1)
+            lines.append(f"seeds in one program, {m}: " + ", ".join(parts) + (f"; {ratio}" if ratio else ""))
+    train = res.get("train")
+    if train:
+        for m, v in train.items():
+            lines.append(f"glocal train {m} ({v['windows']} windows): steady window {v['window_s']:.3f} s = "
+                         f"{v['window_over_bench']:.2f}x the bench's; wall without compile {v['wall_over_bench']:.2f}x")
+    variants = res.get("variants")
+    if variants:
+        for name, v in variants.items():
+            lines.append(f"variant {name}: local {v['local_s']:.3f} s, glocal {v['glocal_s']:.3f} s, "
+                         f"glocal/local = {v['glocal_over_local']:.2f}")
+    return lines
 
 
 def write_results(res: Dict, path) -> None:

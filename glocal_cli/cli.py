@@ -10,7 +10,7 @@ import inspect
 import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from glocal_cli.errors import Interrupted, UserError
@@ -128,11 +128,15 @@ def bench(
     out: Optional[Path] = typer.Option(None, help="write the results as JSON here"),
     data_dir: Path = typer.Option(Path("data/raw"), help="prepared datasets or a folder of original files (default data/raw)"),
     steps: Optional[int] = typer.Option(None, help="inner steps timed per method (whole windows)"),
+    seed_counts: Optional[str] = typer.Option(None, help="numbers of seeds timed as one program, e.g. 1,5 (default 1,5; 0 skips)"),
+    train_windows: Optional[int] = typer.Option(None, help="windows of the glocal train run timed against the bench, per method (default 5; 0 skips)"),
+    variant: Optional[List[str]] = typer.Option(None, help="setting overrides timed for local / glocal windows, e.g. 'val_chunk=1000;val_batch=5' (repeatable)"),
 ):
-    """Runtime table (paper Table 4): none / local / glocal / global on LeNet + Fashion-MNIST."""
+    """Runtime table (paper Table 4): none / local / glocal / global on LeNet + Fashion-MNIST, seeds in one program, train overhead."""
     from glocal_cli.commands import bench as stage
 
-    stage.run(quick=quick, out=out, data_dir=data_dir, steps=steps)
+    stage.run(quick=quick, out=out, data_dir=data_dir, steps=steps, seed_counts=seed_counts,
+              train_windows=train_windows, variants=variant)
 
 
 @app.command()

@@ -35,7 +35,8 @@ from jax import lax
 
 from glocal_cli.estimators import Estimate, needs_window
 from glocal_cli.hpo import HPOConfig, HPORunner, HPOState, InnerProblem, outer_update
-from glocal_cli.hypergrad import choose_mode, forward_window, reverse_window, tree_all_finite
+from glocal_cli import hypergrad
+from glocal_cli.hypergrad import choose_mode, tree_all_finite
 
 FUSED_METHODS = ("none", "local", "glocal")  # vmapped over seeds; global / sgld run seed after seed
 
@@ -121,10 +122,10 @@ def fused_window(problem: InnerProblem, cfg: HPOConfig, tx, q: int) -> Callable:
             rec = GroupStep(phi, phi, zeros, zeros, jnp.asarray(jnp.nan, phi.dtype), finite, jnp.zeros((0, q), phi.dtype))
             return new, phi, outer, rec
         if mode == "forward":
-            out = forward_window(problem.step, problem.val_loss, inner, phi, batches, n_record, None, data,
+            out = hypergrad.forward_window(problem.step, problem.val_loss, inner, phi, batches, n_record, None, data,
                                  _val_batch(cfg, n_record))
         else:
-            out = reverse_window(problem.step, problem.val_loss, inner, phi, batches, n_record, data)
+            out = hypergrad.reverse_window(problem.step, problem.val_loss, inner, phi, batches, n_record, data)
         h = out.hypergrads[-1]
         finite = out.finite & jnp.all(jnp.isfinite(h))
         if method == "glocal":

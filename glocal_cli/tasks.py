@@ -39,6 +39,7 @@ from glocal_cli.inner_optim import learnable_sgd, logit
 from glocal_cli.models import MetaMLP, get_model
 
 EVAL_CHUNK = 1000
+_HOST = jax.local_devices(backend="cpu")[0]
 # The meta MLP has collapsed (a failure status) when its weight is below COLLAPSE_THRESHOLD at
 # every probe loss: the inner gradient is then < 1 % of plain cross entropy's for every example
 # with a loss in [0.1, 10], so training has in effect stopped. (The run the issue reports, outer
@@ -121,10 +122,10 @@ def _evaluator(model, num_classes: int) -> Callable:
         return jnp.sum(cross_entropy(logits, y)), jnp.sum(hit), per_class
 
     def evaluate(params, x, y) -> Dict[str, float]:
+        chunks = [chunk_stats(params, x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
         loss = correct = 0.0
         hits = np.zeros(num_classes)
-        for i in range(0, len(x), EVAL_CHUNK):
-            l_, c_, h_ = chunk_stats(params, x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK])
+        for l_, c_, h_ in jax.device_get(chunks):  # one transfer, summed on the host in the same order as before
             loss += float(l_)
             correct += float(c_)
             hits += np.asarray(h_, np.float64)
@@ -225,8 +226,9 @@ def optimizer_task_for_model(cfg: TrainConfig, splits: Splits, model) -> Task:
         return optax.apply_updates(params, updates), opt_state
 
     def hyperparams(phi):
-        values = opt.hyperparams(jnp.asarray(phi))
-        return {k: float(v) for k, v in values.items()}
+        with jax.default_device(_HOST):  # logging: a few scalars, no round trip to an accelerator
+            values = opt.hyperparams(jnp.asarray(np.asarray(phi)))
+            return {k: float(v) for k, v in values.items()}
 
     return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0)
 

@@ -4,8 +4,9 @@ Outputs in the run directory (all written atomically):
 
 * ``metrics.json``: status (``complete``, ``diverged``, or ``collapsed`` when the
   task's health check fails, e.g. a meta MLP whose weights all fell to ~0), final test / validation
-  accuracy and loss, wall, compile and training time, DMD fallbacks, final
-  hyperparameters, the config;
+  accuracy and loss, wall, compile and training time, the mean steady window time
+  (``window_s``: after the compiling window, host work included), DMD fallbacks, final
+  hyperparameters, the seeds trained in the same program (``seeds_in_program``), the config;
 * ``history.csv``: one row a window (outer step): φ and the hyperparameter
   values, local and used hypergradient, validation loss, test accuracy every
   ``eval_every`` windows; for glocal the estimator's diagnostics (estimator,
@@ -559,13 +560,15 @@ def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional
     if n_run > 2:
         compile_s = max(first_s - (t_end - t_first_end) / (n_run - 1), 0.0)
     wall = seconds_before + t_end - t_start
+    # the loop's steady window (this process, after the compiling one): training plus every host-side cost
+    window_s = (t_end - t_first_end) / (n_run - 1) if n_run > 1 else math.nan
     seeds = [r.cfg.seed for r in snap.runs]
-    return [_finish(r, runner, runner.slice(snap.gs, s), wall, compile_s, seeds, snap.runs[0].task)
+    return [_finish(r, runner, runner.slice(snap.gs, s), wall, compile_s, window_s, seeds, snap.runs[0].task)
             for s, r in enumerate(snap.runs)]
 
 
-def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, compile_s: float, seeds: List[int],
-            evaluator: Task) -> dict:
+def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, compile_s: float, window_s: float,
+            seeds: List[int], evaluator: Task) -> dict:
     """Write one seed's ``history.csv``, ``dmd.npz`` and ``metrics.json``; remove its checkpoint."""
     status = "complete" if r.status == "running" else r.status
     if status != "complete":
@@ -587,6 +590,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, comp
         "wall_s": wall,
         "compile_s": compile_s,
         "train_s": wall - (compile_s if np.isfinite(compile_s) else 0.0),
+        "window_s": window_s,
         "outer_steps": int(hs.outer_step),
         "inner_steps": int(runner.inner_steps_done(hs)),
         "dmd_fallbacks": len(fallbacks),

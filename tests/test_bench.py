@@ -18,13 +18,18 @@ def test_settings():
     assert quick.quick and quick.windows == 3  # 45 steps -> 3 windows of tau 20
     with pytest.raises(ValueError):
         bench.bench_settings(steps=0)
+    for bad in ({"seed_counts": (0,)}, {"train_windows": -1}, {"variants": ("nonsense",)}, {"variants": ("tauu=3",)}):
+        with pytest.raises(ValueError):
+            bench.bench_settings(**bad)
+    assert bench.parse_variant("val_chunk=1000;val_precision=bfloat16") == {"val_chunk": 1000, "val_precision": "bfloat16"}
 
 
 @pytest.mark.realdata
 def test_run_bench_tiny(tmp_path, shared_data):
     """Every reported number is derived from the timed samples by the documented formula."""
     s = bench.bench_settings(data_dir=str(shared_data), batch_size=16, val_fraction=0.01, windows=2, global_steps=8,
-                             train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}})
+                             train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}}, seed_counts=(),
+                             train_windows=0)
     res = bench.run_bench(s)
     s = s.train.hpo  # tau, sigma, T (steps) below
     samples = res["window_samples_s"]
@@ -49,6 +54,8 @@ def test_run_bench_tiny(tmp_path, shared_data):
     assert res["glocal_over_local_floor"] == pytest.approx(res["glocal_over_local"] / floor)
     assert res["q"] == 3 and res["val_evals_per_window"] == {"none": 0, "local": 1, "glocal": s.sigma}
 
+    assert res["seeds"] is None and res["train"] is None and res["variants"] is None  # skipped when asked
+
     bench.write_results(res, tmp_path / "bench.json")
     assert json.loads((tmp_path / "bench.json").read_text())["V_s"] == res["V_s"]
 
@@ -62,3 +69,36 @@ def test_run_bench_tiny(tmp_path, shared_data):
         assert cells[1] == f"{per1000[m]:.4g}" and cells[5] == f"{bench.PAPER_TABLE4[m]:.1f}", cells
     lines = bench.summary_lines(res)
     assert f"glocal/local = {res['glocal_over_local']:.2f}" in lines[1] and "extrapolated" in lines[3]
+
+
+def _tiny(shared_data, **kw):
+    return bench.bench_settings(data_dir=str(shared_data), batch_size=16, val_fraction=0.01, windows=2,
+                                train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}}, **kw)
+
+
+@pytest.mark.realdata
+def test_seed_groups_and_train_overhead_are_reported(shared_data):
+    s = _tiny(shared_data, seed_counts=(1, 2), train_windows=3)
+    h = s.train.hpo
+    seeds = bench.time_seed_groups(s, methods=("local",))
+    w = seeds["window_s"]["local"]
+    assert set(w) == {1, 2} and all(t > 0 for t in w.values())
+    assert seeds["time_over_one"]["local"][2] == pytest.approx(w[2] / w[1])
+    assert seeds["seed_steps_per_s"]["local"][2] == pytest.approx(2 * h.tau / w[2])
+    assert seeds["seed_runs_per_hour"]["local"][1] == pytest.approx(3600 / (w[1] * h.steps / h.tau))
+    t = bench.time_train(s, {"local": 0.5}, methods=("local",))["local"]
+    assert t["status"] == "complete" and t["windows"] == 3 and t["window_s"] > 0
+    assert t["window_over_bench"] == pytest.approx(t["window_s"] / 0.5)
+    assert t["wall_over_bench"] > 0
+    lines = bench.extra_lines({"seeds": seeds, "train": {"local": t}})
+    assert lines[0].startswith("seeds in one program, local: S=1") and "t(S=2)/t(1)" in lines[0]
+    assert lines[1].startswith("glocal train local (3 windows)")
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_variants_are_timed(shared_data):
+    v = bench.time_variants(_tiny(shared_data, variants=("val_batch=2",)))
+    assert set(v) == {"baseline", "val_batch=2"}
+    for r in v.values():
+        assert r["glocal_over_local"] == pytest.approx(r["glocal_s"] / r["local_s"])

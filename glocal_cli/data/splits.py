@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -121,8 +122,16 @@ def make_splits(dataset: Dataset, seed: int, val_fraction: float = 0.1) -> Split
 
 def epoch_permutation(n_train: int, seed: int, epoch: int) -> np.ndarray:
     """The example order of ``epoch``: int64 permutation of ``range(n_train)`` drawn from
-    ``np.random.default_rng((seed, epoch))``."""
-    return np.random.default_rng((_check_seed(seed), int(epoch))).permutation(n_train)
+    ``np.random.default_rng((seed, epoch))`` (read-only; the last few are cached, since
+    every window of an epoch asks for it)."""
+    return _epoch_permutation(int(n_train), _check_seed(seed), int(epoch))
+
+
+@functools.lru_cache(maxsize=32)
+def _epoch_permutation(n_train: int, seed: int, epoch: int) -> np.ndarray:
+    perm = np.random.default_rng((seed, epoch)).permutation(n_train)
+    perm.flags.writeable = False
+    return perm
 
 
 def epoch_batch_indices(n_train: int, batch_size: int, seed: int, start_step: int, n_steps: int) -> np.ndarray:
