@@ -59,6 +59,7 @@ TRAIN_COMMAND_ONLY = {
     "params": (Optional[Path], typer.Option(None, help="read defaults from this params.yaml (train, hpo and the profile); without --params no params file is read")),
     "profile": (Optional[str], typer.Option(None, "--profile", "-P", help="profile of params.yaml: quick | paper")),
     "seeds": (Optional[str], typer.Option(None, "--seeds", help="train these seeds of the setting in one program, e.g. 0,1,2,3,4 (one run folder each; --out may contain {seed}, else <out>/seed<k>)")),
+    "seeds_summary": (Optional[Path], typer.Option(None, "--seeds-summary", help="when all seeds are done, write this JSON file: each seed's run folder, status and test accuracy (the output dvc.yaml declares for a setting)")),
     "missing_ok": (bool, typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' outputs and exit 0 (dvc.yaml uses this)")),
 }
 
@@ -96,14 +97,14 @@ def train(**options):
     from glocal_cli.config import from_mapping
     from glocal_cli.params import load_params, train_config
 
-    params, profile, seeds, missing_ok = (options.pop(k) for k in TRAIN_COMMAND_ONLY)
+    params, profile, seeds, seeds_summary, missing_ok = (options.pop(k) for k in TRAIN_COMMAND_ONLY)
     if params is not None:
         cfg = train_config(load_params(params), profile, options)
     else:
         if profile is not None:
             raise UserError("--profile needs --params params.yaml")
         cfg = from_mapping(options)
-    stage.run(cfg, missing_ok=missing_ok, seeds=seeds)
+    stage.run(cfg, missing_ok=missing_ok, seeds=seeds, seeds_summary=seeds_summary)
 
 
 train.__signature__ = inspect.Signature(_setting_options())

@@ -1,10 +1,10 @@
-"""End to end: `dvc repro` of the quick profile in a copy of the repository (Fashion-MNIST only).
+"""The DVC pipeline: dvc.yaml as DVC parses it, and `dvc repro` in a copy of the repository.
 
-Copies the git-tracked files into a temporary folder, makes it a fresh git + DVC
-repository, shrinks the grid (1 seed, 1 initial lr, methods none / local / glocal,
-20 inner steps) in the copied params.yaml, reproduces the download, the three
-training stages and the report with `dvc repro`, and checks the figures, the tables
-and summary.json. About 2-4 minutes on a 2-core CPU.
+The end-to-end test copies the git-tracked files into a temporary folder, makes it a
+fresh git + DVC repository, shrinks the grid (2 seeds in one program, 1 initial lr,
+methods none / local / glocal, 20 inner steps) in the copied params.yaml, reproduces
+the download, the three training stages and the report with `dvc repro`, and checks
+the figures, the tables and summary.json. About 2-4 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -62,6 +62,74 @@ def _git_commit_env(repo: Path) -> dict:
     return env
 
 
+#: Stages that train every seed of a setting in one command: stage -> (seeds param, run family).
+SEED_GROUPS = {
+    "train": ("grid.seeds", "lenet"),
+    "evidence": ("grid.evidence.seeds", "evidence"),
+    "train_cifar": ("grid.seeds", "cifar"),
+    "train_reweight": ("grid.seeds", "reweight"),
+    "train_lt": ("grid.seeds", "lt"),
+    "train_lt_wd": ("grid.seeds", "lt_wd"),
+}
+
+
+def _parsed_stages(repo: Path) -> dict:
+    """``{address: stage}`` of dvc.yaml in ``repo`` as DVC itself renders it (templating, matrix)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return {st.name: st for st in dvc_repo.index.stages}
+
+
+def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_path):
+    """DVC's parser: no seed axis in the matrices; each setting's command trains all seeds with
+    --seeds, --out holds {seed} (the per-seed run folders keep their names) and the stage's
+    output is the --seeds-summary file. A YAML list in params.yaml would be refused by DVC."""
+    pytest.importorskip("dvc.repo")
+    _dvc()
+    repo = _copy_repo(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["grid"]["seeds"] == "0,1,2" and params["grid"]["evidence"]["seeds"] == "0,1,2,3,4"
+    params["grid"]["seeds"] = "3,5"  # what `dvc exp run -S "grid.seeds='3,5'"` writes
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stages = _parsed_stages(repo)
+
+    grid = params["grid"]
+    expected = {
+        "train": len(grid["lenet"]["datasets"]) * len(grid["methods"]) * len(grid["lenet"]["lr0s"]),
+        "evidence": len(grid["evidence"]["variants"]),
+        "train_cifar": len(grid["cifar"]["datasets"]) * len(grid["cifar"]["methods"]) * len(grid["cifar"]["lr0s"]),
+        "train_reweight": len(grid["reweight"]["settings"]) * len(grid["reweight"]["methods"]),
+        "train_lt": len(grid["lt"]["datasets"]) * len(grid["lt"]["factors"]) * len(grid["lt"]["methods"]),
+        "train_lt_wd": len(grid["lt_wd"]["methods"]),
+    }
+    for name, (key, family) in SEED_GROUPS.items():
+        group = [st for addr, st in stages.items() if addr.split("@")[0] == name]
+        assert len(group) == expected[name], (name, sorted(stages))
+        seeds = "3,5" if key == "grid.seeds" else "0,1,2,3,4"
+        for st in group:
+            argv = st.cmd.split()
+            assert argv[:2] == ["glocal", "train"] and "--seed" not in argv, st.cmd
+            assert argv[argv.index("--seeds") + 1] == seeds, st.cmd
+            out = argv[argv.index("--out") + 1]
+            summary = argv[argv.index("--seeds-summary") + 1]
+            assert out.startswith(f"data/runs/{family}/") and out.endswith("-seed{seed}"), out
+            assert summary == out[: -len("-seed{seed}")] + "-seeds.json", (out, summary)
+            assert [o.def_path for o in st.outs] == [summary] and not st.outs[0].use_cache
+            declared = st.params[0].params  # a change of the seeds re-runs the stage
+            assert any(key == k or key.startswith(k + ".") for k in declared), (name, declared)
+    cmd = stages["train@fashion_mnist-glocal-0.001"].cmd.split()
+    assert cmd[cmd.index("--out") + 1].replace("{seed}", "5") == "data/runs/lenet/fashion_mnist-lr0.001-glocal-seed5"
+    assert stages["report"].deps[0].def_path == "data/runs/lenet"  # the report reads every seed folder below
+
+    # Why grid.seeds is a string: DVC 3 does not interpolate a list into a command.
+    params["grid"]["seeds"] = [0, 1, 2]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    res = subprocess.run([_dvc(), "stage", "list"], cwd=repo, capture_output=True, text=True)
+    assert res.returncode != 0 and "Cannot interpolate data of type 'list'" in res.stderr, res.stderr
+
+
 @pytest.mark.e2e
 @pytest.mark.realdata
 def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
@@ -73,7 +141,7 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
     assert params["profile"] == "quick"
     params["data"]["source"] = str(data)
     params["data"]["datasets"] = ["fashion_mnist"]
-    params["grid"].update(seeds=[0], methods=list(METHODS))
+    params["grid"].update(seeds="0,1", methods=list(METHODS))
     params["grid"]["lenet"].update(datasets=["fashion_mnist"], lr0s=[0.001])
     params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -84,14 +152,20 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
     # (-s: reproduce exactly the named stages, in order, without their other upstream stages).
     for family in ("global", "ablation", "cifar", "reweight", "evidence", "lt", "lt_wd"):
         (repo / "data" / "runs" / family).mkdir(parents=True, exist_ok=True)
-    stages = ["download@fashion_mnist"] + [f"train@fashion_mnist-{m}-0-0.001" for m in METHODS] + ["report"]
+    stages = ["download@fashion_mnist"] + [f"train@fashion_mnist-{m}-0.001" for m in METHODS] + ["report"]
     _run([dvc, "repro", "-s", *stages], repo, env)
 
+    # One command per method trained both seeds in one program, into the per-seed folders.
     runs = repo / "data" / "runs" / "lenet"
     for m in METHODS:
-        metrics = json.loads((runs / f"fashion_mnist-lr0.001-{m}-seed0" / "metrics.json").read_text())
-        assert metrics["status"] == "complete"
-    assert (runs / "fashion_mnist-lr0.001-glocal-seed0" / "dmd.npz").is_file()
+        for seed in (0, 1):
+            metrics = json.loads((runs / f"fashion_mnist-lr0.001-{m}-seed{seed}" / "metrics.json").read_text())
+            assert metrics["status"] == "complete" and metrics["config"]["seed"] == seed
+            assert metrics["seeds_in_program"] == [0, 1]
+        summary = json.loads((runs / f"fashion_mnist-lr0.001-{m}-seeds.json").read_text())
+        assert summary["seeds"] == [0, 1] and [r["status"] for r in summary["runs"]] == ["complete"] * 2
+        assert summary["runs"][1]["run_dir"] == f"data/runs/lenet/fashion_mnist-lr0.001-{m}-seed1"
+    assert (runs / "fashion_mnist-lr0.001-glocal-seed1" / "dmd.npz").is_file()
 
     results = repo / "results"
     summary = json.loads((results / "summary.json").read_text())
@@ -102,7 +176,7 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
     figs = {p.name for p in (results / "figures").glob("*.png")}
     assert {"lenet_fashion_mnist_lr0.001.png", "dmd_eigenvalues.png"} <= figs
     table = (results / "tables" / "accuracy_lenet.md").read_text()
-    assert "fashion_mnist" in table and "(n=1)" in table
+    assert "fashion_mnist" in table and "(n=2)" in table
     assert "figures/lenet_fashion_mnist_lr0.001.png" in (results / "README.md").read_text()
 
     # DVC sees the report's few headline metrics, and nothing else; a second repro has nothing to do.
@@ -129,13 +203,13 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     (src / "fashion_mnist").symlink_to(data / "fashion_mnist")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(source=str(src), datasets=["fashion_mnist", "cifar10"])
-    params["grid"].update(seeds=[0], methods=["none"])
+    params["grid"].update(seeds="0", methods=["none"])
     params["grid"]["lenet"].update(datasets=["fashion_mnist"], lr0s=[0.001])
     params["grid"]["global"].update(outer_steps=1)
     params["grid"]["ablation"].update(sigmas=[6], ms=[3])
     params["grid"]["cifar"].update(datasets=["cifar10"], methods=["local"])
     params["grid"]["reweight"].update(settings=[{"dataset": "cifar10", "factor": 50}], methods=["local"])
-    params["grid"]["evidence"].update(seeds=[0], variants=params["grid"]["evidence"]["variants"][:3], steps=40)
+    params["grid"]["evidence"].update(seeds="0", variants=params["grid"]["evidence"]["variants"][:3], steps=40)
     params["grid"]["lt"].update(datasets=["fashion_mnist"], factors=[50], methods=["none"])
     params["grid"]["lt_wd"].update(methods=["local"])
     params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)

@@ -353,18 +353,28 @@ def test_missing_dataset_is_recorded_not_run_and_reported(tmp_path, monkeypatch,
         raise SystemExit(0)
     assert ex.value.code == 0 and (tmp_path / "imb" / "cifar10_lt50_seed0.npz").is_file()
     for task, model, family in (("optimizer", "wrn28_2", "cifar"), ("reweight", "wrn16_2", "reweight")):
-        for method in ("local", "glocal"):
+        for method in ("local", "glocal"):  # as dvc.yaml: the seeds of a setting in one command
             with pytest.raises(SystemExit) as ex:
                 cli.main(["train", "--task", task, "--model", model, "--dataset", "cifar10", "--method", method,
-                          "--data-dir", "raw", "--out", f"runs/{family}/{method}", "--missing-ok"])
+                          "--data-dir", "raw", "--seeds", "0,1", "--out", f"runs/{family}/{method}-seed{{seed}}",
+                          "--seeds-summary", f"runs/{family}/{method}-seeds.json", "--missing-ok"])
                 raise SystemExit(0)
             assert ex.value.code == 0
-            metrics = json.loads((tmp_path / "runs" / family / method / "metrics.json").read_text())
-            assert metrics["status"] == "not run" and "cifar10 not found" in metrics["failure"]
-            assert (tmp_path / "runs" / family / method / "history.csv").is_file()
+            for seed in (0, 1):
+                metrics = json.loads((tmp_path / "runs" / family / f"{method}-seed{seed}" / "metrics.json").read_text())
+                assert metrics["status"] == "not run" and "cifar10 not found" in metrics["failure"]
+                assert (tmp_path / "runs" / family / f"{method}-seed{seed}" / "history.csv").is_file()
+            summary = json.loads((tmp_path / "runs" / family / f"{method}-seeds.json").read_text())
+            assert summary == {"seeds": [0, 1], "runs": [
+                {"seed": s, "run_dir": f"runs/{family}/{method}-seed{s}", "status": "not run", "test_accuracy": None}
+                for s in (0, 1)]}
     code, _, err = _main(["train", "--model", "wrn28_2", "--dataset", "cifar10", "--data-dir", "raw",
                           "--out", "runs/x"], capsys)
     assert code == 2 and "cifar10 is not available" in err[0]
+    code, _, err = _main(["train", "--model", "wrn28_2", "--dataset", "cifar10", "--data-dir", "raw", "--missing-ok",
+                          "--seeds", "0,1", "--out", "runs/y{seed}", "--seeds-summary", "runs"], capsys)
+    assert code == 2 and err == ["error: --seeds-summary runs: is a folder; give a file name, e.g. runs/setting-seeds.json"]
+    assert not (tmp_path / "runs" / "y0").exists()
 
     from glocal_cli.report import build_report
 
@@ -374,7 +384,7 @@ def test_missing_dataset_is_recorded_not_run_and_reported(tmp_path, monkeypatch,
     t3 = (tmp_path / "results" / "tables" / "table3_imbalanced.md").read_text()
     assert "| cifar10 | 50 | not run |" in t3
     headline = json.loads((tmp_path / "results" / "metrics.json").read_text())
-    assert headline["not_run"] == 4 and len(headline) <= 10
+    assert headline["not_run"] == 8 and len(headline) <= 10
 
 
 def test_dvc_yaml_declares_source_dependency_and_small_metrics():
@@ -388,6 +398,11 @@ def test_dvc_yaml_declares_source_dependency_and_small_metrics():
     for name in ("train", "global", "ablation", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight"):
         assert "--missing-ok" in dvc[name]["cmd"]
         assert "metrics" not in dvc[name]  # per-run metrics.json: outputs, not 100 metric columns
+    for name in ("train", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight"):
+        # all seeds of a setting in one command, one run folder each; the stage declares the group's summary
+        assert "seed" not in dvc[name]["matrix"] and "item.seed" not in dvc[name]["cmd"]
+        assert "--seeds ${grid." in dvc[name]["cmd"] and "-seed{seed} --seeds-summary" in dvc[name]["cmd"]
+        assert [next(iter(o)) for o in dvc[name]["outs"]][0].endswith("-seeds.json")
     metrics = [m for st in dvc.values() for m in (st.get("do") or st).get("metrics", [])]
     assert [next(iter(m)) if isinstance(m, dict) else m for m in metrics] == ["results/metrics.json"]
     assert {"data/runs/cifar", "data/runs/reweight"} <= set(dvc["report"]["deps"])

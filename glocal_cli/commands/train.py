@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import List, Optional, Union
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from glocal_cli import atomic
 from glocal_cli.atomic import check_output_dir
 from glocal_cli.config import TrainConfig
-from glocal_cli.errors import DataNotAvailable
+from glocal_cli.errors import DataNotAvailable, UserError
 from glocal_cli.train import Progress as Callbacks
 from glocal_cli.train import check_data_dir, check_not_locked, parse_seeds, run_seeds, seed_configs, write_not_run
 
@@ -23,11 +25,15 @@ def _fmt(x) -> str:
 
 
 def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optional[int] = None,
-        missing_ok: bool = False, seeds: Optional[str] = None) -> Union[dict, List[dict]]:
+        missing_ok: bool = False, seeds: Optional[str] = None,
+        seeds_summary: Optional[Path] = None) -> Union[dict, List[dict]]:
     """Train with ``cfg``; print a summary table; return the metrics (a list of them with ``seeds``).
 
     ``seeds``: ``"0,1,2"``, the seeds trained together in one program, one run
     folder each (:func:`glocal_cli.train.seed_configs`).
+    ``seeds_summary``: a JSON file written once every seed has finished (see
+    :func:`write_seeds_summary`); the DVC pipeline declares it as the output of
+    a setting's stage (DVC cannot declare one output per seed of a list).
     ``missing_ok``: when the dataset is a "not run" marker (``glocal download
     --missing-ok`` found no files), write ``metrics.json`` with status "not run"
     and an empty ``history.csv`` instead of failing (the DVC pipeline uses this).
@@ -36,6 +42,10 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
     cfgs = seed_configs(cfg, None if seeds is None else parse_seeds(seeds))
     for c in cfgs:
         check_output_dir(c.run_dir(), "--out")
+    if seeds_summary is not None:
+        if Path(seeds_summary).is_dir():
+            raise UserError(f"--seeds-summary {seeds_summary}: is a folder; give a file name, e.g. runs/setting-seeds.json")
+        check_output_dir(Path(seeds_summary).parent, "--seeds-summary")
     check_data_dir(cfg)
     for c in cfgs:
         check_not_locked(c.run_dir())
@@ -84,7 +94,26 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
             all_metrics = [write_not_run(c, e.reason) for c in cfgs]
     for c, metrics in zip(cfgs, all_metrics):
         _summary(console, c, metrics)
+    if seeds_summary is not None and not any(m.get("status") == "stopped" for m in all_metrics):
+        write_seeds_summary(seeds_summary, cfgs, all_metrics)
     return all_metrics[0] if seeds is None else all_metrics
+
+
+def write_seeds_summary(path: Path, cfgs: List[TrainConfig], all_metrics: List[dict]) -> dict:
+    """Write ``path``: the seeds of one setting, each with its run folder, status and test accuracy.
+
+    ``{"seeds": [0, 1, 2], "runs": [{"seed": 0, "run_dir": "...", "status": "complete",
+    "test_accuracy": 0.81}, ...]}`` (non-finite numbers as null). The per-seed
+    ``metrics.json`` stay the results; this file only records that the group finished.
+    """
+    summary = {
+        "seeds": [c.seed for c in cfgs],
+        "runs": [{"seed": c.seed, "run_dir": str(c.run_dir()), "status": m.get("status"),
+                  "test_accuracy": m.get("test_accuracy")} for c, m in zip(cfgs, all_metrics)],
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, summary)
+    return summary
 
 
 def _summary(console: Console, cfg: TrainConfig, metrics: dict) -> None:
