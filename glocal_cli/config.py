@@ -31,6 +31,7 @@ REWEIGHT_LOSSES = ("mean", "sum")  # ours: mean_i L_i mu(L_i); the paper's text:
 IMBALANCE_EXPONENTS = ("cui", "paper")  # class c keeps n_max f^(-c/(C-1)) (Cui et al.) or f^(-c/C) (paper's text)
 SGLD_LEARNABLE = ("weight_decay",)  # hyperparameters inside the training loss (optimizer task)
 MNIST_OUTER_LR, CIFAR_OUTER_LR = 0.1, 0.01  # the paper's outer Adam learning rates (Sec. 4)
+VAL_PRECISIONS = ("float32", "bfloat16")  # of the full-batch validation loss (the meta criterion)
 REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
 
 
@@ -54,6 +55,12 @@ class TrainConfig:
     eval_every: int = setting(20, "windows between test-set evaluations (0: only at the end)")
     checkpoint_every: int = setting(20, "windows between checkpoints (0: never)")
     conv_impl: str = setting("auto", "auto (patches+matmul on CPU, XLA/cuDNN on GPU) | patches | lax")
+    val_chunk: int = setting(
+        0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000 on CPU, the whole "
+           "validation set in one chunk on an accelerator)")
+    val_precision: str = setting(
+        "float32", "full-batch validation loss (the meta criterion): float32 | bfloat16 (parameters and inputs "
+                   "cast to bfloat16, loss summed in float32; training steps stay float32)")
     data_dir: str = setting("data/raw", "prepared datasets or a folder of original files")
     out: str = setting("", "run directory; unset: data/runs/<dataset>-<task>-<variant>-lr<lr0>-seed<seed>, where `glocal report` looks")
     hpo: HPOConfig = section(HPOConfig, "the outer loop (params.yaml section hpo)")
@@ -70,7 +77,7 @@ class TrainConfig:
         if not isinstance(self.hpo, HPOConfig):
             raise UserError(f"hpo must be an HPOConfig, got {type(self.hpo).__name__}")
         choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS, "reweight_loss": REWEIGHT_LOSSES,
-                   "imbalance_exponent": IMBALANCE_EXPONENTS}
+                   "imbalance_exponent": IMBALANCE_EXPONENTS, "val_precision": VAL_PRECISIONS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -96,6 +103,8 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: never), got {getattr(self, name)}")
+        if self.val_chunk < 0:
+            raise UserError(f"--val-chunk must be >= 0 (0: auto), got {self.val_chunk}")
         if self.reweight_val < 1:
             raise UserError(f"--reweight-val must be >= 1, got {self.reweight_val}")
         if not (math.isfinite(self.imbalance_factor) and self.imbalance_factor > 1.0):
@@ -135,6 +144,21 @@ class TrainConfig:
         import jax
 
         return "patches" if jax.default_backend() == "cpu" else "lax"
+
+    def resolved_val_chunk(self, n_val: int) -> int:
+        """Examples per chunk of the validation loss: ``val_chunk``, or auto (0) by the default JAX backend.
+
+        Auto: ``tasks.EVAL_CHUNK`` (1000) on CPU (bounded memory, the loss as before this
+        setting existed), all ``n_val`` examples in one chunk on an accelerator (one kernel
+        per layer over the whole set).
+        """
+        if self.val_chunk > 0:
+            return self.val_chunk
+        import jax
+
+        from glocal_cli.tasks import EVAL_CHUNK
+
+        return EVAL_CHUNK if jax.default_backend() == "cpu" else max(int(n_val), 1)
 
     @property
     def variant(self) -> str:
