@@ -56,8 +56,8 @@ class TrainConfig:
     checkpoint_every: int = setting(20, "windows between checkpoints (0: never)")
     conv_impl: str = setting("auto", "auto (patches+matmul on CPU, XLA/cuDNN on GPU) | patches | lax")
     val_chunk: int = setting(
-        0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000 on CPU, the whole "
-           "validation set in one chunk on an accelerator)")
+        0, "validation examples per chunk of the full-batch validation loss; 0: auto (the whole validation set "
+           "in one chunk for LeNet on an accelerator, else 1000)")
     val_precision: str = setting(
         "float32", "full-batch validation loss (the meta criterion): float32 | bfloat16 (parameters and inputs "
                    "cast to bfloat16, loss summed in float32; training steps stay float32)")
@@ -148,9 +148,11 @@ class TrainConfig:
     def resolved_val_chunk(self, n_val: int) -> int:
         """Examples per chunk of the validation loss: ``val_chunk``, or auto (0) by the default JAX backend.
 
-        Auto: ``tasks.EVAL_CHUNK`` (1000) on CPU (bounded memory, the loss as before this
-        setting existed), all ``n_val`` examples in one chunk on an accelerator (one kernel
-        per layer over the whole set).
+        Auto: all ``n_val`` examples in one chunk for LeNet on an accelerator (one kernel per
+        layer over the whole set; the σ = 20 recorded states of a glocal window are evaluated
+        together, see docs/performance.md for the memory), else ``tasks.EVAL_CHUNK`` (1000):
+        on CPU (bounded memory, the loss as before this setting existed) and for the wide
+        ResNets, whose activations per example are about 100x LeNet's.
         """
         if self.val_chunk > 0:
             return self.val_chunk
@@ -158,7 +160,9 @@ class TrainConfig:
 
         from glocal_cli.tasks import EVAL_CHUNK
 
-        return EVAL_CHUNK if jax.default_backend() == "cpu" else max(int(n_val), 1)
+        if jax.default_backend() != "cpu" and self.model == "lenet":
+            return max(int(n_val), 1)
+        return EVAL_CHUNK
 
     @property
     def variant(self) -> str:

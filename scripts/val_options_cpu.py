@@ -12,8 +12,10 @@ Usage: ``PYTHONPATH=. python scripts/val_options_cpu.py --data-dir ../shared/dat
    (median of ``--repeats`` runs after a compiling one).
 3. Reports the relative error of ``h`` of each option against the default (chunk 1000,
    float32, reverse), per snapshot: ``‖h − h_ref‖ / ‖h_ref‖``.
-4. Compiles (does not run) the σ = 20 evaluation with the whole set in one chunk and reports
-   XLA's buffer estimate (``memory_analysis``): an upper-bound guide for the GPU.
+4. Compiles (does not run) the σ = 20 evaluation (whole set in one chunk, and the default
+   1000-example chunks) and reports XLA's buffer estimate on this backend
+   (``memory_analysis().temp_size_in_bytes``); ``--conv-impl lax --memory-only`` compiles the
+   GPU's convolutions (a guide to the GPU's memory, not a GPU measurement).
 
 Prints one JSON object.
 """
@@ -46,9 +48,12 @@ def main() -> None:
     ap.add_argument("--tangent-steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--memory-sigma", type=int, default=20)
+    ap.add_argument("--conv-impl", default="auto", help="patches (CPU default) | lax (the GPU's convolutions)")
+    ap.add_argument("--memory-only", action="store_true", help="only the buffer estimate (no training, no timing)")
     args = ap.parse_args()
 
-    base = from_mapping(dict(dataset="fmnist", data_dir=args.data_dir, lr0=0.05, steps=20_000))
+    base = from_mapping(dict(dataset="fmnist", data_dir=args.data_dir, lr0=0.05, steps=20_000,
+                             conv_impl=args.conv_impl))
     splits = load_splits(base)
     n_val = len(splits.val_x)
     tasks = {}
@@ -58,6 +63,8 @@ def main() -> None:
     prob = ref_task.problem
     phi = jnp.asarray(ref_task.phi0)
 
+    if args.memory_only:
+        args.train_steps, args.tangent_steps, args.snapshots = 1, 1, 1
     t0 = time.perf_counter()
     state, _ = make_train_fn(prob.step)(prob.init_state, phi, prob.batches(0, args.train_steps), prob.data)
     one_step = make_window_fn(prob.step, prob.val_loss, 0, "forward")
@@ -82,6 +89,8 @@ def main() -> None:
 
     results, hs = [], {}
     for (chunk, prec), val_grad in itertools.product(tasks, ("reverse", "forward")):
+        if args.memory_only:
+            break
         fn = v_fn(tasks[chunk, prec], val_grad, sigma)
         t = time.perf_counter()
         h, v = jax.block_until_ready(fn(states, Zs, prob.data))
@@ -96,7 +105,7 @@ def main() -> None:
                         "seconds": statistics.median(times), "samples_s": times, "first_s": first})
         print(json.dumps(results[-1]), flush=True)
 
-    h_ref, v_ref = hs[1000, "float32", "reverse"]
+    h_ref, v_ref = hs.get((1000, "float32", "reverse"), (None, None))
     for r in results:
         h, v = hs[r["val_chunk"], r["val_precision"], r["val_grad"]]
         rel = np.linalg.norm(h - h_ref, axis=1) / np.linalg.norm(h_ref, axis=1)
@@ -109,14 +118,16 @@ def main() -> None:
     memory = {}
     ms = args.memory_sigma
     big = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[:1], (ms,) + x.shape[1:]), (states, Zs))
-    for prec, val_grad in itertools.product(("float32", "bfloat16"), ("reverse", "forward")):
-        fn = v_fn(tasks[n_val, prec], val_grad, ms)
+    for chunk, prec, val_grad in itertools.product((1000, n_val), ("float32", "bfloat16"), ("reverse", "forward")):
+        if chunk == 1000 and (prec, val_grad) != ("float32", "reverse"):
+            continue
+        fn = v_fn(tasks[chunk, prec], val_grad, ms)
         ma = fn.lower(big[0], big[1], prob.data).compile().memory_analysis()
-        memory[f"{prec}/{val_grad}"] = {"temp_GB": ma.temp_size_in_bytes / 1e9,
+        memory[f"chunk {chunk}/{prec}/{val_grad}"] = {"temp_GB": ma.temp_size_in_bytes / 1e9,
                                         "argument_GB": ma.argument_size_in_bytes / 1e9}
     print(json.dumps({"device": str(jax.devices()[0]), "n_val": n_val, "snapshots": sigma,
                       "train_steps": args.train_steps, "prep_s": prep_s, "q": int(phi.shape[0]),
-                      "results": results, "memory_sigma": ms, "memory_whole_set": memory}, indent=1))
+                      "results": results, "memory_sigma": ms, "conv_impl": base.resolved_conv_impl(), "memory": memory}, indent=1))
 
 
 if __name__ == "__main__":

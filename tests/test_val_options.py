@@ -26,13 +26,12 @@ def _hyper(task, val_grad="reverse"):
 
 N_TRAIN, N_VAL, SIDE = 256, 1030, 16
 N_STATES = 2
-# bfloat16 rounds to 8 significant bits (unit roundoff 2^-9 ~ 2e-3), so h_i = g . Z_i in bfloat16 is
-# accurate relative to the scale sum_j |g_j| |Z_ij| of the dot product, not to |h_i| (which cancels).
-# Measured on CPU here: |h_bf16 - h_f32|_i / sum_j |g_j| |Z_ij| <= BF16_MEASURED; the relative 2-norm
-# error ||h_bf16 - h_f32|| / ||h_f32|| ranged from 0.15 % to 63 % over the recorded states of the
-# earlier 28x28 version of this problem (63 % where h nearly cancels). Real LeNet / Fashion-MNIST
-# states: docs/performance.md ("Validation cost options (CPU)").
-BF16_MEASURED = 0.0
+# bfloat16 keeps 8 significant bits (unit roundoff 2^-9 ~ 2e-3), so h_i = g . Z_i from a bfloat16
+# pass is accurate relative to the scale sum_j |g_j| |Z_ij| of the dot product, not to |h_i|, which
+# can cancel. Measured on CPU (this problem, 2 states): |h_bf16 - h_f32|_i / scale_i <= 0.0013 and
+# 0.0064. The relative 2-norm error ||h_bf16 - h_f32|| / ||h_f32|| is no good bound: on a 28x28
+# version of this problem it was 0.15 % to 1.0 % on four states and 63 % on a fifth, where h nearly
+# cancelled. Real LeNet / Fashion-MNIST states: docs/performance.md ("Validation cost options (CPU)").
 BF16_SCALE_TOL = 0.02
 
 
@@ -99,10 +98,11 @@ def test_val_chunk_whole_set_and_odd_chunks_agree(splits, trained):
             np.testing.assert_allclose(h, h0, rtol=2e-4, atol=1e-6 * float(jnp.max(jnp.abs(h0))))
 
 
-def test_val_chunk_auto_is_the_whole_set_on_an_accelerator(splits, monkeypatch):
+def test_val_chunk_auto_is_the_whole_set_for_lenet_on_an_accelerator(splits, monkeypatch):
     _, cfg = _task(splits)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert cfg.resolved_val_chunk(N_VAL) == N_VAL
+    assert cfg.model == "lenet" and cfg.resolved_val_chunk(N_VAL) == N_VAL
+    assert dataclasses.replace(cfg, model="wrn16_2").resolved_val_chunk(N_VAL) == 1000  # activations ~100x LeNet's
     assert dataclasses.replace(cfg, val_chunk=250).resolved_val_chunk(N_VAL) == 250
 
 
