@@ -87,26 +87,32 @@ def main() -> None:
         return jax.jit(lambda ss, zs, d: lax.map(lambda x: tangent_hypergrad(vl, x[0], x[1], d, val_grad), (ss, zs),
                                                 batch_size=n))
 
-    results, hs = [], {}
+    results, hs, failed = [], {}, []
     for (chunk, prec), val_grad in itertools.product(tasks, ("reverse", "forward")):
         if args.memory_only:
             break
         fn = v_fn(tasks[chunk, prec], val_grad, sigma)
-        t = time.perf_counter()
-        h, v = jax.block_until_ready(fn(states, Zs, prob.data))
-        first = time.perf_counter() - t
-        times = []
-        for _ in range(args.repeats):
+        try:
             t = time.perf_counter()
-            jax.block_until_ready(fn(states, Zs, prob.data))
-            times.append(time.perf_counter() - t)
+            h, v = jax.block_until_ready(fn(states, Zs, prob.data))
+            first = time.perf_counter() - t
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                jax.block_until_ready(fn(states, Zs, prob.data))
+                times.append(time.perf_counter() - t)
+        except Exception as e:  # noqa: BLE001 -- e.g. out of memory: recorded, the other settings still run
+            failed.append({"val_chunk": chunk, "val_precision": prec, "val_grad": val_grad,
+                           "error": str(e).splitlines()[0][:300]})
+            print(json.dumps(failed[-1]), flush=True)
+            continue
         hs[chunk, prec, val_grad] = (np.asarray(h, np.float64), np.asarray(v, np.float64))
         results.append({"val_chunk": chunk, "val_precision": prec, "val_grad": val_grad,
                         "seconds": statistics.median(times), "samples_s": times, "first_s": first})
         print(json.dumps(results[-1]), flush=True)
 
     h_ref, v_ref = hs.get((1000, "float32", "reverse"), (None, None))
-    for r in results:
+    for r in results if h_ref is not None else []:
         h, v = hs[r["val_chunk"], r["val_precision"], r["val_grad"]]
         rel = np.linalg.norm(h - h_ref, axis=1) / np.linalg.norm(h_ref, axis=1)
         r["h_rel_err_vs_default"] = {"max": float(rel.max()), "median": float(np.median(rel))}
@@ -122,12 +128,17 @@ def main() -> None:
         if chunk == 1000 and (prec, val_grad) != ("float32", "reverse"):
             continue
         fn = v_fn(tasks[chunk, prec], val_grad, ms)
-        ma = fn.lower(big[0], big[1], prob.data).compile().memory_analysis()
-        memory[f"chunk {chunk}/{prec}/{val_grad}"] = {"temp_GB": ma.temp_size_in_bytes / 1e9,
-                                        "argument_GB": ma.argument_size_in_bytes / 1e9}
+        try:
+            ma = fn.lower(big[0], big[1], prob.data).compile().memory_analysis()
+            memory[f"chunk {chunk}/{prec}/{val_grad}"] = {"temp_GB": ma.temp_size_in_bytes / 1e9,
+                                                          "argument_GB": ma.argument_size_in_bytes / 1e9}
+        except Exception as e:  # noqa: BLE001
+            memory[f"chunk {chunk}/{prec}/{val_grad}"] = {"error": str(e).splitlines()[0][:300]}
+    stats = jax.devices()[0].memory_stats() or {}
     print(json.dumps({"device": str(jax.devices()[0]), "n_val": n_val, "snapshots": sigma,
                       "train_steps": args.train_steps, "prep_s": prep_s, "q": int(phi.shape[0]),
-                      "results": results, "memory_sigma": ms, "conv_impl": base.resolved_conv_impl(), "memory": memory}, indent=1))
+                      "results": results, "failed": failed,
+                      "peak_device_GB": stats.get("peak_bytes_in_use", float("nan")) / 1e9, "memory_sigma": ms, "conv_impl": base.resolved_conv_impl(), "memory": memory}, indent=1))
 
 
 if __name__ == "__main__":
