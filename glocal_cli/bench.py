@@ -154,7 +154,7 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
 
     # W and V: the two components of a window, on the same inner state.
     w_fn = base.window_fn(0, "forward")
-    v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d)[0])
+    v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d, h.val_grad)[0])
     phi = jnp.asarray(task.phi0)
     batches = prob.batches(0, h.tau)
 
@@ -269,6 +269,7 @@ def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: No
         cfg = _lenet_cfg(s, steps, seed=seed)
         tasks.append((cfg, build_task(cfg, load_splits(cfg))))
     window_s: Dict[str, Dict[int, float]] = {m: {} for m in methods}
+    errors: Dict[str, str] = {}
     for n in s.seed_counts:
         for method in window_s:
             say(f"timing {n} seed(s) in one program, {method}")
@@ -280,15 +281,26 @@ def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: No
                 state[0], _ = group.run_window(state[0])
                 _block(state[0])
 
-            one()  # compiles
-            window_s[method][n] = statistics.median(_timed(one) for _ in range(s.windows))
+            try:
+                one()  # compiles
+                window_s[method][n] = statistics.median(_timed(one) for _ in range(s.windows))
+            except Exception as e:  # e.g. out of device memory: recorded, the other cells still run
+                errors[f"{method}/S={n}"] = _error_text(e)
+            del group, state
     runs = h.steps / h.tau  # windows per seed run of T steps
     return {
         "window_s": window_s,
+        "errors": errors,
         "time_over_one": {m: {n: v[n] / v[1] for n in v} for m, v in window_s.items() if 1 in v},
         "seed_steps_per_s": {m: {n: n * h.tau / v[n] for n in v} for m, v in window_s.items()},
         "seed_runs_per_hour": {m: {n: 3600.0 * n / (v[n] * runs) for n in v} for m, v in window_s.items()},
     }
+
+
+def _error_text(e: Exception) -> str:
+    """One line naming a failure of a timed cell (the first line of the message, cut to 200 characters)."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:200]}"
 
 
 def time_train(s: BenchSettings, window_s: Dict[str, float], say: Callable[[str], None] = lambda m: None,
@@ -312,7 +324,11 @@ def time_train(s: BenchSettings, window_s: Dict[str, float], say: Callable[[str]
         for method in methods:
             say(f"timing glocal train, {method}, {s.train_windows} windows")
             cfg = dataclasses.replace(_lenet_cfg(s, s.train_windows * h.tau, method=method), out=f"{tmp}/{method}")
-            m = run_training(cfg)
+            try:
+                m = run_training(cfg)
+            except Exception as e:  # recorded, the other methods still run
+                out[method] = {"windows": s.train_windows, "error": _error_text(e)}
+                continue
             bench_total = window_s[method] * s.train_windows
             out[method] = {
                 "windows": s.train_windows, "wall_s": m["wall_s"], "compile_s": m["compile_s"], "window_s": m["window_s"],
@@ -341,17 +357,21 @@ def time_variants(s: BenchSettings, say: Callable[[str], None] = lambda m: None)
         task, _ = build_lenet_task(vs, steps)
         hh = base.resolved_hpo()
         times = {}
-        for method in ("local", "glocal"):
-            say(f"timing variant {name}: {method}")
-            runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
-            state = [runner.init(task.phi0)]
+        try:
+            for method in ("local", "glocal"):
+                say(f"timing variant {name}: {method}")
+                runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
+                state = [runner.init(task.phi0)]
 
-            def one():
-                state[0], _ = runner.run_window(state[0])
-                _block(state[0].inner)
+                def one():
+                    state[0], _ = runner.run_window(state[0])
+                    _block(state[0].inner)
 
-            one()
-            times[method] = statistics.median(_timed(one) for _ in range(s.windows))
+                one()
+                times[method] = statistics.median(_timed(one) for _ in range(s.windows))
+        except Exception as e:  # e.g. out of device memory: recorded, the other variants still run
+            out[name] = {"error": _error_text(e)}
+            continue
         out[name] = {"local_s": times["local"], "glocal_s": times["glocal"],
                      "glocal_over_local": times["glocal"] / times["local"]}
     return out
@@ -407,14 +427,22 @@ def extra_lines(res: Dict) -> list[str]:
             parts = [f"S={n}: {t:.3f} s/window ({seeds['seed_steps_per_s'][m][n]:.0f} seed-steps/s)" for n, t in v.items()]
             ratio = "; ".join(f"t(S={n})/t(1) = {r:.2f}" for n, r in seeds.get("time_over_one", {}).get(m, {}).items() if n != 1)
             lines.append(f"seeds in one program, {m}: " + ", ".join(parts) + (f"; {ratio}" if ratio else ""))
+        for cell, err in seeds.get("errors", {}).items():
+            lines.append(f"seeds in one program, {cell}: failed ({err})")
     train = res.get("train")
     if train:
         for m, v in train.items():
+            if "error" in v:
+                lines.append(f"glocal train {m}: failed ({v['error']})")
+                continue
             lines.append(f"glocal train {m} ({v['windows']} windows): steady window {v['window_s']:.3f} s = "
                          f"{v['window_over_bench']:.2f}x the bench's; wall without compile {v['wall_over_bench']:.2f}x")
     variants = res.get("variants")
     if variants:
         for name, v in variants.items():
+            if "error" in v:
+                lines.append(f"variant {name}: failed ({v['error']})")
+                continue
             lines.append(f"variant {name}: local {v['local_s']:.3f} s, glocal {v['glocal_s']:.3f} s, "
                          f"glocal/local = {v['glocal_over_local']:.2f}")
     return lines

@@ -31,6 +31,7 @@ REWEIGHT_LOSSES = ("mean", "sum")  # ours: mean_i L_i mu(L_i); the paper's text:
 IMBALANCE_EXPONENTS = ("cui", "paper")  # class c keeps n_max f^(-c/(C-1)) (Cui et al.) or f^(-c/C) (paper's text)
 SGLD_LEARNABLE = ("weight_decay",)  # hyperparameters inside the training loss (optimizer task)
 MNIST_OUTER_LR, CIFAR_OUTER_LR = 0.1, 0.01  # the paper's outer Adam learning rates (Sec. 4)
+VAL_PRECISIONS = ("float32", "bfloat16")  # of the full-batch validation loss (the meta criterion)
 REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
 
 
@@ -54,6 +55,11 @@ class TrainConfig:
     eval_every: int = setting(20, "windows between test-set evaluations (0: only at the end)")
     checkpoint_every: int = setting(20, "windows between checkpoints (0: never)")
     conv_impl: str = setting("auto", "auto (patches+matmul on CPU, XLA/cuDNN on GPU) | patches | lax")
+    val_chunk: int = setting(
+        0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000)")
+    val_precision: str = setting(
+        "float32", "full-batch validation loss (the meta criterion): float32 | bfloat16 (parameters and inputs "
+                   "cast to bfloat16, loss summed in float32; training steps stay float32)")
     data_dir: str = setting("data/raw", "prepared datasets or a folder of original files")
     out: str = setting("", "run directory; unset: data/runs/<dataset>-<task>-<variant>-lr<lr0>-seed<seed>, where `glocal report` looks")
     hpo: HPOConfig = section(HPOConfig, "the outer loop (params.yaml section hpo)")
@@ -70,7 +76,7 @@ class TrainConfig:
         if not isinstance(self.hpo, HPOConfig):
             raise UserError(f"hpo must be an HPOConfig, got {type(self.hpo).__name__}")
         choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS, "reweight_loss": REWEIGHT_LOSSES,
-                   "imbalance_exponent": IMBALANCE_EXPONENTS}
+                   "imbalance_exponent": IMBALANCE_EXPONENTS, "val_precision": VAL_PRECISIONS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -96,6 +102,8 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: never), got {getattr(self, name)}")
+        if self.val_chunk < 0:
+            raise UserError(f"--val-chunk must be >= 0 (0: auto), got {self.val_chunk}")
         if self.reweight_val < 1:
             raise UserError(f"--reweight-val must be >= 1, got {self.reweight_val}")
         if not (math.isfinite(self.imbalance_factor) and self.imbalance_factor > 1.0):
@@ -135,6 +143,21 @@ class TrainConfig:
         import jax
 
         return "patches" if jax.default_backend() == "cpu" else "lax"
+
+    def resolved_val_chunk(self, n_val: int) -> int:
+        """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``tasks.EVAL_CHUNK`` (1000).
+
+        Auto is 1000 on every backend: the whole set in one chunk, with the σ = 20
+        recorded states of a glocal window evaluated together, needs about 46 GB by
+        XLA's estimate for LeNet and 6 000 examples (14.5 GB in chunks of 1000), which
+        several seeds in one program multiply (docs/performance.md has the measured
+        GPU times of ``val_chunk``). ``n_val``: the validation set's size (a chunk
+        larger than it means the whole set in one call).
+        """
+        from glocal_cli.tasks import EVAL_CHUNK
+
+        del n_val
+        return self.val_chunk if self.val_chunk > 0 else EVAL_CHUNK
 
     @property
     def variant(self) -> str:

@@ -37,6 +37,7 @@ from glocal_cli import dmd
 from glocal_cli.errors import UserError
 from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator, needs_window
 from glocal_cli.hypergrad import MODES as GRAD_MODES
+from glocal_cli.hypergrad import VAL_GRADS
 from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
 from glocal_cli.settings import section, setting
 
@@ -132,12 +133,15 @@ class HPOConfig:
     grad_mode: str = setting("auto", "forward | reverse | auto (by the number of hyperparameters)")
     global_outer_steps: Optional[int] = setting(None, "outer steps of the global method, >= 1; unset: T / tau")
     val_batch: int = setting(-1, "validations batched after the window's scan; -1: auto, 0: in the scan")
+    val_grad: str = setting(
+        "reverse", "forward-mode windows: h = grad(val loss) . Z by reverse (one backward pass, contracted with the "
+                   "q tangents) | forward (q jvps of the val loss, no backward pass)")
     seed: int = setting(0, "fixes split, initialization, batch order and sgld's Langevin noise")
     sgld: SGLDConfig = section(SGLDConfig, "the sgld method (params.yaml hpo.sgld)", prefix="sgld_")
 
     def __post_init__(self) -> None:
         """Raise a one-line :class:`UserError` on a bad or inconsistent value."""
-        choices = {"method": METHODS, "estimator": ESTIMATORS, "grad_mode": GRAD_MODES}
+        choices = {"method": METHODS, "estimator": ESTIMATORS, "grad_mode": GRAD_MODES, "val_grad": VAL_GRADS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
@@ -322,9 +326,10 @@ class HPORunner:
         ``(n_record, mode)`` and shared with runners made by :meth:`with_config`.
         """
         vb = self.val_batch(n_record)
-        key = (n_record, mode, vb)
+        key = (n_record, mode, vb, self.cfg.val_grad)
         if key not in self._windows:
-            self._windows[key] = make_window_fn(self.problem.step, self.problem.val_loss, n_record, mode, vb)
+            self._windows[key] = make_window_fn(self.problem.step, self.problem.val_loss, n_record, mode, vb,
+                                                self.cfg.val_grad)
         return self._windows[key]
 
     _window_fn = window_fn

@@ -44,6 +44,7 @@ from jax import lax
 
 FORWARD_MAX_Q = 32
 MODES = ("auto", "forward", "reverse")
+VAL_GRADS = ("reverse", "forward")  # how tangent_hypergrad contracts ∇ val_loss with the tangents
 
 Step = Callable[[Any, jnp.ndarray, Any, Any], Any]
 ValLoss = Callable[[Any, Any], jnp.ndarray]
@@ -100,15 +101,34 @@ def zero_tangents(state, q: int):
     )
 
 
-def tangent_hypergrad(val_loss: ValLoss, state, tangents, data=None):
+def tangent_hypergrad(val_loss: ValLoss, state, tangents, data=None, val_grad: str = "reverse"):
     """``(h [q], v)``: ``h_i = ∇ val_loss(state) · Z_i`` and ``v = val_loss(state)``.
 
     ``tangents`` is ``Z`` (a pytree like ``state`` with a leading ``[q]`` axis,
-    as :func:`forward_window` returns); one reverse pass gives the gradient,
-    contracted with the ``q`` tangents. Integer leaves are skipped.
+    as :func:`forward_window` returns). Integer leaves are skipped.
+
+    ``val_grad`` picks how (same ``h`` up to rounding):
+
+    * ``"reverse"`` (default): one reverse pass gives the gradient, contracted
+      with the ``q`` tangents (``q`` dot products);
+    * ``"forward"``: ``h_i`` is the directional derivative of ``val_loss`` along
+      ``Z_i``, ``jax.jvp`` vmapped over the ``q`` tangents (one primal pass
+      and ``q`` tangent passes, no backward pass, no stored activations).
     """
-    v, g = jax.value_and_grad(val_loss, allow_int=True)(state, data)
+    if val_grad not in VAL_GRADS:
+        raise ValueError(f"val_grad must be one of {', '.join(VAL_GRADS)}, got {val_grad!r}")
     mask = [_differentiable(x) for x in jax.tree_util.tree_leaves(state)]
+    if val_grad == "forward":
+        f = lambda s_: val_loss(s_, data)  # noqa: E731
+
+        def directional(z):
+            if not all(mask):  # integer leaves take float0 tangents
+                z = jax.tree_util.tree_map(lambda x, dx: dx if _differentiable(x) else _float0(x), state, z)
+            return jax.jvp(f, (state,), (z,))
+
+        v, h = jax.vmap(directional, out_axes=(None, 0))(tangents)
+        return h, v
+    v, g = jax.value_and_grad(val_loss, allow_int=True)(state, data)
     g_f = [x for x, keep in zip(jax.tree_util.tree_leaves(g), mask) if keep]
 
     def contract(z):
@@ -133,7 +153,8 @@ def _n_steps(batches) -> int:
 
 
 def forward_window(
-    step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, tangents=None, data=None, val_batch: int = 0
+    step: Step, val_loss: ValLoss, state, phi, batches, n_record: int, tangents=None, data=None, val_batch: int = 0,
+    val_grad: str = "reverse",
 ) -> WindowOutput:
     """Run a window with ``q`` forward-mode tangents (pure; jit it).
 
@@ -151,6 +172,8 @@ def forward_window(
         ``n_record`` states and tangents and evaluates them after the scan,
         ``k`` at a time (``lax.map`` with ``batch_size=k``): parallel work for
         a GPU, at the cost of memory for ``n_record`` states with tangents.
+      val_grad: ``"reverse"`` | ``"forward"``: how each recorded ``h_t`` is
+        taken from the validation loss (see :func:`tangent_hypergrad`).
 
     Returns:
       :class:`WindowOutput` with ``hypergrads [n_record, q]``.
@@ -185,7 +208,7 @@ def forward_window(
         return advance(carry, batch), None
 
     def hypergrad(s, ds):
-        return tangent_hypergrad(val_loss, s, ds, data)
+        return tangent_hypergrad(val_loss, s, ds, data, val_grad)
 
     def recorded(carry, batch):
         s, ds = advance(carry, batch)
@@ -245,17 +268,18 @@ def reverse_window(step: Step, val_loss: ValLoss, state, phi, batches, n_record:
     return WindowOutput(s_end, None, hs, vs, tree_all_finite(s_end))
 
 
-def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str, val_batch: int = 0):
+def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str, val_batch: int = 0,
+                   val_grad: str = "reverse"):
     """Jitted ``(state, phi, batches, data, tangents=None) -> WindowOutput`` for a fixed ``n_record``.
 
     ``mode`` is ``"forward"`` or ``"reverse"`` (resolve ``"auto"`` with
     :func:`choose_mode` first). In reverse mode ``tangents`` must be ``None``.
-    ``val_batch``: see :func:`forward_window` (forward mode only).
+    ``val_batch``, ``val_grad``: see :func:`forward_window` (forward mode only).
     """
     if mode == "forward":
 
         def fn(state, phi, batches, data, tangents=None):
-            return forward_window(step, val_loss, state, phi, batches, n_record, tangents, data, val_batch)
+            return forward_window(step, val_loss, state, phi, batches, n_record, tangents, data, val_batch, val_grad)
 
     elif mode == "reverse":
 

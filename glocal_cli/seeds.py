@@ -123,7 +123,7 @@ def fused_window(problem: InnerProblem, cfg: HPOConfig, tx, q: int) -> Callable:
             return new, phi, outer, rec
         if mode == "forward":
             out = hypergrad.forward_window(problem.step, problem.val_loss, inner, phi, batches, n_record, None, data,
-                                 _val_batch(cfg, n_record))
+                                           _val_batch(cfg, n_record), cfg.val_grad)
         else:
             out = hypergrad.reverse_window(problem.step, problem.val_loss, inner, phi, batches, n_record, data)
         h = out.hypergrads[-1]

@@ -15,21 +15,22 @@ nvidia-smi -L || true
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 
 echo "== 1. bench (paper settings) =="
-time $GLOCAL bench --data-dir "$DATA_DIR" --steps 1000 --seed-counts 1,5 --train-windows 100 \
-  --variant "val_chunk=1000" --variant "val_precision=bfloat16" --variant "val_grad=forward" \
+time timeout ${BENCH_TIMEOUT:-300} $GLOCAL bench --data-dir "$DATA_DIR" --steps ${BENCH_STEPS:-1000} --seed-counts 1,5 \
+  --train-windows ${TRAIN_WINDOWS:-100} \
+  --variant "val_chunk=6000" --variant "val_precision=bfloat16" --variant "val_grad=forward" \
   --variant "val_precision=bfloat16;val_grad=forward" --variant "val_batch=5" --variant "val_batch=0" \
   --out "$OUT_DIR/bench.json" || echo "bench FAILED"
 
 echo "== 2. two seeds in one program vs two single runs =="
-time python3 - "$DATA_DIR" "$OUT_DIR" <<'EOF' || echo "seed check FAILED"
+time timeout ${SEEDS_TIMEOUT:-90} python3 - "$DATA_DIR" "$OUT_DIR" "${SEEDS_STEPS:-200}" <<'EOF' || echo "seed check FAILED"
 import json, sys
 from glocal_cli.config import from_mapping
 from glocal_cli.train import run_seeds, run_training, seed_configs
 
-data, out = sys.argv[1], sys.argv[2]
+data, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 res = {}
 for method in ("local", "glocal"):
-    base = dict(dataset="fashion_mnist", method=method, steps=200, tau=20, sigma=10, m=4, batch_size=128, lr0=0.001,
+    base = dict(dataset="fashion_mnist", method=method, steps=steps, tau=20, sigma=10, m=4, batch_size=128, lr0=0.001,
                 data_dir=data, eval_every=5, checkpoint_every=5)
     singles = [run_training(from_mapping(dict(base, seed=s, out=f"/tmp/single-{method}-{s}"))) for s in (0, 1)]
     group = run_seeds(seed_configs(from_mapping(dict(base, out=f"/tmp/group-{method}-{{seed}}")), [0, 1]))
@@ -40,4 +41,8 @@ for method in ("local", "glocal"):
               "window_s single/group", a["window_s"], b["window_s"])
 json.dump(res, open(f"{out}/seeds_check.json", "w"), indent=1)
 EOF
+echo "== 3. validation options, sigma = 20 snapshots (times, h error, peak memory) =="
+time timeout ${VAL_TIMEOUT:-90} python3 scripts/val_options.py --data-dir "$DATA_DIR" --snapshots 20 > "$OUT_DIR/val_options.txt" 2>&1 \
+  || echo "val options FAILED or cut"
+tail -40 "$OUT_DIR/val_options.txt"
 ls -la "$OUT_DIR"

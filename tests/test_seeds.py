@@ -91,6 +91,39 @@ def test_a_diverging_seed_keeps_its_phi_and_spares_the_others():
     np.testing.assert_allclose(np.asarray(gs.phi[0]), np.asarray(hs.phi), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("method", ["local", "glocal"])
+def test_val_grad_forward_reaches_both_runners(method, monkeypatch):
+    """hpo.val_grad = forward gets to the window of HPORunner and of the fused group (same h as reverse, float64)."""
+    from glocal_cli import hypergrad
+
+    seen = []
+    real = hypergrad.tangent_hypergrad
+
+    def spy(val_loss, state, tangents, data=None, val_grad="reverse"):
+        seen.append(val_grad)
+        return real(val_loss, state, tangents, data, val_grad)
+
+    monkeypatch.setattr(hypergrad, "tangent_hypergrad", spy)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        kw = dict(method=method, steps=20, tau=10, sigma=8, m=3, outer_lr=0.05, val_batch=0)
+        problems, phi0 = [_quadratic(0), _quadratic(1)], np.zeros(2)
+        out = {}
+        for vg in ("reverse", "forward"):
+            cfgs = [HPOConfig(val_grad=vg, seed=s, **kw) for s in range(2)]
+            group = SeedGroupRunner(problems, cfgs)
+            gs = group.init([phi0, phi0])
+            gs, win = group.run_window(gs)
+            hs, recs = _single(problems[0], cfgs[0], phi0, 1)
+            out[vg] = (np.asarray(win.arrays.hypergrads), recs[0].hypergrads)
+        assert set(seen) == {"reverse", "forward"}
+        np.testing.assert_allclose(out["forward"][0], out["reverse"][0], rtol=1e-12)
+        np.testing.assert_allclose(out["forward"][1], out["reverse"][1], rtol=1e-12)
+        np.testing.assert_allclose(out["forward"][0][0], out["forward"][1], rtol=1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
 def test_group_rejects_seeds_that_differ_in_more_than_the_seed():
     with pytest.raises(ValueError, match="share every setting"):
         SeedGroupRunner([_quadratic(0), _quadratic(1)], [HPOConfig(tau=10, steps=20, sigma=8, m=3),
