@@ -154,7 +154,7 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
 
     # W and V: the two components of a window, on the same inner state.
     w_fn = base.window_fn(0, "forward")
-    v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d, h.val_grad)[0])
+    v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d, h.resolved_val_grad())[0])
     phi = jnp.asarray(task.phi0)
     batches = prob.batches(0, h.tau)
 

@@ -123,7 +123,7 @@ def fused_window(problem: InnerProblem, cfg: HPOConfig, tx, q: int) -> Callable:
             return new, phi, outer, rec
         if mode == "forward":
             out = hypergrad.forward_window(problem.step, problem.val_loss, inner, phi, batches, n_record, None, data,
-                                           _val_batch(cfg, n_record), cfg.val_grad)
+                                           cfg.resolved_val_batch(n_record), cfg.resolved_val_grad())
         else:
             out = hypergrad.reverse_window(problem.step, problem.val_loss, inner, phi, batches, n_record, data)
         h = out.hypergrads[-1]
@@ -136,13 +136,6 @@ def fused_window(problem: InnerProblem, cfg: HPOConfig, tx, q: int) -> Callable:
         return out.state, phi_next, outer_next, rec
 
     return fn
-
-
-def _val_batch(cfg: HPOConfig, n_record: int) -> int:
-    """Validations batched after the scan: as :meth:`HPORunner.val_batch`."""
-    if cfg.val_batch >= 0:
-        return cfg.val_batch
-    return 0 if jax.default_backend() == "cpu" else n_record
 
 
 class SeedGroupRunner:

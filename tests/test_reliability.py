@@ -283,7 +283,7 @@ def test_sigint_real_process_exits_130_and_resumes(tmp_path):
         (["train", "--val-batch", "-7"], "val_batch must be -1"),
         (["train", "--val-chunk", "-1"], "--val-chunk must be >= 0 (0: auto), got -1"),
         (["train", "--val-precision", "float16"], "--val-precision 'float16' is not one of: float32, bfloat16"),
-        (["train", "--val-grad", "sideways"], "val_grad 'sideways' is not one of: reverse, forward"),
+        (["train", "--val-grad", "sideways"], "val_grad 'sideways' is not one of: auto, reverse, forward"),
         (["train", "--dmd-rank-rtol", "inf"], "dmd_rank_rtol must be in [0, 1)"),
         (["train", "--sigma", "0", "--method", "local"], "sigma must be >= 1"),
         (["train", "--imbalance-factor", "0.5"], "--imbalance-factor must be a finite number > 1"),

@@ -72,7 +72,7 @@ def trained(splits):
 def test_default_is_the_old_loss_bitwise(splits, trained):
     """val_chunk 0 (auto: 1000) and float32: the loss and gradient of the code before these settings."""
     _, cfg = _task(splits)
-    assert cfg.val_chunk == 0 and cfg.val_precision == "float32" and cfg.hpo.val_grad == "reverse"
+    assert cfg.val_chunk == 0 and cfg.val_precision == "float32" and cfg.hpo.resolved_val_grad() == "reverse"
     assert cfg.resolved_val_chunk(N_VAL) == 1000
     task, states, tangents, ref = trained
     model = get_model("lenet", 10, "patches")
@@ -139,10 +139,21 @@ def test_forward_val_grad_through_lenet(splits, trained):
     [
         (dict(val_chunk=-1), "--val-chunk must be >= 0 (0: auto), got -1"),
         (dict(val_precision="float16"), "--val-precision 'float16' is not one of: float32, bfloat16"),
-        (dict(val_grad="sideways"), "val_grad 'sideways' is not one of: reverse, forward"),
+        (dict(val_grad="sideways"), "val_grad 'sideways' is not one of: auto, reverse, forward"),
     ],
 )
 def test_bad_values(kw, needle):
     with pytest.raises(UserError) as e:
         from_mapping(kw)
     assert needle in str(e.value)
+
+
+def test_val_grad_auto_is_reverse_on_cpu_forward_on_an_accelerator(monkeypatch):
+    from glocal_cli.hpo import HPOConfig
+
+    cfg = HPOConfig()
+    assert cfg.val_grad == "auto" and cfg.resolved_val_grad() == "reverse" and cfg.resolved_val_batch(20) == 0
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert cfg.resolved_val_grad() == "forward" and cfg.resolved_val_batch(20) == 20
+    assert HPOConfig(val_grad="reverse").resolved_val_grad() == "reverse"
+    assert HPOConfig(val_batch=3).resolved_val_batch(20) == 3
