@@ -33,7 +33,6 @@ from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import yaml
 
 from glocal_cli import settings
