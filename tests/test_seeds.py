@@ -255,6 +255,8 @@ def test_cli_seeds_writes_one_folder_per_seed(tmp_path, tiny_data, capsys):
     out = tmp_path / "runs" / "s{seed}"
     cli.main(["train", "--method", "local", "--steps", "20", "--tau", "10", "--batch-size", "32", "--data-dir", ".",
               "--val-fraction", "0.01", "--seeds", "0,1", "--out", str(out)])
+    shown = capsys.readouterr().out
+    assert "2 seeds in one program" in shown and "seed 0" in shown and "seed 1" in shown
     for s in (0, 1):
         m = json.loads((tmp_path / "runs" / f"s{s}" / "metrics.json").read_text())
         assert m["status"] == "complete" and m["config"]["seed"] == s

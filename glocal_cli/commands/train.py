@@ -92,8 +92,11 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
             if not missing_ok:
                 raise
             all_metrics = [write_not_run(c, e.reason) for c in cfgs]
-    for c, metrics in zip(cfgs, all_metrics):
-        _summary(console, c, metrics)
+    if len(cfgs) > 1 and all(m.get("status") not in ("not run", "stopped") for m in all_metrics):
+        _seeds_table(console, cfgs, all_metrics)
+    else:
+        for c, metrics in zip(cfgs, all_metrics):
+            _summary(console, c, metrics)
     if seeds_summary is not None and not any(m.get("status") == "stopped" for m in all_metrics):
         write_seeds_summary(seeds_summary, cfgs, all_metrics)
     return all_metrics[0] if seeds is None else all_metrics
@@ -116,6 +119,27 @@ def write_seeds_summary(path: Path, cfgs: List[TrainConfig], all_metrics: List[d
     return summary
 
 
+SUMMARY_KEYS = ("status", "test_accuracy", "test_balanced_accuracy", "test_loss", "val_loss", "wall_s", "compile_s",
+                "inner_steps", "dmd_fallbacks")
+
+
+def _seeds_table(console: Console, cfgs: List[TrainConfig], all_metrics: List[dict]) -> None:
+    """Several seeds' results as one table, a column per seed (and each failure's reason below)."""
+    table = Table(title=f"{len(cfgs)} seeds in one program: {', '.join(str(c.run_dir()) for c in cfgs)}")
+    table.add_column("metric")
+    for c in cfgs:
+        table.add_column(f"seed {c.seed}", justify="right")
+    for key in SUMMARY_KEYS:
+        table.add_row(key, *(_fmt(m[key]) for m in all_metrics))
+    names = list(dict.fromkeys(k for m in all_metrics for k in m["hyperparams"]))
+    for name in names:
+        table.add_row(name, *(_fmt(m["hyperparams"].get(name, "")) for m in all_metrics))
+    console.print(table)
+    for c, m in zip(cfgs, all_metrics):
+        if m["status"] != "complete":
+            console.print(f"[yellow]seed {c.seed} {m['status']}[/]: {m['failure']} (recorded in {c.run_dir() / 'metrics.json'})")
+
+
 def _summary(console: Console, cfg: TrainConfig, metrics: dict) -> None:
     """One seed's result: a table, or the line saying it did not run / stopped / failed."""
     if metrics.get("status") == "not run":
@@ -127,7 +151,7 @@ def _summary(console: Console, cfg: TrainConfig, metrics: dict) -> None:
     table = Table(title=f"{cfg.run_dir()}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("status", "test_accuracy", "test_balanced_accuracy", "test_loss", "val_loss", "wall_s", "compile_s", "inner_steps", "dmd_fallbacks"):
+    for key in SUMMARY_KEYS:
         table.add_row(key, _fmt(metrics[key]))
     for name, value in metrics["hyperparams"].items():
         table.add_row(name, _fmt(value))
