@@ -13,6 +13,9 @@ The public API (imported lazily, so ``import glocal_cli`` does not load JAX):
   scalar``, ``batches(start, n) -> batch pytree [n, ...]``, ``data``.
 * :class:`HPOConfig`, :class:`HPORunner`, :class:`HPOState`,
   :class:`WindowRecord`, :func:`run` — the outer loop.
+* :class:`SeedGroupRunner` — several seeds of one setting (problems that differ
+  only in ``init_state``, ``data`` and ``batches``) advanced as one vmapped, jitted
+  window; :class:`GroupWindow` its per-window record.
 * :func:`learnable_sgd`, :func:`hyperparams_from_phi`,
   :class:`LearnableOptimizer`, :func:`logit` — optax inner optimizers whose
   hyperparameters are a differentiable function of ``φ``.
@@ -42,6 +45,8 @@ _EXPORTS = {
     "HypergradToEnd": "glocal_cli.hpo",
     "run": "glocal_cli.hpo",
     "METHODS": "glocal_cli.hpo",
+    "SeedGroupRunner": "glocal_cli.seeds",
+    "GroupWindow": "glocal_cli.seeds",
     # learnable inner optimizers
     "LearnableOptimizer": "glocal_cli.inner_optim",
     "learnable_sgd": "glocal_cli.inner_optim",
@@ -97,3 +102,4 @@ if TYPE_CHECKING:  # static type checkers see the real names
         window_hypergrads,
     )
     from glocal_cli.inner_optim import LearnableOptimizer, hyperparams_from_phi, learnable_sgd, logit
+    from glocal_cli.seeds import GroupWindow, SeedGroupRunner

@@ -8,20 +8,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- library-example -->"
+SEEDS_MARKER = "<!-- library-example-seeds -->"
 
 
-def library_example() -> str:
+def library_example(marker: str = MARKER) -> str:
     """The ```python block right after the marker comment in README.md."""
     text = (REPO / "README.md").read_text()
-    assert text.count(MARKER) == 1, "README.md must hold exactly one library-example marker"
-    match = re.match(r"\s*```python\n(.*?)\n```", text.split(MARKER, 1)[1], re.S)
+    assert text.count(marker) == 1, f"README.md must hold exactly one {marker} marker"
+    match = re.match(r"\s*```python\n(.*?)\n```", text.split(marker, 1)[1], re.S)
     assert match, "the marker must be followed by a ```python block"
     return match.group(1)
 
 
 def test_readme_library_example_runs(tmp_path):
     script = tmp_path / "example.py"
-    script.write_text(library_example())
+    script.write_text(library_example() + "\n\n" + library_example(SEEDS_MARKER))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
@@ -34,3 +35,7 @@ def test_readme_library_example_runs(tmp_path):
     assert val[-1] < 0.5 * val[0]  # and the model learns
     learned = float(re.search(r"learned lr: (\S+)", res.stdout).group(1))
     assert learned != 0.01 and abs(learned - lrs[-1]) < 0.01
+
+    per_seed = [float(v) for v in re.findall(r"[0-9.]+", res.stdout.split("learned lr per seed:")[1])]
+    assert len(per_seed) == 3 and abs(per_seed[0] - learned) < 1e-3  # seed 0 of the group: the run above
+    assert len(set(per_seed)) > 1  # the seeds differ
