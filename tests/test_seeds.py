@@ -263,3 +263,27 @@ def test_cli_seeds_writes_one_folder_per_seed(tmp_path, tiny_data, capsys):
     with pytest.raises(SystemExit) as ex:
         cli.main(["train", "--seeds", "0,x", "--out", str(tmp_path / "bad")])
     assert ex.value.code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_a_failing_seed_stops_alone_and_stays_failed_across_resume(tmp_path, tiny_data, monkeypatch):
+    """Seed 1's health check fails after its first window: its history stops there, seed 0 trains on, and a
+    resumed group keeps seed 1 failed and ends seed 0 exactly as a single run."""
+    from glocal_cli import train as train_mod
+
+    real_build = train_mod.build_task
+
+    def build(cfg, splits):
+        task = real_build(cfg, splits)
+        return task._replace(health=lambda phi: "sick for the test") if cfg.seed == 1 else task
+
+    monkeypatch.setattr(train_mod, "build_task", build)
+    single = run_training(_cfg(tmp_path / "single", "local", seed=0))
+    cfgs = seed_configs(_cfg(tmp_path / "g{seed}", "local"), [0, 1])
+    assert run_seeds(cfgs, stop_after=2)[0]["status"] == "stopped"
+    assert json.loads((tmp_path / "g1" / CHECKPOINT).read_text())["group"]["status"] == "collapsed"
+    ok, sick = run_seeds(cfgs)
+    assert sick["status"] == "collapsed" and "sick for the test" in sick["failure"] and sick["outer_steps"] == 1
+    assert len(_history(tmp_path / "g1" / "history.csv")) == 1 and np.isnan(sick["test_accuracy"])
+    assert ok["status"] == "complete" and ok["outer_steps"] == 4
+    assert ok["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=1e-6)
+    _assert_rows_close(_history(tmp_path / "g0" / "history.csv"), _history(tmp_path / "single" / "history.csv"))
