@@ -34,11 +34,7 @@ def test_exact_on_linear_system(m):
 
 
 def test_complex_modes_give_real_estimate():
-    sigma, q = 20, 2
-    r, w = 0.85, 0.6
-    t = np.arange(1, sigma + 1)[:, None]
-    c = np.array([0.3, -1.2])
-    h = c + (r**t) * (np.cos(w * t) * np.array([1.0, 0.5]) + np.sin(w * t) * np.array([-0.2, 0.7]))
+    h, c = signals.complex_pair(sigma=20)
     res = hankel_dmd_estimate(h, 8)
     assert not res.fallback, res.reason
     np.testing.assert_allclose(res.estimate, c, rtol=1e-8)

@@ -5,20 +5,12 @@ import pytest
 
 from glocal_cli import dmd
 from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator
-from signals import linear_signal
+from signals import complex_pair, linear_signal
 
 
 def lifted_linear(sigma=30, q=3, lams=(0.8, 0.6, -0.5), seed=0, t0=1):
     """h_t = c + Σ_i a_i λ_i^t v_i, t = t0 .. t0+σ-1; every other mode has |λ - 1| > 0.1."""
     return linear_signal(sigma, q, lams, seed, t0)
-
-
-def complex_pair(sigma=30, r=0.85, w=0.6):
-    """c + r^t (cos(wt) u + sin(wt) v): a complex pair far from 1."""
-    t = np.arange(1, sigma + 1)[:, None]
-    c = np.array([0.3, -1.2])
-    h = c + (r**t) * (np.cos(w * t) * np.array([1.0, 0.5]) + np.sin(w * t) * np.array([-0.2, 0.7]))
-    return h, c
 
 
 @pytest.mark.parametrize("name", ["glocal", "glocal-strict", "glocal-robust"])
