@@ -64,7 +64,8 @@ class BenchSettings:
         for name in ("windows", "global_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        counts = tuple(int(x) for x in (self.seed_counts.split(",") if isinstance(self.seed_counts, str) else self.seed_counts))
+        given = self.seed_counts
+        counts = tuple(settings.parse_list(given, "seed-counts") if isinstance(given, str) else (int(x) for x in given))
         if any(c < 1 for c in counts):
             raise UserError(f"seed_counts must be numbers of seeds >= 1, got {list(counts)}")
         object.__setattr__(self, "seed_counts", counts)
@@ -263,10 +264,10 @@ def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: No
 
     h = s.train.resolved_hpo()
     steps = (1 + s.windows) * h.tau
-    tasks = []
+    tasks, datasets = [], {}
     for seed in range(max(s.seed_counts)):
         cfg = _lenet_cfg(s, steps, seed=seed)
-        tasks.append((cfg, build_task(cfg, load_splits(cfg))))
+        tasks.append((cfg, build_task(cfg, load_splits(cfg, datasets))))
     window_s: Dict[str, Dict[int, float]] = {m: {} for m in methods}
     errors: Dict[str, str] = {}
     for n in s.seed_counts:

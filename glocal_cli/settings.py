@@ -17,7 +17,8 @@ ones.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Tuple
+import re
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from glocal_cli.errors import UserError
 
@@ -151,3 +152,20 @@ def from_mapping(cls: type, values: Mapping[str, Any], base: Any = None) -> Any:
     target = to_nested(base) if base is not None else {}
     place(cls, target, values)
     return build(cls, target)
+
+
+def parse_list(text: str, name: str, cast: Callable[[str], Any] = int, separators: str = ",") -> List[Any]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``: a command-line list of ``cast`` values, or a one-line :class:`UserError`.
+
+    ``separators``: a regular expression of what separates the values (default a
+    comma; ``r"[,\\s]+"`` also takes spaces, and then brackets around the list).
+    ``name`` is the option named in the error (``--name``).
+    """
+    body = str(text).strip("[] ") if separators != "," else str(text)
+    try:
+        values = [cast(x) for x in re.split(separators, body) if x.strip()]
+    except ValueError:
+        raise UserError(f"--{name} must be a comma-separated list of {cast.__name__}s, got {text!r}") from None
+    if not values:
+        raise UserError(f"--{name} is empty")
+    return values

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from glocal_cli import bench
 from glocal_cli.errors import UserError
+from glocal_cli.settings import parse_list
 
 
 def run(quick: bool = False, out: Optional[Path] = None, data_dir: Path = Path("data/raw"),
@@ -25,10 +26,7 @@ def run(quick: bool = False, out: Optional[Path] = None, data_dir: Path = Path("
                         "or point --data-dir at a folder of the original files")
     kw = {}
     if seed_counts is not None:
-        try:
-            counts = tuple(int(x) for x in seed_counts.split(",") if x.strip())
-        except ValueError:
-            raise UserError(f"--seed-counts must be comma-separated integers, e.g. 1,5; got {seed_counts!r}") from None
+        counts = tuple(parse_list(seed_counts, "seed-counts", int)) if seed_counts.strip() else ()
         kw["seed_counts"] = () if counts in ((), (0,)) else counts
     if train_windows is not None:
         kw["train_windows"] = train_windows

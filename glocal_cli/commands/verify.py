@@ -14,18 +14,11 @@ from rich.table import Table
 
 from glocal_cli import atomic, verify
 from glocal_cli.errors import UserError
+from glocal_cli.settings import parse_list
 
 
 def _list(text: Optional[str], name: str, cast):
-    if text is None:
-        return None
-    try:
-        values = [cast(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--{name} must be a comma-separated list of {cast.__name__}s, got {text!r}") from None
-    if not values:
-        raise UserError(f"--{name} is empty")
-    return values
+    return None if text is None else parse_list(text, name, cast)
 
 
 def settings(profile: str = "cpu", data_dir: Path = Path("data/raw"), seeds: Optional[str] = None,
