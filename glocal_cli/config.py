@@ -144,19 +144,18 @@ class TrainConfig:
 
         return "patches" if jax.default_backend() == "cpu" else "lax"
 
-    def resolved_val_chunk(self, n_val: int) -> int:
+    def resolved_val_chunk(self) -> int:
         """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``tasks.EVAL_CHUNK`` (1000).
 
         Auto is 1000 on every backend: the whole set in one chunk, with the σ = 20
         recorded states of a glocal window evaluated together, needs about 46 GB by
         XLA's estimate for LeNet and 6 000 examples (14.5 GB in chunks of 1000), which
         several seeds in one program multiply (docs/performance.md has the measured
-        GPU times of ``val_chunk``). ``n_val``: the validation set's size (a chunk
-        larger than it means the whole set in one call).
+        GPU times of ``val_chunk``). A chunk larger than the validation set means the
+        whole set in one call.
         """
         from glocal_cli.tasks import EVAL_CHUNK
 
-        del n_val
         return self.val_chunk if self.val_chunk > 0 else EVAL_CHUNK
 
     @property

@@ -145,28 +145,23 @@ def _val_loss_fn(model, chunk: int = EVAL_CHUNK, precision: str = "float32") -> 
     validation inputs are cast to bfloat16, so the model's matmuls / convolutions run in
     bfloat16; the logits are cast back and the cross entropy and its sum are float32. The
     gradient with respect to the float32 parameters flows through the casts. Measured
-    error of the hypergradient against float32: tests/test_tasks_val.py and
+    error of the hypergradient against float32: tests/test_val_options.py and
     docs/performance.md ("Validation cost options (CPU)").
     """
-    if precision == "float32":
-
-        def val_loss(state, data):
-            per_example = lambda x, y: cross_entropy(model.apply({"params": state[0]}, x), y)
-            return chunked_mean(per_example, data["val_x"], data["val_y"], chunk)
-
-    elif precision == "bfloat16":
-
-        def val_loss(state, data):
-            params = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), state[0])
-
-            def per_example(x, y):
-                logits = model.apply({"params": params}, x.astype(jnp.bfloat16))
-                return cross_entropy(logits.astype(jnp.float32), y)
-
-            return chunked_mean(per_example, data["val_x"], data["val_y"], chunk)
-
-    else:
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if precision not in dtypes:
         raise ValueError(f"val precision must be float32 or bfloat16, got {precision!r}")
+    dtype = dtypes[precision]  # float32: every cast below is the identity (the loss as before this option)
+
+    def val_loss(state, data):
+        params = jax.tree_util.tree_map(lambda p: p.astype(dtype), state[0])
+
+        def per_example(x, y):
+            logits = model.apply({"params": params}, x.astype(dtype))
+            return cross_entropy(logits.astype(jnp.float32), y)
+
+        return chunked_mean(per_example, data["val_x"], data["val_y"], chunk)
+
     return val_loss
 
 
@@ -185,7 +180,7 @@ def _task(cfg: TrainConfig, splits: Splits, model, params0, opt, step, hyperpara
     problem = InnerProblem(
         init_state=(params0, opt.init(params0)),
         step=step,
-        val_loss=_val_loss_fn(model, cfg.resolved_val_chunk(len(splits.val_x)), cfg.val_precision),
+        val_loss=_val_loss_fn(model, cfg.resolved_val_chunk(), cfg.val_precision),
         batches=_batches_fn(len(splits.train_x), cfg),
         data=_device_data(splits),
         hyperparams=hyperparams,

@@ -73,7 +73,7 @@ def test_default_is_the_old_loss_bitwise(splits, trained):
     """val_chunk 0 (auto: 1000) and float32: the loss and gradient of the code before these settings."""
     _, cfg = _task(splits)
     assert cfg.val_chunk == 0 and cfg.val_precision == "float32" and cfg.hpo.resolved_val_grad() == "reverse"
-    assert cfg.resolved_val_chunk(N_VAL) == 1000
+    assert cfg.resolved_val_chunk() == 1000
     task, states, tangents, ref = trained
     model = get_model("lenet", 10, "patches")
 
@@ -101,8 +101,8 @@ def test_val_chunk_whole_set_and_odd_chunks_agree(splits, trained):
 def test_val_chunk_auto_is_1000_on_every_backend(splits, monkeypatch):
     _, cfg = _task(splits)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the whole set needs ~46 GB for 20 states: not auto
-    assert cfg.model == "lenet" and cfg.resolved_val_chunk(N_VAL) == 1000
-    assert dataclasses.replace(cfg, val_chunk=250).resolved_val_chunk(N_VAL) == 250
+    assert cfg.model == "lenet" and cfg.resolved_val_chunk() == 1000
+    assert dataclasses.replace(cfg, val_chunk=250).resolved_val_chunk() == 250
 
 
 def test_bfloat16_hypergradient_close_to_float32(splits, trained):
