@@ -199,6 +199,11 @@ class HPOConfig:
         return DEFAULT_OUTER_LR if self.outer_lr is None else float(self.outer_lr)
 
     @property
+    def n_record(self) -> int:
+        """Local hypergradients a window records: σ for glocal with an estimator that reads them all, else 1 (``h_τ``)."""
+        return self.sigma if self.method == "glocal" and needs_window(self.estimator) else 1
+
+    @property
     def windows(self) -> int:
         """S = T / τ windows per training run."""
         return self.steps // self.tau
@@ -320,9 +325,14 @@ class HPORunner:
                 raise ValueError("the sgld method needs an inner problem with train_loss and val_loss_batch")
             self._sgld_fn = _make_sgld_fn(problem, cfg)
 
-    def with_config(self, cfg: HPOConfig) -> "HPORunner":
-        """A runner of the same problem with another config, sharing the compiled functions."""
-        other = HPORunner(self.problem, cfg)
+    def with_config(self, cfg: HPOConfig, problem: Optional[InnerProblem] = None) -> "HPORunner":
+        """A runner with another config, sharing the compiled functions.
+
+        ``problem``: another problem whose ``step`` and ``val_loss`` are this one's (it may
+        differ in ``init_state``, ``data`` and ``batches``, which the compiled windows take
+        as arguments: another seed); default this runner's problem.
+        """
+        other = HPORunner(self.problem if problem is None else problem, cfg)
         other._train = self._train
         other._windows = self._windows
         if cfg.outer_optimizer == self.cfg.outer_optimizer and cfg.lr == self.cfg.lr:
@@ -400,8 +410,7 @@ class HPORunner:
                 val, rec_dmd = float("nan"), None
             else:
                 glocal = cfg.method == "glocal"
-                n_record = cfg.sigma if glocal and needs_window(cfg.estimator) else 1
-                out = self._window_fn(n_record, mode)(hs.inner, hs.phi, batches, self.problem.data)
+                out = self._window_fn(cfg.n_record, mode)(hs.inner, hs.phi, batches, self.problem.data)
                 inner = out.state
                 h_all = np.asarray(out.hypergrads, dtype=np.float64)
                 val = float(out.val_losses[-1])

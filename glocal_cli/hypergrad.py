@@ -293,14 +293,18 @@ def make_window_fn(step: Step, val_loss: ValLoss, n_record: int, mode: str, val_
     return jax.jit(fn)
 
 
+def train_window(step: Step, state, phi, batches, data=None):
+    """``(state, finite)`` after τ plain steps with φ fixed, no tangents (pure; jit it).
+
+    ``batches``: pytree with a leading ``[τ]`` axis; ``finite``: scalar bool, the final state is finite.
+    """
+    s, _ = lax.scan(lambda s, b: (step(s, phi, b, data), None), state, batches)
+    return s, tree_all_finite(s)
+
+
 def make_train_fn(step: Step):
-    """Jitted ``(state, phi, batches, data) -> (state, finite)``: τ plain steps, no tangents."""
-
-    def fn(state, phi, batches, data):
-        s, _ = lax.scan(lambda s, b: (step(s, phi, b, data), None), state, batches)
-        return s, tree_all_finite(s)
-
-    return jax.jit(fn)
+    """Jitted ``(state, phi, batches, data) -> (state, finite)``: :func:`train_window`."""
+    return jax.jit(lambda state, phi, batches, data: train_window(step, state, phi, batches, data))
 
 
 def window_hypergrads(

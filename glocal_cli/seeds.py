@@ -4,8 +4,11 @@ A seed fixes a run's data split, initialization and minibatch order (and
 ``sgld``'s noise); every other setting is shared. :class:`SeedGroupRunner`
 stacks the per-seed inner states, data, hyperparameters and outer-optimizer
 states along a leading ``[S]`` axis and advances all seeds by one window with a
-single ``jax.vmap``-ed, jitted call, so a GPU that one LeNet seed leaves
-launch-bound runs five seeds in about the time of one.
+single ``jax.vmap``-ed, jitted call: one program, one compilation and one data
+load for all seeds. What that buys depends on the device: on an H200 five LeNet
+seeds take 3.5–5.5× the time of one (one seed already keeps the GPU 85 % busy,
+and per-seed weights make the convolutions grouped ones; docs/performance.md), on
+a CPU about 5×.
 
 * ``none`` / ``local``: the window *and* the outer update are one fused call
   (:func:`fused_window`); nothing comes back to the host, so a caller that does
@@ -31,12 +34,11 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from glocal_cli.estimators import Estimate, needs_window
+from glocal_cli.estimators import Estimate
 from glocal_cli.hpo import HPOConfig, HPORunner, HPOState, InnerProblem, outer_update
 from glocal_cli import hypergrad
-from glocal_cli.hypergrad import choose_mode, tree_all_finite
+from glocal_cli.hypergrad import choose_mode
 
 FUSED_METHODS = ("none", "local", "glocal")  # vmapped over seeds; global / sgld run seed after seed
 
@@ -49,6 +51,11 @@ def stack_trees(trees: Sequence[Any]):
 def seed_slice(tree, s: int):
     """The ``s``-th seed of a stacked pytree (leading ``[S]`` axis removed)."""
     return jax.tree_util.tree_map(lambda x: x[s], tree)
+
+
+def stack_states(states: Sequence[HPOState], outer_step: int) -> HPOState:
+    """One :class:`HPOState` per seed -> the group's (leaves ``[S, ...]``) at ``outer_step``; :meth:`SeedGroupRunner.slice` inverts it."""
+    return HPOState(*(stack_trees([getattr(st, k) for st in states]) for k in ("inner", "phi", "outer")), outer_step)
 
 
 def over_seeds(fn: Callable, n_seeds: int) -> Callable:
@@ -112,12 +119,11 @@ def fused_window(problem: InnerProblem, cfg: HPOConfig, tx, q: int) -> Callable:
     """
     method = cfg.method
     mode = choose_mode(q, cfg.grad_mode)
-    n_record = cfg.sigma if method == "glocal" and needs_window(cfg.estimator) else 1
+    n_record = cfg.n_record
 
     def fn(inner, phi, outer, batches, data):
         if method == "none":
-            new, _ = lax.scan(lambda s, b: (problem.step(s, phi, b, data), None), inner, batches)
-            finite = tree_all_finite(new)
+            new, finite = hypergrad.train_window(problem.step, inner, phi, batches, data)
             zeros = jnp.zeros((q,), phi.dtype)
             rec = GroupStep(phi, phi, zeros, zeros, jnp.asarray(jnp.nan, phi.dtype), finite, jnp.zeros((0, q), phi.dtype))
             return new, phi, outer, rec
@@ -170,13 +176,8 @@ class SeedGroupRunner:
         self.cfgs = list(cfgs)
         self.cfg = cfgs[0]
         self.n_seeds = len(problems)
-        self.runners = [HPORunner(problems[0], cfgs[0])]
-        for p, c in zip(problems[1:], cfgs[1:]):  # share the compiled windows of the first
-            r = self.runners[0].with_config(c)
-            r.problem = p
-            if c.method == "sgld":
-                r = HPORunner(p, c)
-            self.runners.append(r)
+        first = HPORunner(problems[0], cfgs[0])  # the others share its compiled windows
+        self.runners = [first] + [first.with_config(c, p) for p, c in zip(problems[1:], cfgs[1:])]
         self.tx = self.runners[0].tx
         self.estimator = self.runners[0].estimator
         self.fused = self.cfg.method in FUSED_METHODS
@@ -193,8 +194,7 @@ class SeedGroupRunner:
 
     def init(self, phi0s: Sequence[Any]) -> HPOState:
         """Stacked :class:`HPOState` (leaves ``[S, ...]``) at the start, from one ``phi0 [q]`` per seed."""
-        states = [r.init(p) for r, p in zip(self.runners, phi0s)]
-        return HPOState(*(stack_trees([getattr(s, k) for s in states]) for k in ("inner", "phi", "outer")), 0)
+        return stack_states([r.init(p) for r, p in zip(self.runners, phi0s)], 0)
 
     def done(self, gs: HPOState) -> bool:
         return self.runners[0].done(gs)
@@ -225,8 +225,8 @@ class SeedGroupRunner:
         inner, phi, outer, rec = window(gs.inner, gs.phi, gs.outer, self.batches(start, cfg.tau), self.data)
         estimates = None
         if cfg.method == "glocal":
-            h_all = np.asarray(rec.hypergrads, np.float64)
-            finite = np.asarray(rec.finite)
+            h_all, finite = jax.device_get((rec.hypergrads, rec.finite))  # one transfer
+            h_all = np.asarray(h_all, np.float64)
             estimates = [self.estimator(h_all[s], cfg.steps - start - cfg.tau) for s in range(self.n_seeds)]
             used = np.stack([np.asarray(e.value, np.float64) for e in estimates])  # [S, q], recorded as is
             grad = jnp.asarray(np.where(finite[:, None], used, 0.0), gs.phi.dtype)
@@ -260,6 +260,4 @@ class SeedGroupRunner:
             finite=np.array([r.finite for r in recs]),
             hypergrads=np.stack([padded(r.hypergrads) for r in recs]),
         )
-        new = HPOState(*(stack_trees([getattr(st, k) for st in states]) for k in ("inner", "phi", "outer")),
-                       gs.outer_step + 1)
-        return new, GroupWindow(gs.outer_step + 1, recs[0].step, arrays, None)
+        return stack_states(states, gs.outer_step + 1), GroupWindow(gs.outer_step + 1, recs[0].step, arrays, None)

@@ -50,7 +50,8 @@ from glocal_cli.data.imbalance import make_long_tailed
 from glocal_cli.data.splits import Splits, make_splits, splits_from_indices
 from glocal_cli.errors import Interrupted, UserError
 from glocal_cli.hpo import HPOState, WindowRecord
-from glocal_cli.seeds import SeedGroupRunner, stack_trees
+from glocal_cli.seeds import SeedGroupRunner, stack_states
+from glocal_cli.settings import parse_list
 from glocal_cli.tasks import Task, build_task
 
 CHECKPOINT = "checkpoint.json"  # manifest; the arrays are in checkpoint.<outer step>.npz
@@ -60,9 +61,17 @@ LOCK = ".glocal.lock"
 MAX_COMPONENTS = 8  # per-component history columns up to this many hyperparameters
 
 
-def load_splits(cfg: TrainConfig) -> Splits:
-    """Train / validation / test arrays for the config's task."""
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
+def load_splits(cfg: TrainConfig, datasets: Optional[dict] = None) -> Splits:
+    """Train / validation / test arrays for the config's task.
+
+    ``datasets``: a dict kept by the caller across calls (the seeds of a group): the
+    dataset is read once per ``(name, data_dir)`` and split for each seed.
+    """
+    cache = {} if datasets is None else datasets
+    key = (cfg.dataset, str(cfg.data_dir))
+    if key not in cache:
+        cache[key] = load_dataset(cfg.dataset, cfg.data_dir)
+    ds = cache[key]
     if cfg.task == "reweight":
         train_idx, val_idx = make_long_tailed(
             ds, cfg.imbalance_factor, cfg.seed, n_val=cfg.reweight_val, exponent=cfg.imbalance_exponent
@@ -299,14 +308,10 @@ SYNC_SECONDS = 2.0  # the longest the loop runs ahead of the host records (progr
 
 
 def parse_seeds(text: str) -> List[int]:
-    """``"0,1,2"`` (commas and/or spaces) -> ``[0, 1, 2]``; a one-line :class:`UserError` otherwise."""
-    parts = [x for x in re.split(r"[,\s]+", str(text).strip("[] ")) if x]
-    try:
-        seeds = [int(x) for x in parts]
-    except ValueError:
-        raise UserError(f"--seeds must be comma-separated integers >= 0, e.g. 0,1,2; got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise UserError(f"--seeds must be comma-separated integers >= 0, e.g. 0,1,2; got {text!r}")
+    """``"0,1,2"`` (commas and/or spaces, brackets allowed) -> ``[0, 1, 2]``; a one-line :class:`UserError` otherwise."""
+    seeds = parse_list(text, "seeds", int, separators=r"[,\s]+")
+    if min(seeds) < 0:
+        raise UserError(f"--seeds must be integers >= 0, e.g. 0,1,2; got {text!r}")
     return seeds
 
 
@@ -431,9 +436,7 @@ def _resume(runs: List[SeedRun], runner: SeedGroupRunner, gs: HPOState, progress
         r.status = str(c["group"].get("status", "running"))
         r.failure = str(c["group"].get("failure", ""))
         r.outer_steps = int(c["group"].get("outer_steps", 0))
-    states = [c["hpo_state"] for c in found]
-    gs = HPOState(*(stack_trees([getattr(st, k) for st in states]) for k in ("inner", "phi", "outer")),
-                  states[0].outer_step)
+    gs = stack_states([c["hpo_state"] for c in found], found[0]["hpo_state"].outer_step)
     where = runs[0].run_dir / CHECKPOINT if len(runs) == 1 else f"{len(runs)} seeds"
     progress.note(f"resuming from window {gs.outer_step} of {runner.cfg.outer_steps} ({where})")
     return gs, max(c["seconds"] for c in found)
@@ -496,9 +499,9 @@ def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional
     for c in cfgs:
         if (c.run_dir() / LEGACY_CHECKPOINT).exists():
             progress.note(f"ignoring {c.run_dir() / LEGACY_CHECKPOINT} (pickle checkpoint of an older version, never opened)")
-    runs = []
+    runs, datasets = [], {}
     for c in cfgs:
-        splits = load_splits(c)
+        splits = load_splits(c, datasets)
         runs.append(SeedRun(c, splits, build_task(c, splits)))
     cfg = cfgs[0]
     runner = SeedGroupRunner([r.task.problem for r in runs], [c.resolved_hpo() for c in cfgs])

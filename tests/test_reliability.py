@@ -179,7 +179,7 @@ def tiny_data(monkeypatch):
     y = rng.integers(0, 10, 352).astype(np.int32)
     splits = Splits(x[:256], y[:256], x[256:288], y[256:288], x[288:], y[288:], np.zeros(1, np.float32),
                     np.ones(1, np.float32), 10, "fashion_mnist")
-    monkeypatch.setattr(train_mod, "load_splits", lambda cfg: splits)
+    monkeypatch.setattr(train_mod, "load_splits", lambda cfg, datasets=None: splits)
 
 
 def test_legacy_pickle_never_opened_and_corrupt_checkpoint_reported(tmp_path, tiny_data):

@@ -151,7 +151,7 @@ def tiny_data(monkeypatch):
     x = rng.random((352, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 352).astype(np.int32)
 
-    def load(cfg):
+    def load(cfg, datasets=None):
         order = np.concatenate([np.random.default_rng(cfg.seed).permutation(288), np.arange(288, 352)])
         xs, ys = x[order], y[order]
         return Splits(xs[:256], ys[:256], xs[256:288], ys[256:288], xs[288:], ys[288:], np.zeros(1, np.float32),
