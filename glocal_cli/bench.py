@@ -134,10 +134,14 @@ def build_lenet_task(s: BenchSettings, steps: int):
 
 def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None) -> Dict:
     """Run the benchmark; returns the results dict (also what ``--out`` writes)."""
+    with s.train.conv_batching_scope():
+        return _run_bench(s, progress or (lambda msg: None))
+
+
+def _run_bench(s: BenchSettings, say: Callable[[str], None]) -> Dict:
     from glocal_cli.hpo import HPORunner
     from glocal_cli.hypergrad import tangent_hypergrad
 
-    say = progress or (lambda msg: None)
     h = s.train.resolved_hpo()
     n_windows_run = 1 + s.windows  # compiling window + timed ones
     steps = max(n_windows_run * h.tau, h.tau * 2)
@@ -258,6 +262,11 @@ def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: No
     "time_over_one": {method: {S: t(S) / t(1)}}, "seed_steps_per_s": ..., "seed_runs_per_hour": ...}``
     (a seed run: T = ``train.hpo.steps`` inner steps).
     """
+    with s.train.conv_batching_scope():
+        return _time_seed_groups(s, say, methods)
+
+
+def _time_seed_groups(s: BenchSettings, say: Callable[[str], None], methods) -> Dict:
     from glocal_cli.seeds import SeedGroupRunner
     from glocal_cli.tasks import build_task
     from glocal_cli.train import load_splits
@@ -367,8 +376,9 @@ def time_variants(s: BenchSettings, say: Callable[[str], None] = lambda m: None)
                     state[0], _ = runner.run_window(state[0])
                     _block(state[0].inner)
 
-                one()
-                times[method] = statistics.median(_timed(one) for _ in range(s.windows))
+                with base.conv_batching_scope():
+                    one()
+                    times[method] = statistics.median(_timed(one) for _ in range(s.windows))
         except Exception as e:  # e.g. out of device memory: recorded, the other variants still run
             out[name] = {"error": _error_text(e)}
             continue

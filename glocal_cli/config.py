@@ -25,6 +25,7 @@ from glocal_cli.settings import section, setting
 TASKS = ("optimizer", "reweight")
 MODELS = ("lenet", "wrn28_2", "wrn16_2")
 CONV_IMPLS = ("auto", "patches", "lax")
+CONV_BATCHINGS = ("grouped", "blockdiag")  # glocal_cli.conv_batching.MODES
 LEARNABLE = ("lr", "momentum", "weight_decay")
 RUNS_DIR = "data/runs"  # default parent of run folders; `glocal report` reads the same folder
 REWEIGHT_LOSSES = ("mean", "sum")  # ours: mean_i L_i mu(L_i); the paper's text: sum_i L_i mu(L_i)
@@ -55,6 +56,11 @@ class TrainConfig:
     eval_every: int = setting(20, "windows between test-set evaluations (0: only at the end)")
     checkpoint_every: int = setting(20, "windows between checkpoints (0: never)")
     conv_impl: str = setting("auto", "auto (patches+matmul on CPU, XLA/cuDNN on GPU) | patches | lax")
+    conv_batching: str = setting(
+        "grouped", "convolutions with mapped weights under vmap (several seeds in one program, batched validations): "
+                   "grouped (JAX's grouped convolution) | blockdiag (one ungrouped convolution, block-diagonal kernel)")
+    conv_batching_max: int = setting(
+        8, "blockdiag only: the largest mapped size batched block-diagonally (its kernel grows with the square)")
     val_chunk: int = setting(
         0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000)")
     val_precision: str = setting(
@@ -75,7 +81,7 @@ class TrainConfig:
         object.__setattr__(self, "dataset", canonical_name(str(self.dataset)))
         if not isinstance(self.hpo, HPOConfig):
             raise UserError(f"hpo must be an HPOConfig, got {type(self.hpo).__name__}")
-        choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS, "reweight_loss": REWEIGHT_LOSSES,
+        choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS, "conv_batching": CONV_BATCHINGS, "reweight_loss": REWEIGHT_LOSSES,
                    "imbalance_exponent": IMBALANCE_EXPONENTS, "val_precision": VAL_PRECISIONS}
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -102,6 +108,8 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: never), got {getattr(self, name)}")
+        if self.conv_batching_max < 2:
+            raise UserError(f"--conv-batching-max must be >= 2, got {self.conv_batching_max}")
         if self.val_chunk < 0:
             raise UserError(f"--val-chunk must be >= 0 (0: auto), got {self.val_chunk}")
         if self.reweight_val < 1:
@@ -143,6 +151,12 @@ class TrainConfig:
         import jax
 
         return "patches" if jax.default_backend() == "cpu" else "lax"
+
+    def conv_batching_scope(self):
+        """A context in which this run's ``conv_batching`` is the process's (:func:`glocal_cli.conv_batching.using`)."""
+        from glocal_cli import conv_batching
+
+        return conv_batching.using(self.conv_batching, self.conv_batching_max)
 
     def resolved_val_chunk(self) -> int:
         """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``tasks.EVAL_CHUNK`` (1000).

@@ -372,6 +372,7 @@ def run_seeds(cfgs: Sequence[TrainConfig], progress: Optional[Progress] = None,
     with contextlib.ExitStack() as stack:
         for d in dirs:
             stack.enter_context(run_lock(d))
+        stack.enter_context(cfgs[0].conv_batching_scope())
         return _run_group(cfgs, progress, stop_after)
 
 
