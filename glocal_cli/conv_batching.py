@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Iterator
 
 import jax
@@ -62,15 +63,31 @@ def _move(x: jax.Array, src: int, dst: int) -> jax.Array:
     return jnp.moveaxis(x, src, dst) if src != dst else x
 
 
+LAYOUTS = ("kernel", "pairs")
+
+
 def blockdiag_conv(lhs: jax.Array, rhs: jax.Array, lhs_bdim: int, rhs_bdim: int, *, dimension_numbers,
-                   **params) -> tuple[jax.Array, int]:
-    """``out[s] = conv(lhs[s], rhs[s])`` as one ungrouped convolution with a block-diagonal kernel.
+                   layout: str | None = None, **params) -> tuple[jax.Array, int]:
+    """``out[s] = conv(lhs[s], rhs[s])`` as one ungrouped convolution, S times the grouped arithmetic.
+
+    Two layouts, the same numbers:
+
+    * ``"kernel"``: the inputs stacked along features, ``[N, S·C, …]``, against the
+      block-diagonal kernel ``[S·O, S·C, …]`` (``rhs[s]`` in block ``(s, s)``),
+      which is materialized: S² × one ``rhs``. For a forward or input-gradient
+      convolution, whose ``rhs`` is a small filter.
+    * ``"pairs"``: the inputs stacked along the batch, ``[S·N, C, …]``, against
+      the kernels stacked along output features, ``[S·O, C, …]``; every pair
+      ``(s, s')`` is computed and the diagonal ``s = s'`` kept: S × one output,
+      nothing materialized. For a weight-gradient convolution, whose ``rhs`` is a
+      large cotangent and whose output is filter-sized.
 
     Args:
       lhs: the inputs, mapped axis ``lhs_bdim`` of size S; otherwise laid out by
         ``dimension_numbers.lhs_spec`` (batch, feature, spatial…).
       rhs: the kernels, mapped axis ``rhs_bdim``; ``rhs_spec`` (out feature, in feature, spatial…).
       dimension_numbers: the unmapped convolution's ``ConvDimensionNumbers``.
+      layout: ``"kernel"`` | ``"pairs"``; None: the one that writes less (S · |rhs[s]| against |out[s]|).
       params: the remaining ``conv_general_dilated_p`` parameters (strides, padding,
         dilations, precision, …), passed through; group counts must be 1.
 
@@ -87,14 +104,28 @@ def blockdiag_conv(lhs: jax.Array, rhs: jax.Array, lhs_bdim: int, rhs_bdim: int,
     rhs = jnp.transpose(rhs, (0,) + tuple(d + 1 for d in rhs_spec))
     _, n, c = lhs.shape[:3]
     o, i = rhs.shape[1:3]
-    lhs = jnp.swapaxes(lhs, 0, 1).reshape((n, s * c) + lhs.shape[3:])  # [N, (S C), *sp]
-    eye = jnp.eye(s, dtype=rhs.dtype).reshape((s, 1, s, 1) + (1,) * nsp)
-    kernel = (rhs[:, :, None] * eye).reshape((s * o, s * i) + rhs.shape[3:])  # [(S O), (S I), *sp], block (s, s) = rhs[s]
     canon = lax.ConvDimensionNumbers(tuple(range(nsp + 2)), tuple(range(nsp + 2)), tuple(range(nsp + 2)))
-    out = lax.conv_general_dilated_p.bind(lhs, kernel, dimension_numbers=canon, feature_group_count=1,
-                                          batch_group_count=1, **params)  # [N, (S O), *sp']
-    out = out.reshape((n, s, o) + out.shape[2:])
-    out = jnp.swapaxes(out, 0, 1)  # [S, N, O, *sp'] = [S] + canonical out
+
+    def conv(a, b):
+        return lax.conv_general_dilated_p.bind(a, b, dimension_numbers=canon, feature_group_count=1,
+                                               batch_group_count=1, **params)
+
+    if layout is None:
+        out_size = math.prod(jax.eval_shape(conv, lhs[0], rhs[0]).shape)
+        layout = "kernel" if s * math.prod(rhs.shape[1:]) <= out_size else "pairs"
+    if layout == "kernel":
+        stacked = jnp.swapaxes(lhs, 0, 1).reshape((n, s * c) + lhs.shape[3:])  # [N, (S C), *sp]
+        eye = jnp.eye(s, dtype=rhs.dtype).reshape((s, 1, s, 1) + (1,) * nsp)
+        kernel = (rhs[:, :, None] * eye).reshape((s * o, s * i) + rhs.shape[3:])  # [(S O), (S I), *sp]
+        out = conv(stacked, kernel)  # [N, (S O), *sp']
+        out = jnp.swapaxes(out.reshape((n, s, o) + out.shape[2:]), 0, 1)  # [S, N, O, *sp']
+    elif layout == "pairs":
+        out = conv(lhs.reshape((s * n, c) + lhs.shape[3:]), rhs.reshape((s * o, i) + rhs.shape[3:]))  # [(S N), (S' O)]
+        out = out.reshape((s, n, s, o) + out.shape[2:])
+        eye = jnp.eye(s, dtype=out.dtype).reshape((s, 1, s, 1) + (1,) * nsp)
+        out = jnp.sum(out * eye, axis=2)  # the diagonal s = s': [S, N, O, *sp']
+    else:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     # canonical position k holds the out dim out_spec[k]; put each back where out_spec says
     perm = [0] * (nsp + 2)
     for k, d in enumerate(out_spec):

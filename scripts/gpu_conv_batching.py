@@ -5,8 +5,9 @@
 3. the same 2-seed group trained with either rule on the GPU: the learned hyperparameters agree.
 Writes OUT_DIR/conv_batching.json after every part (a cut job keeps what it measured).
 
-Usage: PYTHONPATH=. python3 scripts/gpu_conv_batching.py DATA_DIR OUT_DIR [WINDOWS] [quick]
-("quick": the bench's small settings and S = 1, 2: a check of the script on a CPU)
+Usage: PYTHONPATH=. python3 scripts/gpu_conv_batching.py DATA_DIR OUT_DIR [WINDOWS] [quick] [seeds] [variants] [check]
+("quick": the bench's small settings and S = 1, 2: a check of the script on a CPU; seeds / variants / check: only
+those parts, default all three)
 """
 import dataclasses
 import json
@@ -20,7 +21,9 @@ from glocal_cli import bench, conv_batching
 
 data, out = sys.argv[1], sys.argv[2]
 windows = int(sys.argv[3]) if len(sys.argv) > 3 else 6
-quick = sys.argv[4:5] == ["quick"]
+flags = set(sys.argv[4:])
+quick = "quick" in flags
+parts = (flags & {"seeds", "variants", "check"}) or {"seeds", "variants", "check"}
 counts = (1, 2) if quick else (1, 5)
 dev = jax.devices()[0]
 res = {"device": f"{dev.platform}:{dev.device_kind}", "jax": jax.__version__, "windows": windows}
@@ -36,7 +39,7 @@ def save(msg):
 
 # 1. seeds in one program, the two rules (cuDNN convolutions, the accelerator default val_grad=forward)
 res["seeds"] = {}
-for mode in ("blockdiag", "grouped"):
+for mode in ("blockdiag", "grouped") if "seeds" in parts else ():
     s = bench.bench_settings(quick, data_dir=data, windows=windows, seed_counts=counts, conv_impl="lax",
                              conv_batching=mode)
     r = bench.time_seed_groups(s)
@@ -49,9 +52,12 @@ variants = ("conv_batching=blockdiag;conv_batching_max=20",
             "conv_batching=blockdiag;val_batch=5",
             "conv_batching=blockdiag;conv_batching_max=10;val_batch=10",
             "conv_batching=blockdiag;val_batch=5;val_chunk=6000")
-s = bench.bench_settings(quick, data_dir=data, windows=windows, conv_impl="lax", variants=variants)
-res["variants"] = bench.time_variants(s)
-save("variants " + json.dumps(res["variants"], indent=1))
+if "variants" in parts:
+    s = bench.bench_settings(quick, data_dir=data, windows=windows, conv_impl="lax", variants=variants)
+    res["variants"] = bench.time_variants(s)
+    save("variants " + json.dumps(res["variants"], indent=1))
+if "check" not in parts:
+    sys.exit(0)
 
 # 3. the same 2-seed glocal group under both rules: learned hyperparameters after 3 windows
 from glocal_cli.seeds import SeedGroupRunner  # noqa: E402

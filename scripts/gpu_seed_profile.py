@@ -1,6 +1,7 @@
 """Issue 13: where the time of S vmapped seeds goes on a GPU (perfetto traces of none / local windows, S = 1 and 5).
 
-Usage: PYTHONPATH=. python3 scripts/gpu_seed_profile.py DATA_DIR OUT_DIR
+Usage: PYTHONPATH=. python3 scripts/gpu_seed_profile.py DATA_DIR OUT_DIR [CONV_BATCHING [METHODS]]
+(CONV_BATCHING: grouped (default) | blockdiag; METHODS: comma-separated, default none,local)
 Writes OUT_DIR/trace_<method>_S<n>.json.gz (perfetto) and prints the wall time per window.
 """
 import dataclasses
@@ -8,22 +9,25 @@ import glob
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import jax
 
-from glocal_cli import bench
+from glocal_cli import bench, conv_batching
 from glocal_cli.seeds import SeedGroupRunner
 from glocal_cli.tasks import build_task
 from glocal_cli.train import load_splits
 
 data, out = sys.argv[1], sys.argv[2]
+conv_batching.use(sys.argv[3] if len(sys.argv) > 3 else "grouped")
+methods = sys.argv[4].split(",") if len(sys.argv) > 4 else ("none", "local")
 s = bench.bench_settings(data_dir=data, windows=3)
 tasks = []
 for seed in range(5):
     cfg = bench._lenet_cfg(s, 50 * 20, seed=seed)
     tasks.append((cfg, build_task(cfg, load_splits(cfg))))
-for method in ("none", "local"):
+for method in methods:
     for n in (1, 5):
         cfgs = [dataclasses.replace(c.resolved_hpo(), method=method) for c, _ in tasks[:n]]
         group = SeedGroupRunner([t.problem for _, t in tasks[:n]], cfgs)
@@ -31,7 +35,7 @@ for method in ("none", "local"):
         for _ in range(2):
             gs, _ = group.run_window(gs)
         jax.block_until_ready(gs)
-        tdir = f"/tmp/trace_{method}_{n}"
+        tdir = tempfile.mkdtemp(prefix=f"trace_{method}_{n}_")  # fresh: a glob below must find this trace only
         t0 = time.perf_counter()
         with jax.profiler.trace(tdir, create_perfetto_trace=True):
             for _ in range(3):

@@ -111,8 +111,35 @@ def test_bad_choices():
         conv_batching.use("stacked")
     with pytest.raises(ValueError, match="max_groups must be >= 2"):
         conv_batching.use("blockdiag", 1)
-    with pytest.raises(UserError, match="--conv-batching 'stacked' is not one of: grouped, blockdiag"):
+    with pytest.raises(UserError, match="--conv-batching 'stacked' is not one of: auto, grouped, blockdiag"):
         from_mapping({"conv_batching": "stacked"})
     with pytest.raises(UserError, match="--conv-batching-max must be >= 2, got 1"):
         from_mapping({"conv_batching_max": 1})
     assert conv_batching.current()[0] == "grouped"
+
+
+@pytest.mark.parametrize("layout", conv_batching.LAYOUTS)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_both_layouts_equal_per_example_convolutions(x64, layout, case):
+    """"kernel" (block-diagonal filter) and "pairs" (all pairs, diagonal kept), mapped axis not in front."""
+    lhs_shape, rhs_shape, dn, kw = CASES[case]
+    s = 3
+    x = jax.random.normal(jax.random.PRNGKey(3), (s,) + lhs_shape, jnp.float64)
+    w = jax.random.normal(jax.random.PRNGKey(4), (s,) + rhs_shape, jnp.float64)
+    conv = _fns(dn, kw)["conv"]
+    ref = np.stack([np.asarray(conv(x[k], w[k])) for k in range(s)])
+    (eqn,) = jax.make_jaxpr(conv)(x[0], w[0]).eqns  # conv_general_dilated_p's own parameters
+    params = {k: v for k, v in eqn.params.items() if k not in ("feature_group_count", "batch_group_count")}
+    got, bdim = conv_batching.blockdiag_conv(jnp.moveaxis(x, 0, 1), w, 1, 0, layout=layout, **params)
+    assert bdim == 0
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_is_blockdiag_on_a_gpu_only(monkeypatch):
+    cfg = from_mapping({})
+    assert cfg.conv_batching == "auto"
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert cfg.resolved_conv_batching() == "grouped"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert cfg.resolved_conv_batching() == "blockdiag"
+    assert from_mapping({"conv_batching": "grouped"}).resolved_conv_batching() == "grouped"
