@@ -162,6 +162,8 @@ class TrainConfig:
     def resolved_conv_batching(self) -> str:
         """``conv_batching`` with auto resolved by the default JAX backend: blockdiag on a GPU, else grouped.
 
+        (grouped also where a JAX version no longer keeps the rule that blockdiag replaces.)
+
         On one H200 (docs/performance.md), five LeNet seeds in one program took 2.35× /
         3.01× / 4.27× the window of one seed (none / local / glocal) batched block-diagonally
         against 3.53× / 3.92× / 4.89× grouped; the σ = 20 validations of one seed were
@@ -173,7 +175,9 @@ class TrainConfig:
             return self.conv_batching
         import jax
 
-        return "blockdiag" if jax.default_backend() == "gpu" else "grouped"
+        from glocal_cli import conv_batching
+
+        return "blockdiag" if jax.default_backend() == "gpu" and conv_batching.available() else "grouped"
 
     def resolved_val_chunk(self) -> int:
         """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``tasks.EVAL_CHUNK`` (1000).

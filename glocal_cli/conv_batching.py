@@ -178,6 +178,15 @@ def use(mode: str, max_groups: int = DEFAULT_MAX_GROUPS) -> None:
     jax.clear_caches()
 
 
+def available() -> bool:
+    """Whether this JAX keeps the convolution's batching rule where ``blockdiag`` swaps it."""
+    try:
+        _registry()
+    except RuntimeError:  # pragma: no cover - depends on the JAX version
+        return False
+    return True
+
+
 def current() -> tuple[str, int]:
     """The process's ``(mode, max_groups)``."""
     return _state["mode"], _state["max_groups"]

@@ -6,9 +6,10 @@ stacks the per-seed inner states, data, hyperparameters and outer-optimizer
 states along a leading ``[S]`` axis and advances all seeds by one window with a
 single ``jax.vmap``-ed, jitted call: one program, one compilation and one data
 load for all seeds. What that buys depends on the device: on an H200 five LeNet
-seeds take 3.5–5.5× the time of one (one seed already keeps the GPU 85 % busy,
-and per-seed weights make the convolutions grouped ones; docs/performance.md), on
-a CPU about 5×.
+seeds take 2.35× (none), 3.0× (local) and 4.3× (glocal) the window of one with the
+block-diagonal convolutions of :mod:`glocal_cli.conv_batching` (3.5–4.9× with JAX's
+grouped ones; one seed already keeps the GPU 85 % busy; docs/performance.md), on a
+CPU about S×.
 
 * ``none`` / ``local``: the window *and* the outer update are one fused call
   (:func:`fused_window`); nothing comes back to the host, so a caller that does
@@ -153,6 +154,11 @@ class SeedGroupRunner:
         step function up to its seed-dependent arrays, same shapes): the step
         and validation functions of ``problems[0]`` run for every seed.
       cfgs: the seeds' :class:`HPOConfig` (equal but for ``seed``).
+
+    Convolutions with per-seed weights are batched by the process's rule
+    (:mod:`glocal_cli.conv_batching`): JAX's grouped convolutions unless
+    ``conv_batching.use("blockdiag")`` was called (``glocal train`` does on a GPU;
+    2.35× instead of 3.5× one seed's window for five LeNet seeds on an H200).
 
     Example::
 

@@ -143,3 +143,9 @@ def test_auto_is_blockdiag_on_a_gpu_only(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert cfg.resolved_conv_batching() == "blockdiag"
     assert from_mapping({"conv_batching": "grouped"}).resolved_conv_batching() == "grouped"
+
+
+def test_auto_falls_back_to_grouped_where_jax_moved_the_rule(monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(conv_batching, "available", lambda: False)
+    assert from_mapping({}).resolved_conv_batching() == "grouped"

@@ -294,6 +294,7 @@ def test_a_failing_seed_stops_alone_and_stays_failed_across_resume(tmp_path, tin
     _assert_rows_close(_history(tmp_path / "g0" / "history.csv"), _history(tmp_path / "single" / "history.csv"))
 
 
+@pytest.mark.slow  # 30 s of CPU compilation (lax convolutions); tests/test_conv_batching.py checks the rule itself
 def test_blockdiag_conv_batching_trains_the_same_seeds(tmp_path, tiny_data):
     """cuDNN-style convolutions (conv_impl=lax) with per-seed weights and σ batched validations, both batched
     block-diagonally (conv_batching=blockdiag), give the grouped rule's runs; the process's rule is restored."""
