@@ -60,21 +60,23 @@ def _group_counts(fn, *args):
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-@pytest.mark.parametrize("which", ["conv", "grad", "jvp_of_grad"])
-def test_blockdiag_equals_grouped_float64(x64, case, which):
+def test_blockdiag_equals_grouped_float64(x64, case):
+    """conv, its grad and forward-over-reverse (what the local hypergradient differentiates), vmapped."""
     lhs_shape, rhs_shape, dn, kw = CASES[case]
     s = 3
     kx, kw_ = jax.random.split(jax.random.PRNGKey(case))
     x = jax.random.normal(kx, (s,) + lhs_shape, jnp.float64)
     w = jax.random.normal(kw_, (s,) + rhs_shape, jnp.float64)
-    fn = jax.vmap(_fns(dn, kw)[which])
-    ref = jax.jit(fn)(x, w)
-    assert max(_group_counts(fn, x, w)) == s  # JAX's rule: grouped
+    fns = {name: jax.vmap(fn) for name, fn in _fns(dn, kw).items()}
+    ref = {name: jax.jit(fn)(x, w) for name, fn in fns.items()}
+    assert all(max(_group_counts(fn, x, w)) == s for fn in fns.values())  # JAX's rule: grouped
     with conv_batching.using("blockdiag"):
-        got = jax.jit(fn)(x, w)
-        assert set(_group_counts(fn, x, w)) == {1}  # every convolution, autodiff's included, ungrouped
-    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
+        got = {name: jax.jit(fn)(x, w) for name, fn in fns.items()}
+        for name, fn in fns.items():  # every convolution, autodiff's included, ungrouped
+            assert set(_group_counts(fn, x, w)) == {1}, name
+    for name in fns:
+        for a, b in zip(jax.tree.leaves(ref[name]), jax.tree.leaves(got[name])):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_mapped_axis_anywhere_and_nested_vmaps(x64):
@@ -84,10 +86,12 @@ def test_mapped_axis_anywhere_and_nested_vmaps(x64):
     x = jax.random.normal(jax.random.PRNGKey(1), (2,) + lhs_shape + (4,), jnp.float64)  # mapped axis last
     w = jax.random.normal(jax.random.PRNGKey(2), rhs_shape[:2] + (4,) + rhs_shape[2:], jnp.float64)  # axis 2
     inner = jax.vmap(grad, in_axes=(0, None))  # over 2 inputs, one kernel
-    fn = jax.vmap(inner, in_axes=(-1, 2))
+    fn = jax.jit(jax.vmap(inner, in_axes=(-1, 2)))
     ref = fn(x, w)
+    assert max(_group_counts(fn, x, w)) > 1  # grouped under JAX's rule
     with conv_batching.using("blockdiag"):
-        got = fn(x, w)
+        got = fn(x, w)  # retraced: the switch cleared the jit cache
+        assert set(_group_counts(fn, x, w)) == {1}
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
 
@@ -130,8 +134,8 @@ def test_both_layouts_equal_per_example_convolutions(x64, layout, case):
     ref = np.stack([np.asarray(conv(x[k], w[k])) for k in range(s)])
     (eqn,) = jax.make_jaxpr(conv)(x[0], w[0]).eqns  # conv_general_dilated_p's own parameters
     params = {k: v for k, v in eqn.params.items() if k not in ("feature_group_count", "batch_group_count")}
-    got, bdim = conv_batching.blockdiag_conv(jnp.moveaxis(x, 0, 1), w, 1, 0, layout=layout, **params)
-    assert bdim == 0
+    got = jax.jit(lambda a, b: conv_batching.blockdiag_conv(a, b, 1, 0, layout=layout, **params)[0])(
+        jnp.moveaxis(x, 0, 1), w)
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-12, atol=1e-12)
 
 
