@@ -367,16 +367,16 @@ def time_variants(s: BenchSettings, say: Callable[[str], None] = lambda m: None)
         hh = base.resolved_hpo()
         times = {}
         try:
-            for method in ("local", "glocal"):
-                say(f"timing variant {name}: {method}")
-                runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
-                state = [runner.init(task.phi0)]
+            with base.conv_batching_scope():  # one switch of the rule per variant (each switch recompiles)
+                for method in ("local", "glocal"):
+                    say(f"timing variant {name}: {method}")
+                    runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
+                    state = [runner.init(task.phi0)]
 
-                def one():
-                    state[0], _ = runner.run_window(state[0])
-                    _block(state[0].inner)
+                    def one():
+                        state[0], _ = runner.run_window(state[0])
+                        _block(state[0].inner)
 
-                with base.conv_batching_scope():
                     one()
                     times[method] = statistics.median(_timed(one) for _ in range(s.windows))
         except Exception as e:  # e.g. out of device memory: recorded, the other variants still run

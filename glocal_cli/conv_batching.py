@@ -63,10 +63,6 @@ def _registry():
                        "conv_general_dilated where expected; use 'grouped'")
 
 
-def _move(x: jax.Array, src: int, dst: int) -> jax.Array:
-    return jnp.moveaxis(x, src, dst) if src != dst else x
-
-
 LAYOUTS = ("kernel", "pairs")
 
 
@@ -102,10 +98,8 @@ def blockdiag_conv(lhs: jax.Array, rhs: jax.Array, lhs_bdim: int, rhs_bdim: int,
     nsp = len(lhs_spec) - 2
     s = lhs.shape[lhs_bdim]
     # canonical layouts: lhs [S, N, C, *sp], rhs [S, O, I, *sp]
-    lhs = _move(lhs, lhs_bdim, 0)
-    rhs = _move(rhs, rhs_bdim, 0)
-    lhs = jnp.transpose(lhs, (0,) + tuple(d + 1 for d in lhs_spec))
-    rhs = jnp.transpose(rhs, (0,) + tuple(d + 1 for d in rhs_spec))
+    lhs = jnp.transpose(jnp.moveaxis(lhs, lhs_bdim, 0), (0,) + tuple(d + 1 for d in lhs_spec))
+    rhs = jnp.transpose(jnp.moveaxis(rhs, rhs_bdim, 0), (0,) + tuple(d + 1 for d in rhs_spec))
     _, n, c = lhs.shape[:3]
     o, i = rhs.shape[1:3]
     canon = lax.ConvDimensionNumbers(tuple(range(nsp + 2)), tuple(range(nsp + 2)), tuple(range(nsp + 2)))

@@ -120,6 +120,9 @@ def test_bad_choices():
     with pytest.raises(UserError, match="--conv-batching-max must be >= 2, got 1"):
         from_mapping({"conv_batching_max": 1})
     assert conv_batching.current()[0] == "grouped"
+    from glocal_cli.config import CONV_BATCHINGS  # the setting's choices (config does not import JAX)
+
+    assert CONV_BATCHINGS == ("auto",) + conv_batching.MODES
 
 
 @pytest.mark.parametrize("layout", conv_batching.LAYOUTS)
