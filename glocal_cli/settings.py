@@ -25,11 +25,28 @@ from glocal_cli.errors import UserError
 HELP = "help"
 SECTION = "section"
 PREFIX = "prefix"
+CHOICES = "choices"
+PANEL = "panel"
+METHODS = "methods"
+TASKS = "tasks"
 
 
-def setting(default: Any, help: str) -> Any:
-    """A leaf field: its default (written here only) and its one-line help (the CLI shows both)."""
-    return dataclasses.field(default=default, metadata={HELP: help})
+def setting(default: Any, help: str, choices: Any = None, panel: str = "", methods: Any = None,
+            tasks: Any = None) -> Any:
+    """A leaf field: its default (written here only) and its one-line help (the CLI shows both).
+
+    ``choices``: the allowed values of an enumerated setting (a tuple of strings); the
+      CLI offers them as a choice (shell completion, one-line error listing them).
+    ``panel``: the help panel the CLI lists the option under (``glocal train --help``).
+    ``methods`` / ``tasks``: the ``--method`` / ``--task`` values whose runs read the
+      setting (None: all). A setting given explicitly to a run that does not read it
+      gets a one-line warning naming the methods (tasks) that do.
+    """
+    meta = {HELP: help, PANEL: panel}
+    for key, value in ((CHOICES, choices), (METHODS, methods), (TASKS, tasks)):
+        if value is not None:
+            meta[key] = tuple(value)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def section(cls: type, help: str = "", default: Any = None, prefix: str = "") -> Any:
