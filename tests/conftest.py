@@ -36,6 +36,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def network_ok(monkeypatch):
+    """The download sources count as reachable (tfds mock-data tests run offline)."""
+    from glocal_cli.data import network
+
+    monkeypatch.setattr(network, "unreachable", lambda urls, timeout=network.DEFAULT_TIMEOUT: None)
+
+
+@pytest.fixture
 def x64():
     """Run a test with 64-bit JAX types (where precision is the point)."""
     with jax.enable_x64(True):

@@ -205,7 +205,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- tfds
 
 
-def test_tfds_missing(tmp_path, monkeypatch):
+def test_tfds_missing(tmp_path, monkeypatch, network_ok):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     with pytest.raises(UserError) as err:
         prepare_dataset("mnist", "tfds", tmp_path)
@@ -214,7 +214,7 @@ def test_tfds_missing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name, shape", [("fmnist", (28, 28, 1)), ("svhn", (32, 32, 3)), ("cifar100", (32, 32, 3))])
-def test_tfds_mock(tmp_path, name, shape):
+def test_tfds_mock(tmp_path, name, shape, network_ok):
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("array_record")
     with tfds.testing.mock_data(num_examples=6):

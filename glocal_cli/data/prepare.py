@@ -173,6 +173,32 @@ def _import_tfds():
     return tfds
 
 
+def _tfds_has(spec: DatasetSpec, tfds_data_dir: str | Path | None) -> bool:
+    """Whether tensorflow-datasets already prepared ``spec`` in its data folder (no download needed)."""
+    import os
+
+    root = Path(tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+    return any((root / spec.tfds_name).glob("**/dataset_info.json"))
+
+
+def offline_hint(spec: DatasetSpec) -> str:
+    """How to prepare ``spec`` without a network: which files, and where ``glocal download`` looks."""
+    files = ", ".join(f.filename for f in spec.files)
+    return (f"offline, download the original files ({files}) elsewhere and run "
+            f"`glocal download {spec.name} --source FOLDER`, with the files in FOLDER or FOLDER/{spec.name}/")
+
+
+def check_tfds_source(spec: DatasetSpec, tfds_data_dir: str | Path | None = None) -> None:
+    """Raise a one-line UserError within seconds when tensorflow-datasets would need a network that is not there."""
+    from glocal_cli.data import network
+
+    if _tfds_has(spec, tfds_data_dir):
+        return
+    reason = network.unreachable(spec.download_urls + network.TFDS_URLS)
+    if reason is not None:
+        raise UserError(f"cannot reach the download source of {spec.name} ({reason}); {offline_hint(spec)}")
+
+
 def read_tfds(
     spec: DatasetSpec, tfds_data_dir: str | Path | None = None, progress: Progress | None = None
 ) -> readers.SplitArrays:
@@ -181,6 +207,7 @@ def read_tfds(
     Downloads and prepares the dataset in ``tfds_data_dir`` (tfds default when None) if
     needed. Examples are read by index (``ds[i]``).
     """
+    check_tfds_source(spec, tfds_data_dir)  # before tfds: offline it would retry for minutes
     tfds = _import_tfds()
     out = []
     for split in ("train", "test"):

@@ -39,6 +39,8 @@ class DatasetSpec:
         n_train, n_test: official split sizes.
         tfds_name: the tensorflow-datasets builder name.
         extracted_dir: CIFAR only: the folder name inside the tarball.
+        download_urls: where tensorflow-datasets downloads the files from (its builder's
+            sources), checked for reachability before a download (:mod:`glocal_cli.data.network`).
     """
 
     name: str
@@ -50,6 +52,7 @@ class DatasetSpec:
     n_test: int
     tfds_name: str
     extracted_dir: str | None = None
+    download_urls: tuple[str, ...] = ()
 
 
 def _idx_files(md5s: tuple[str, str, str, str], sizes: tuple[int | None, ...]) -> tuple[FileSpec, ...]:
@@ -84,6 +87,7 @@ _SPECS = (
         n_train=60000,
         n_test=10000,
         tfds_name="mnist",
+        download_urls=("https://storage.googleapis.com/cvdf-datasets/mnist/",),
     ),
     DatasetSpec(
         name="fashion_mnist",
@@ -102,6 +106,7 @@ _SPECS = (
         n_train=60000,
         n_test=10000,
         tfds_name="fashion_mnist",
+        download_urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     ),
     DatasetSpec(
         name="kmnist",
@@ -120,6 +125,7 @@ _SPECS = (
         n_train=60000,
         n_test=10000,
         tfds_name="kmnist",
+        download_urls=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
     ),
     DatasetSpec(
         name="svhn",
@@ -133,6 +139,7 @@ _SPECS = (
         n_train=73257,
         n_test=26032,
         tfds_name="svhn_cropped",
+        download_urls=("http://ufldl.stanford.edu/housenumbers/",),
     ),
     DatasetSpec(
         name="cifar10",
@@ -143,6 +150,7 @@ _SPECS = (
         n_train=50000,
         n_test=10000,
         tfds_name="cifar10",
+        download_urls=("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
         extracted_dir="cifar-10-batches-py",
     ),
     DatasetSpec(
@@ -154,6 +162,7 @@ _SPECS = (
         n_train=50000,
         n_test=10000,
         tfds_name="cifar100",
+        download_urls=("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",),
         extracted_dir="cifar-100-python",
     ),
 )
