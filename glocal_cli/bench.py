@@ -459,6 +459,7 @@ def extra_lines(res: Dict) -> list[str]:
 
 
 def write_results(res: Dict, path) -> None:
-    from glocal_cli import atomic
+    """Write ``res`` as JSON at ``path``, with the software and code versions (``provenance``)."""
+    from glocal_cli import atomic, provenance
 
-    atomic.write_json(path, res)
+    atomic.write_json(path, {**res, "provenance": provenance.collect()})

@@ -43,7 +43,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 import jax
 import numpy as np
 
-from glocal_cli import atomic
+from glocal_cli import atomic, provenance
 from glocal_cli.config import TrainConfig
 from glocal_cli.data import load_dataset
 from glocal_cli.data.imbalance import make_long_tailed
@@ -603,6 +603,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, comp
         "seeds_in_program": seeds,
         "device": jax.devices()[0].device_kind,
         "config": r.cfg.to_dict(),
+        "provenance": provenance.collect(),
     }
     run_dir = r.run_dir
     atomic.write_text(run_dir / "history.csv", rows_to_csv(r.rows))
@@ -640,6 +641,7 @@ def write_not_run(cfg: TrainConfig, reason: str) -> dict:
         "dmd_fallbacks": 0,
         "hyperparams": {},
         "config": cfg.to_dict(),
+        "provenance": provenance.collect(),
     }
     atomic.write_text(run_dir / "history.csv", "outer_step,step,lr,val_loss,test_accuracy\n")
     atomic.write_json(run_dir / "metrics.json", metrics)

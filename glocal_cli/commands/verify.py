@@ -35,7 +35,7 @@ def write(res: verify.VerifyResult, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    atomic.write_json(out / "verify.json", res.to_json())
+    atomic.write_json(out / "verify.json", {**res.to_json(), "provenance": provenance.collect()})
     atomic.write_text(out / "verify.md", verify.markdown(res))
     fig = verify.figure(res)
     with atomic.atomic_path(out / "verify.png") as tmp:
