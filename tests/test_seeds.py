@@ -265,6 +265,7 @@ def test_cli_seeds_writes_one_folder_per_seed(tmp_path, tiny_data, capsys):
     for s in (0, 1):
         m = json.loads((tmp_path / "runs" / f"s{s}" / "metrics.json").read_text())
         assert m["status"] == "complete" and m["config"]["seed"] == s
+        assert {"jax", "jaxlib", "flax", "optax", "numpy", "python", "backend", "commit", "dirty"} <= set(m["provenance"])
     with pytest.raises(SystemExit) as ex:
         cli.main(["train", "--seeds", "0,x", "--out", str(tmp_path / "bad")])
     assert ex.value.code == 2 and not (tmp_path / "bad").exists()

@@ -57,6 +57,11 @@ def test_short_run_learns(tmp_path, small_cfg, method):
     assert metrics["inner_steps"] == 60 and metrics["outer_steps"] == 3
     saved = json.loads((tmp_path / method / "metrics.json").read_text())
     assert saved["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    import jax
+
+    prov = saved["provenance"]  # the software stack and the code version this result came from
+    assert prov["jax"] == jax.__version__ and prov["backend"] == jax.default_backend()
+    assert {"python", "jaxlib", "flax", "optax", "numpy", "device_kind", "commit", "dirty"} <= set(prov)
     rows = read_history(tmp_path / method / "history.csv")
     lrs = [float(r["lr"]) for r in rows]
     assert len(rows) == 3 and all(r["test_accuracy"] for r in rows)
@@ -142,9 +147,9 @@ def _cli(*args):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["train", "--method", "best"], "method 'best' is not one of"),
-        (["train", "--estimator", "best"], "estimator 'best' is not one of"),
-        (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["train", "--method", "best"], "Invalid value for '--method': 'best' is not one of 'none', 'local'"),
+        (["train", "--estimator", "best"], "Invalid value for '--estimator': 'best' is not one of 'glocal'"),
+        (["train", "--dataset", "imagenet"], "Invalid value for '--dataset': 'imagenet' is not one of 'mnist'"),
         (["train", "--steps", "abc"], "Invalid value for '--steps'"),
         (["train", "--data-dir", "/nonexistent"], "does not exist"),
         (["train", "--params", "/nonexistent.yaml"], "no such file"),
