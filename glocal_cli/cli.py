@@ -10,7 +10,7 @@ import inspect
 import re
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from glocal_cli.errors import Interrupted, UserError
@@ -19,10 +19,25 @@ app = typer.Typer(
     name="glocal",
     help="Gradient-based HPO with glocal hypergradients (Hankel DMD), local and global baselines.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from glocal_cli.provenance import version_text
+
+        print(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version, its dependencies' versions, the device and the git commit"),
+):
+    """Gradient-based HPO with glocal hypergradients (Hankel DMD), local and global baselines."""
 
 
 @app.command()
@@ -56,12 +71,16 @@ def imbalance(
 
 #: ``glocal train`` options that are not settings of TrainConfig / HPOConfig.
 TRAIN_COMMAND_ONLY = {
-    "params": (Optional[Path], typer.Option(None, help="read defaults from this params.yaml (train, hpo and the profile); without --params no params file is read")),
-    "profile": (Optional[str], typer.Option(None, "--profile", "-P", help="profile of params.yaml: quick | paper")),
-    "seeds": (Optional[str], typer.Option(None, "--seeds", help="train these seeds of the setting in one program, e.g. 0,1,2,3,4 (one run folder each; --out may contain {seed}, else <out>/seed<k>)")),
-    "seeds_summary": (Optional[Path], typer.Option(None, "--seeds-summary", help="when all seeds are done, write this JSON file: each seed's run folder, status and test accuracy (the output dvc.yaml declares for a setting)")),
-    "missing_ok": (bool, typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' outputs and exit 0 (dvc.yaml uses this)")),
+    "params": (Optional[Path], typer.Option(None, help="read defaults from this params.yaml (train, hpo and the profile); without --params no params file is read", rich_help_panel="Run")),
+    "profile": (Optional[str], typer.Option(None, "--profile", "-P", help="profile of params.yaml (its `profiles` section: quick, paper, ...)", rich_help_panel="Run")),
+    "seeds": (Optional[str], typer.Option(None, "--seeds", help="train these seeds of the setting in one program, e.g. 0,1,2,3,4 (one run folder each; --out may contain {seed}, else <out>/seed<k>)", rich_help_panel="Run")),
+    "seeds_summary": (Optional[Path], typer.Option(None, "--seeds-summary", help="when all seeds are done, write this JSON file: each seed's run folder, status and test accuracy (the output dvc.yaml declares for a setting)", rich_help_panel="Output")),
+    "missing_ok": (bool, typer.Option(False, "--missing-ok", help="when the dataset was not downloaded ('not run'), record 'not run' outputs and exit 0 (dvc.yaml uses this)", rich_help_panel="Output")),
 }
+
+#: The order of ``glocal train --help``'s panels (settings declare theirs: ``settings.setting(panel=...)``).
+PANELS = ("Run", "Data", "Hyperparameters", "Outer loop", "Glocal / DMD", "SGLD", "Inner optimizer", "Performance",
+          "Output")
 
 
 def _option_type(annotation: str) -> type:
@@ -73,6 +92,7 @@ def _option_type(annotation: str) -> type:
 
 def _setting_options() -> list:
     """One ``--name`` option per leaf setting of TrainConfig (``hpo`` included), help and default from the field."""
+    from glocal_cli import settings
     from glocal_cli.config import LEAVES
 
     params = []
@@ -80,11 +100,45 @@ def _setting_options() -> list:
         default = f.default
         kind = _option_type(f.type)
         shown = ",".join(default) if isinstance(default, tuple) else ("unset" if default in (None, "") else default)
-        opt = typer.Option(None, f"--{name.replace('_', '-')}", help=f"{f.metadata['help']} (default {shown})")
+        choices = f.metadata.get(settings.CHOICES)
+        if choices:  # a real choice: typo -> one line listing the allowed values; shell completion offers them
+            kind = Literal[choices]
+        panel = f.metadata.get(settings.PANEL) or "Run"
+        if panel not in PANELS:
+            raise TypeError(f"setting {name!r}: panel {panel!r} is not one of {PANELS}")
+        help_text = f"{f.metadata['help']} (default {shown})".replace("[", r"\[")
+        opt = typer.Option(None, settings.flag(name), help=help_text, rich_help_panel=panel,
+                           case_sensitive=name != "dataset")
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[kind]))
     for name, (kind, opt) in TRAIN_COMMAND_ONLY.items():
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind))
-    return params
+    order = {p: i for i, p in enumerate(PANELS)}
+    return sorted(params, key=lambda p: order[p.default.rich_help_panel])  # stable: panels in PANELS order
+
+
+def train_settings(options: dict):
+    """``glocal train``'s parsed options -> ``(TrainConfig, command-only options, ignored-setting warnings)``.
+
+    The config is built and validated once: defaults, then params.yaml when
+    ``--params`` is given (its train and hpo sections and the profile), then the flags.
+    """
+    from glocal_cli.config import from_mapping, ignored_settings
+    from glocal_cli.params import given_in_file, load_params, train_config
+    from glocal_cli.settings import flag
+
+    options = dict(options)
+    extra = {k: options.pop(k) for k in TRAIN_COMMAND_ONLY}
+    given = {}
+    if extra["params"] is not None:
+        values = load_params(extra["params"])
+        cfg = train_config(values, extra["profile"], options)
+        given.update(given_in_file(values))
+    else:
+        if extra["profile"] is not None:
+            raise UserError("--profile needs --params params.yaml")
+        cfg = from_mapping(options)
+    given.update({name: flag(name) for name, value in options.items() if value is not None})
+    return cfg, extra, ignored_settings(cfg, given)
 
 
 def train(**options):
@@ -94,17 +148,27 @@ def train(**options):
     (its train and hpo sections and the profile), then the flags.
     """
     from glocal_cli.commands import train as stage
-    from glocal_cli.config import from_mapping
-    from glocal_cli.params import load_params, train_config
 
-    params, profile, seeds, seeds_summary, missing_ok = (options.pop(k) for k in TRAIN_COMMAND_ONLY)
-    if params is not None:
-        cfg = train_config(load_params(params), profile, options)
-    else:
-        if profile is not None:
-            raise UserError("--profile needs --params params.yaml")
-        cfg = from_mapping(options)
-    stage.run(cfg, missing_ok=missing_ok, seeds=seeds, seeds_summary=seeds_summary)
+    cfg, extra, warnings = train_settings(options)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    stage.run(cfg, missing_ok=extra["missing_ok"], seeds=extra["seeds"], seeds_summary=extra["seeds_summary"])
+
+
+def check_command(argv: List[str]) -> List[str]:
+    """Parse ``glocal ARGV`` as the command line would, without running it; return its warnings.
+
+    Bad options or values raise as they would on the command line; for ``train`` the
+    config is built (params file, profile and flags), so a job prepared for later
+    (``scripts/gpu_paper.py --check``) is known to start.
+    """
+    from typer.main import get_command
+
+    command = get_command(app).commands[argv[0]]
+    ctx = command.make_context(argv[0], list(argv[1:]))
+    if argv[0] == "train":
+        return train_settings(ctx.params)[2]
+    return []
 
 
 train.__signature__ = inspect.Signature(_setting_options())
@@ -183,7 +247,7 @@ def main(argv=None, prog_name=None) -> None:
         ctx = getattr(e, "ctx", None)
         name = getattr(getattr(ctx, "command", None), "name", None)
         hint = f" (see `glocal {name} --help`)" if name and name != "glocal" else " (see `glocal --help`)"
-        message = " ".join(e.format_message().split())
+        message = " ".join(e.format_message().replace("Value error, ", "").split())
         print(f"error: {message}{hint}", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 2) or 2)
     except typer.Abort:

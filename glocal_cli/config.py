@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 from glocal_cli import settings
+from glocal_cli.data.registry import ALIASES, DATASETS, canonical_name
 from glocal_cli.errors import UserError
-from glocal_cli.hpo import HPOConfig
+from glocal_cli.hpo import OUTER_PANEL, PERF_PANEL, RUN_PANEL, HPOConfig
 from glocal_cli.settings import section, setting
 
 TASKS = ("optimizer", "reweight")
@@ -32,6 +33,10 @@ REWEIGHT_LOSSES = ("mean", "sum")  # ours: mean_i L_i mu(L_i); the paper's text:
 IMBALANCE_EXPONENTS = ("cui", "paper")  # class c keeps n_max f^(-c/(C-1)) (Cui et al.) or f^(-c/C) (paper's text)
 SGLD_LEARNABLE = ("weight_decay",)  # hyperparameters inside the training loss (optimizer task)
 MNIST_OUTER_LR, CIFAR_OUTER_LR = 0.1, 0.01  # the paper's outer Adam learning rates (Sec. 4)
+DATASET_CHOICES = tuple(DATASETS) + tuple(ALIASES)  # names and aliases (canonical_name maps them)
+REWEIGHT_ONLY = ("reweight",)
+HYPER_PANEL, DATA_PANEL, OUTPUT_PANEL = "Hyperparameters", "Data", "Output"
+EVAL_CHUNK = 1000  # examples per chunk of a full-batch evaluation (validation loss, test accuracy)
 VAL_PRECISIONS = ("float32", "bfloat16")  # of the full-batch validation loss (the meta criterion)
 REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
 
@@ -40,35 +45,44 @@ REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SG
 class TrainConfig:
     """Everything a training run depends on; ``hpo`` is the outer loop's part."""
 
-    dataset: str = setting("fashion_mnist", "dataset name")
-    task: str = setting("optimizer", "optimizer (SGD hyperparameters) | reweight (data reweighting)")
-    model: str = setting("lenet", "lenet | wrn28_2 | wrn16_2")
-    batch_size: int = setting(128, "minibatch size")
-    lr0: float = setting(1e-3, "initial inner learning rate")
-    momentum0: float = setting(0.1, "initial momentum")
-    weight_decay0: float = setting(1e-3, "initial weight decay")
-    learn: tuple = setting(LEARNABLE, "learned hyperparameters (optimizer task), e.g. lr,momentum,weight_decay")
-    val_fraction: float = setting(0.1, "held-out validation fraction")
-    imbalance_factor: float = setting(50.0, "reweight task: long-tail factor of the training set, > 1")
-    reweight_val: int = setting(1000, "reweight task: balanced validation examples taken from the training set")
-    reweight_loss: str = setting("mean", "reweight task: mean (ours) | sum (the paper's literal sum_i L_i mu(L_i))")
-    imbalance_exponent: str = setting("cui", "long tail: cui (f^(-c/(C-1))) | paper (f^(-c/C))")
-    eval_every: int = setting(20, "windows between test-set evaluations (0: only at the end)")
-    checkpoint_every: int = setting(20, "windows between checkpoints (0: never)")
-    conv_impl: str = setting("auto", "auto (patches+matmul on CPU, XLA/cuDNN on GPU) | patches | lax")
+    dataset: str = setting("fashion_mnist", "dataset name (alias fmnist)", choices=DATASET_CHOICES, panel=DATA_PANEL)
+    task: str = setting("optimizer", "optimizer: SGD's hyperparameters; reweight: data reweighting by a meta MLP",
+                        choices=TASKS, panel=RUN_PANEL)
+    model: str = setting("lenet", "the network (WRNs need a GPU)", choices=MODELS, panel=RUN_PANEL)
+    batch_size: int = setting(128, "minibatch size", panel=RUN_PANEL)
+    lr0: float = setting(1e-3, "initial inner learning rate", panel=HYPER_PANEL, tasks=("optimizer",))
+    momentum0: float = setting(0.1, "initial momentum", panel=HYPER_PANEL, tasks=("optimizer",))
+    weight_decay0: float = setting(1e-3, "initial weight decay", panel=HYPER_PANEL, tasks=("optimizer",))
+    learn: tuple = setting(LEARNABLE, "learned hyperparameters (optimizer task), e.g. lr,momentum,weight_decay",
+                           panel=HYPER_PANEL, tasks=("optimizer",))
+    val_fraction: float = setting(0.1, "held-out validation fraction", panel=DATA_PANEL, tasks=("optimizer",))
+    imbalance_factor: float = setting(50.0, "reweight task: long-tail factor of the training set, > 1",
+                                      panel=DATA_PANEL, tasks=REWEIGHT_ONLY)
+    reweight_val: int = setting(1000, "reweight task: balanced validation examples taken from the training set",
+                                panel=DATA_PANEL, tasks=REWEIGHT_ONLY)
+    reweight_loss: str = setting("mean", "reweight task: mean (ours) or sum (the paper's literal sum_i L_i mu(L_i))",
+                                 choices=REWEIGHT_LOSSES, panel=HYPER_PANEL, tasks=REWEIGHT_ONLY)
+    imbalance_exponent: str = setting("cui", "long tail: cui (f^(-c/(C-1))) or paper (f^(-c/C))",
+                                      choices=IMBALANCE_EXPONENTS, panel=DATA_PANEL, tasks=REWEIGHT_ONLY)
+    eval_every: int = setting(20, "windows between test-set evaluations (0: only at the end)", panel=OUTPUT_PANEL)
+    checkpoint_every: int = setting(20, "windows between checkpoints (0: never)", panel=OUTPUT_PANEL)
+    conv_impl: str = setting("auto", "auto: patches+matmul on CPU, XLA/cuDNN on GPU", choices=CONV_IMPLS,
+                             panel=PERF_PANEL)
     conv_batching: str = setting(
         "auto", "convolutions with mapped weights under vmap (several seeds in one program, batched validations): "
                 "auto (blockdiag on a GPU, grouped elsewhere) | grouped (JAX's grouped convolution) | blockdiag (one "
-                "ungrouped convolution, block-diagonal kernel)")
+                "ungrouped convolution, block-diagonal kernel)", choices=CONV_BATCHINGS, panel=PERF_PANEL)
     conv_batching_max: int = setting(
-        8, "blockdiag only: the largest mapped size batched block-diagonally (its kernel grows with the square)")
+        8, "blockdiag only: the largest mapped size batched block-diagonally (its kernel grows with the square)",
+        panel=PERF_PANEL)
     val_chunk: int = setting(
-        0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000)")
+        0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000)", panel=PERF_PANEL)
     val_precision: str = setting(
-        "float32", "full-batch validation loss (the meta criterion): float32 | bfloat16 (parameters and inputs "
-                   "cast to bfloat16, loss summed in float32; training steps stay float32)")
-    data_dir: str = setting("data/raw", "prepared datasets or a folder of original files")
-    out: str = setting("", "run directory; unset: data/runs/<dataset>-<task>-<variant>-lr<lr0>-seed<seed>, where `glocal report` looks")
+        "float32", "full-batch validation loss (the meta criterion): bfloat16 casts parameters and inputs, sums "
+                   "the loss in float32; training steps stay float32", choices=VAL_PRECISIONS, panel=PERF_PANEL)
+    data_dir: str = setting("data/raw", "prepared datasets or a folder of original files", panel=DATA_PANEL)
+    out: str = setting("", "run directory; unset: data/runs/<dataset>-<task>-<variant>-lr<lr0>-seed<seed>, "
+                           "where `glocal report` looks", panel=OUTPUT_PANEL)
     hpo: HPOConfig = section(HPOConfig, "the outer loop (params.yaml section hpo)")
 
     def __post_init__(self) -> None:
@@ -77,17 +91,10 @@ class TrainConfig:
         if isinstance(learn, str):
             learn = tuple(x.strip() for x in learn.split(",") if x.strip())
         object.__setattr__(self, "learn", tuple(learn))
-        from glocal_cli.data.registry import canonical_name
-
         object.__setattr__(self, "dataset", canonical_name(str(self.dataset)))
         if not isinstance(self.hpo, HPOConfig):
             raise UserError(f"hpo must be an HPOConfig, got {type(self.hpo).__name__}")
-        choices = {"task": TASKS, "model": MODELS, "conv_impl": CONV_IMPLS, "conv_batching": CONV_BATCHINGS, "reweight_loss": REWEIGHT_LOSSES,
-                   "imbalance_exponent": IMBALANCE_EXPONENTS, "val_precision": VAL_PRECISIONS}
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise UserError(f"--{name.replace('_', '-')} {value!r} is not one of: {', '.join(allowed)}")
+        settings.check_choices(self)
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         for name in ("lr0", "momentum0", "weight_decay0"):
@@ -180,7 +187,7 @@ class TrainConfig:
         return "blockdiag" if jax.default_backend() == "gpu" and conv_batching.available() else "grouped"
 
     def resolved_val_chunk(self) -> int:
-        """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``tasks.EVAL_CHUNK`` (1000).
+        """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``EVAL_CHUNK`` (1000).
 
         Auto is 1000 on every backend: the whole set in one chunk, with the σ = 20
         recorded states of a glocal window evaluated together, needs about 46 GB by
@@ -189,8 +196,6 @@ class TrainConfig:
         GPU times of ``val_chunk``). A chunk larger than the validation set means the
         whole set in one call.
         """
-        from glocal_cli.tasks import EVAL_CHUNK
-
         return self.val_chunk if self.val_chunk > 0 else EVAL_CHUNK
 
     @property
@@ -221,6 +226,26 @@ def variant_name(method: str, estimator: str = "glocal") -> str:
 
 #: Every settable leaf: ``name -> (path, field)``, e.g. ``"sigma" -> (("hpo", "sigma"), field)``.
 LEAVES = settings.leaves(TrainConfig)
+
+
+def ignored_settings(cfg: TrainConfig, given: Mapping[str, str]) -> List[str]:
+    """One warning line per setting in ``given`` that a run with ``cfg`` does not read.
+
+    ``given``: ``{setting name: where it was set}`` (``"--estimator"``, ``"hpo.estimator in
+    params.yaml"``). A setting declares the methods / tasks that read it
+    (``settings.setting(methods=..., tasks=...)``); the line names them.
+    """
+    lines = []
+    for name, where in given.items():
+        meta = LEAVES[name][1].metadata
+        for key, value in ((settings.METHODS, cfg.hpo.method), (settings.TASKS, cfg.task)):
+            readers = meta.get(key)
+            if readers is not None and value not in readers:
+                option = "--method" if key == settings.METHODS else "--task"
+                lines.append(f"warning: {where} is read by {option} {' / '.join(readers)} only; "
+                             f"this run ({option} {value}) ignores it")
+                break
+    return lines
 
 
 def default_of(name: str) -> Any:

@@ -39,9 +39,15 @@ from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator, needs_wi
 from glocal_cli.hypergrad import MODES as GRAD_MODES
 from glocal_cli.hypergrad import VAL_GRADS
 from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
-from glocal_cli.settings import section, setting
+from glocal_cli.settings import check_choices, section, setting
 
 METHODS = ("none", "local", "glocal", "global", "sgld")
+OUTER_OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop}
+TUNING_METHODS = ("local", "glocal", "global", "sgld")  # the methods that update phi (an outer optimizer)
+TANGENT_METHODS = ("local", "glocal", "global")  # hypergradients by tangents through the unrolled steps
+WINDOW_METHODS = ("local", "glocal")  # windows that record local hypergradients and validate inside
+GLOCAL_ONLY, SGLD_ONLY = ("glocal",), ("sgld",)
+RUN_PANEL, OUTER_PANEL, DMD_PANEL, SGLD_PANEL, PERF_PANEL = "Run", "Outer loop", "Glocal / DMD", "SGLD", "Performance"
 DEFAULT_OUTER_LR = 0.1  # outer_lr unset and no task to resolve it (the MNIST-family value)
 DEFAULT_SGLD_STEP, DEFAULT_SGLD_VAL_BATCH = 1e-3, 128  # sgld.step_size / val_batch unset and no task
 
@@ -86,13 +92,17 @@ class SGLDConfig:
     batch size); an HPOConfig used alone takes 1e-3 and 128.
     """
 
-    temperature: float = setting(1.0, "sgld: temperature of the summed training loss (1: posterior); T0 = this / n_train")
-    step_size: Optional[float] = setting(None, "sgld: SGLD step eta; unset: lr0 (0.1 for reweight)")
-    burn_in: int = setting(0, "sgld: steps at each window's start not averaged")
-    thin: int = setting(1, "sgld: average every thin-th step after the burn-in")
-    damping: float = setting(0.0, "sgld: damping delta of the z recurrence")
-    persist_z: bool = setting(False, "sgld: carry z across windows (false: z = 0 at every window's start)")
-    val_batch: Optional[int] = setting(None, "sgld: validation examples per step for u_t; unset: the batch size")
+    temperature: float = setting(1.0, "sgld: temperature of the summed training loss (1: posterior); T0 = this / n_train",
+                                 panel=SGLD_PANEL, methods=SGLD_ONLY)
+    step_size: Optional[float] = setting(None, "sgld: SGLD step eta; unset: lr0 (0.1 for reweight)",
+                                         panel=SGLD_PANEL, methods=SGLD_ONLY)
+    burn_in: int = setting(0, "sgld: steps at each window's start not averaged", panel=SGLD_PANEL, methods=SGLD_ONLY)
+    thin: int = setting(1, "sgld: average every thin-th step after the burn-in", panel=SGLD_PANEL, methods=SGLD_ONLY)
+    damping: float = setting(0.0, "sgld: damping delta of the z recurrence", panel=SGLD_PANEL, methods=SGLD_ONLY)
+    persist_z: bool = setting(False, "sgld: carry z across windows (false: z = 0 at every window's start)",
+                              panel=SGLD_PANEL, methods=SGLD_ONLY)
+    val_batch: Optional[int] = setting(None, "sgld: validation examples per step for u_t; unset: the batch size",
+                                       panel=SGLD_PANEL, methods=SGLD_ONLY)
 
     def __post_init__(self) -> None:
         checks = (
@@ -117,35 +127,44 @@ class HPOConfig:
     :class:`~glocal_cli.errors.UserError` (a ``ValueError``) naming it.
     """
 
-    method: str = setting("glocal", "none | local | glocal | global | sgld (sgld: docs/sgld.md)")
-    steps: int = setting(20_000, "inner training steps T")
-    tau: int = setting(50, "inner steps per hyperparameter update")
-    sigma: int = setting(20, "local hypergradients fed to DMD (the last sigma of each window)")
-    m: int = setting(10, "Hankel time-delay stacks")
+    method: str = setting("glocal", "how phi is updated every tau steps; sgld: docs/sgld.md",
+                          choices=METHODS, panel=RUN_PANEL)
+    steps: int = setting(20_000, "inner training steps T", panel=RUN_PANEL)
+    tau: int = setting(50, "inner steps per hyperparameter update", panel=OUTER_PANEL)
+    sigma: int = setting(20, "local hypergradients fed to DMD (the last sigma of each window)",
+                         panel=DMD_PANEL, methods=GLOCAL_ONLY)
+    m: int = setting(10, "Hankel time-delay stacks", panel=DMD_PANEL, methods=GLOCAL_ONLY)
     outer_lr: Optional[float] = setting(
-        None, "learning rate of the outer optimizer on phi; unset: the task's (0.1 MNIST-family optimizer task, 0.01 reweight / CIFAR; 0.1 for an HPOConfig alone)")
+        None, "learning rate of the outer optimizer on phi; unset: the task's (0.1 MNIST-family optimizer task, "
+              "0.01 reweight / CIFAR; 0.1 for an HPOConfig alone)", panel=OUTER_PANEL, methods=TUNING_METHODS)
     outer_optimizer: Union[str, optax.GradientTransformation] = setting(
-        "adam", "adam | sgd | rmsprop (built with outer_lr), or any optax.GradientTransformation from Python")
+        "adam", "the outer optimizer, built with outer_lr (from Python: any optax.GradientTransformation)",
+        choices=tuple(OUTER_OPTIMIZERS), panel=OUTER_PANEL, methods=TUNING_METHODS)
     estimator: str = setting(
-        "glocal", "method glocal: glocal (paper Eq. 20) | glocal-strict | glocal-horizon | glocal-robust | mean | local")
-    dmd_tol: Optional[float] = setting(None, "|lambda - 1| of 'near 1'; unset: the estimator's default (0.1 glocal, 0.02 strict / horizon)")
-    dmd_rank_rtol: float = setting(dmd.DEFAULT_RANK_RTOL, "SVD truncation of the Hankel fit (1e-10: exact DMD)")
-    grad_mode: str = setting("auto", "forward | reverse | auto (by the number of hyperparameters)")
-    global_outer_steps: Optional[int] = setting(None, "outer steps of the global method, >= 1; unset: T / tau")
-    val_batch: int = setting(-1, "validations batched after the window's scan; -1: auto, 0: in the scan")
+        "glocal", "what turns a glocal window's sigma local hypergradients into one: glocal is the paper's Eq. 20 "
+                  "(docs/method.md)", choices=ESTIMATORS, panel=DMD_PANEL, methods=GLOCAL_ONLY)
+    dmd_tol: Optional[float] = setting(
+        None, "|lambda - 1| of 'near 1'; unset: the estimator's default (0.1 glocal, 0.02 strict / horizon)",
+        panel=DMD_PANEL, methods=GLOCAL_ONLY)
+    dmd_rank_rtol: float = setting(dmd.DEFAULT_RANK_RTOL, "SVD truncation of the Hankel fit (1e-10: exact DMD)",
+                                   panel=DMD_PANEL, methods=GLOCAL_ONLY)
+    grad_mode: str = setting("auto", "tangents by forward or reverse mode; auto: by the number of hyperparameters",
+                             choices=GRAD_MODES, panel=OUTER_PANEL, methods=TANGENT_METHODS)
+    global_outer_steps: Optional[int] = setting(None, "outer steps of the global method, >= 1; unset: T / tau",
+                                                panel=OUTER_PANEL, methods=("global",))
+    val_batch: int = setting(-1, "validations batched after the window's scan; -1: auto, 0: in the scan",
+                             panel=PERF_PANEL, methods=WINDOW_METHODS)
     val_grad: str = setting(
         "auto", "forward-mode windows: h = grad(val loss) . Z by reverse (one backward pass, contracted with the "
                 "q tangents) | forward (q jvps of the val loss, no backward pass) | auto (reverse on CPU, forward "
-                "on an accelerator: measured faster there, docs/performance.md)")
-    seed: int = setting(0, "fixes split, initialization, batch order and sgld's Langevin noise")
+                "on an accelerator: measured faster there, docs/performance.md)",
+        choices=("auto",) + VAL_GRADS, panel=PERF_PANEL, methods=TANGENT_METHODS)
+    seed: int = setting(0, "fixes split, initialization, batch order and sgld's Langevin noise", panel=RUN_PANEL)
     sgld: SGLDConfig = section(SGLDConfig, "the sgld method (params.yaml hpo.sgld)", prefix="sgld_")
 
     def __post_init__(self) -> None:
         """Raise a one-line :class:`UserError` on a bad or inconsistent value."""
-        choices = {"method": METHODS, "estimator": ESTIMATORS, "grad_mode": GRAD_MODES, "val_grad": ("auto",) + VAL_GRADS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
+        check_choices(self, skip=lambda name, value: name == "outer_optimizer" and not isinstance(value, str))
         for name in ("steps", "tau", "sigma", "m"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -215,8 +234,6 @@ class HPOConfig:
             return self.global_outer_steps or self.windows
         return self.windows
 
-
-OUTER_OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop}
 
 
 def outer_optimizer(spec: Union[str, optax.GradientTransformation], lr: float) -> optax.GradientTransformation:

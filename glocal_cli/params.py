@@ -75,6 +75,32 @@ def profile_section(params: Dict[str, Any], profile: Optional[str]) -> Dict[str,
     return section
 
 
+def given_in_file(params: Dict[str, Any]) -> Dict[str, str]:
+    """Settings that the file's ``train`` / ``hpo`` sections set to a value other than the default.
+
+    ``{setting name: "hpo.estimator in params.yaml"}``: what :func:`glocal_cli.config.ignored_settings`
+    warns about when the run's method or task does not read it. A value equal to the default
+    sets nothing; profiles are bundles for every method (their keys are not listed).
+    """
+    out: Dict[str, str] = {}
+    by_path = {path: (name, f) for name, (path, f) in settings.leaves(TrainConfig).items()}
+
+    def walk(section: Dict[str, Any], path: tuple, where: str) -> None:
+        for key, value in section.items():
+            if isinstance(value, dict):
+                walk(value, path + (key,), f"{where}{key}.")
+            elif path + (key,) in by_path:
+                name, f = by_path[path + (key,)]
+                if isinstance(f.default, tuple) and isinstance(value, (list, str)):
+                    value = tuple(x.strip() for x in value.split(",")) if isinstance(value, str) else tuple(value)
+                if value is not None and value != f.default:
+                    out[name] = f"{where}{key} in params.yaml"
+
+    walk(_section(params, "train", ""), (), "train.")
+    walk(_section(params, "hpo", ""), ("hpo",), "hpo.")
+    return out
+
+
 def train_config(params: Dict[str, Any], profile: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
     """TrainConfig from defaults <- ``train`` <- ``hpo`` <- profile <- command-line ``overrides``.
 

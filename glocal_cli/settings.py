@@ -59,6 +59,24 @@ def section(cls: type, help: str = "", default: Any = None, prefix: str = "") ->
     return dataclasses.field(default_factory=default or cls, metadata={HELP: help, SECTION: cls, PREFIX: prefix})
 
 
+def flag(name: str) -> str:
+    """The command-line option of the setting ``name``: ``sgld_step_size`` -> ``--sgld-step-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_choices(obj: Any, skip: Callable[[str, Any], bool] = lambda name, value: False, prefix: str = "") -> None:
+    """Raise a one-line :class:`UserError` where a field of ``obj`` declared with ``choices`` has another value.
+
+    Sections are not walked (each validates itself). ``skip(name, value)``: values
+    accepted without the check (e.g. an optax object where a name is expected).
+    """
+    for f in dataclasses.fields(obj):
+        allowed = f.metadata.get(CHOICES)
+        value = getattr(obj, f.name)
+        if allowed is not None and not skip(f.name, value) and value not in allowed:
+            raise UserError(f"{flag(prefix + f.name)} {value!r} is not one of: {', '.join(allowed)}")
+
+
 def is_section(f: dataclasses.Field) -> bool:
     """Whether ``f`` is a nested settings class (declared with :func:`section`)."""
     return SECTION in f.metadata

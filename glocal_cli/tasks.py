@@ -32,13 +32,12 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from glocal_cli.config import TrainConfig
+from glocal_cli.config import EVAL_CHUNK, TrainConfig
 from glocal_cli.data.splits import Splits, epoch_batch_indices
 from glocal_cli.hpo import InnerProblem
 from glocal_cli.inner_optim import learnable_sgd, logit
 from glocal_cli.models import MetaMLP, get_model
 
-EVAL_CHUNK = 1000
 _HOST = jax.local_devices(backend="cpu")[0]
 # The meta MLP has collapsed (a failure status) when its weight is below COLLAPSE_THRESHOLD at
 # every probe loss: the inner gradient is then < 1 % of plain cross entropy's for every example

@@ -103,7 +103,7 @@ def test_nonfinite_window_stops_run(x64):
         (dict(sigma=10, m=9), "m <= sigma - 2"),
         (dict(estimator="maybe"), "estimator 'maybe' is not one of"),
         (dict(sigma=0, method="local"), "sigma must be >= 1"),
-        (dict(grad_mode="sideways"), "grad_mode 'sideways' is not one of"),
+        (dict(grad_mode="sideways"), "--grad-mode 'sideways' is not one of"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -124,7 +124,7 @@ def test_outer_optimizer_accepts_any_optax_transformation(x64):
     clipped, _ = run(prob, HPOConfig(method="local", steps=200, tau=50,
                                      outer_optimizer=optax.chain(optax.clip(1e-3), optax.sgd(0.3))), phi)
     assert np.max(np.abs(np.asarray(clipped.phi) - phi)) <= 4 * 0.3 * 1e-3 + 1e-12
-    with pytest.raises(ValueError, match="optax.GradientTransformation or one of adam, sgd, rmsprop, got 'lion'"):
+    with pytest.raises(ValueError, match="--outer-optimizer 'lion' is not one of: adam, sgd, rmsprop"):
         HPOConfig(outer_optimizer="lion")
 
 

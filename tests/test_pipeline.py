@@ -153,7 +153,8 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
     for family in ("global", "ablation", "cifar", "reweight", "evidence", "lt", "lt_wd"):
         (repo / "data" / "runs" / family).mkdir(parents=True, exist_ok=True)
     stages = ["download@fashion_mnist"] + [f"train@fashion_mnist-{m}-0.001" for m in METHODS] + ["report"]
-    _run([dvc, "repro", "-s", *stages], repo, env)
+    res = _run([dvc, "repro", "-s", *stages], repo, env)
+    assert "warning:" not in res.stdout + res.stderr  # the stages pass no setting their method ignores
 
     # One command per method trained both seeds in one program, into the per-seed folders.
     runs = repo / "data" / "runs" / "lenet"
@@ -209,7 +210,8 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     params["grid"]["ablation"].update(sigmas=[6], ms=[3])
     params["grid"]["cifar"].update(datasets=["cifar10"], methods=["local"])
     params["grid"]["reweight"].update(settings=[{"dataset": "cifar10", "factor": 50}], methods=["local"])
-    params["grid"]["evidence"].update(seeds="0", variants=params["grid"]["evidence"]["variants"][:3], steps=40)
+    params["grid"]["evidence"].update(seeds="0", variants=params["grid"]["evidence"]["variants"][:3])
+    params["profiles"]["evidence"].update(steps=40)
     params["grid"]["lt"].update(datasets=["fashion_mnist"], factors=[50], methods=["none"])
     params["grid"]["lt_wd"].update(methods=["local"])
     params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)
@@ -221,6 +223,7 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
 
     res = _run([dvc, "repro"], repo, env, timeout=1800)
     assert "not run: cifar10 not found in" in " ".join(res.stdout.split())
+    assert "warning:" not in res.stdout + res.stderr  # the grid passes no setting its method ignores
     for rel in ("data/runs/cifar/cifar10-lr0.01-local-seed0", "data/runs/reweight/cifar10-lt50-local-seed0"):
         metrics = json.loads((repo / rel / "metrics.json").read_text())
         assert metrics["status"] == "not run" and "put cifar-10-python.tar.gz there" in metrics["failure"]

@@ -139,7 +139,7 @@ def test_forward_val_grad_through_lenet(splits, trained):
     [
         (dict(val_chunk=-1), "--val-chunk must be >= 0 (0: auto), got -1"),
         (dict(val_precision="float16"), "--val-precision 'float16' is not one of: float32, bfloat16"),
-        (dict(val_grad="sideways"), "val_grad 'sideways' is not one of: auto, reverse, forward"),
+        (dict(val_grad="sideways"), "--val-grad 'sideways' is not one of: auto, reverse, forward"),
     ],
 )
 def test_bad_values(kw, needle):
