@@ -234,6 +234,16 @@ def test_quadratic_where_the_truth_is_known():
     assert sm["truncated-4tau"]["closer_than_local"] == 4 and sm["glocal-strict"]["sign_agreement"] == 1.0
 
 
+def test_partial_results_are_handed_over_before_the_end():
+    """run_verify hands the results so far (complete=False) to on_partial after each study; the end result is complete."""
+    s = verify.profile_settings("quick", problems=("quadratic",))
+    got = []
+    res = verify.run_verify(s, on_partial=got.append)
+    assert len(got) == 1 and not got[0].complete and got[0].to_json()["complete"] is False
+    assert res.complete and got[0].rows == res.rows and "total" not in got[0].seconds
+    assert "Partial results" in verify.markdown(got[0]) and "Partial results" not in verify.markdown(res)
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="multiple of tau"):
         verify.profile_settings("cpu", steps=1510)
