@@ -215,12 +215,14 @@ def verify(
     steps: Optional[int] = typer.Option(None, help="horizon T (inner steps) of the classifier runs"),
     lr0s: Optional[str] = typer.Option(None, help="comma-separated initial learning rates (default 0.001,0.1)"),
     model: Optional[str] = typer.Option(None, help="mlp | lenet (default: the profile's)"),
+    expected_orders: Optional[int] = typer.Option(None, help="minibatch orders K (>= 4) averaged into the expected-global reference (default 4)"),
+    problems: Optional[str] = typer.Option(None, help="comma-separated studies: quadratic,classifier,noise (default: all)"),
 ):
-    """Every estimator and the truncated 2τ/4τ look-aheads vs the true global hypergradient, and h_t's noise vs batch size."""
+    """Every estimator and the truncated 2τ/4τ look-aheads vs the true global hypergradient and its mean over K minibatch orders, and h_t's noise vs batch size."""
     from glocal_cli.commands import verify as stage
 
     stage.run(profile=profile, data_dir=data_dir, out=out, seeds=seeds, windows=windows, steps=steps, lr0s=lr0s,
-              model=model, windows_per_seed=windows_per_seed)
+              model=model, windows_per_seed=windows_per_seed, expected_orders=expected_orders, problems=problems)
 
 
 def main(argv=None, prog_name=None) -> None:

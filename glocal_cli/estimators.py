@@ -113,15 +113,22 @@ def _plain(name: str, value: np.ndarray, fallback: bool = False, reason: str = "
 
 
 def make_estimator(
-    name: str, *, m: int, tol: Optional[float] = None, rank_rtol: float = dmd.DEFAULT_RANK_RTOL
+    name: str, *, m: int, tol: Optional[float] = None, rank_rtol: float = dmd.DEFAULT_RANK_RTOL,
+    if_empty: str = "nearest",
 ) -> Callable[[np.ndarray, int], Estimate]:
     """``estimator(h [σ, q], steps_left: int) -> Estimate`` by name; an unknown name is a ``ValueError``.
 
     ``steps_left``: inner steps from the window's last hypergradient to T (used
-    by ``glocal-horizon`` only).
+    by ``glocal-horizon`` only). ``if_empty`` (``glocal`` and ``glocal-robust``):
+    what a window with no eigenvalue within ``tol`` of 1 does, one of
+    :data:`glocal_cli.dmd.IF_EMPTY` (``"nearest"``, the default: the nearest
+    eigenvalue(s); ``"zero"``: the paper's literal empty sum; ``"local"``: fall back
+    to ``h_σ``); ``glocal verify`` compares the three on the same windows.
     """
     if name not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {name!r}")
+    if if_empty not in dmd.IF_EMPTY:
+        raise ValueError(f"if_empty must be one of {', '.join(dmd.IF_EMPTY)}, got {if_empty!r}")
     kw = dict(tol=tol, rank_rtol=rank_rtol)
 
     if name == "local":
@@ -144,7 +151,8 @@ def make_estimator(
 
         def estimate(h, steps_left: int) -> Estimate:
             horizon = int(steps_left) if mode == "horizon" else None
-            r = dmd.hankel_dmd_estimate(_check(h), m, mode=mode, horizon=horizon, robust=robust, **kw)
+            r = dmd.hankel_dmd_estimate(_check(h), m, mode=mode, horizon=horizon, robust=robust,
+                                        **kw, **({"if_empty": if_empty} if mode == "paper" else {}))
             return _from_dmd(name, r)
 
     estimate.name = name

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, List, NamedTuple, Optional, Union
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -484,37 +484,64 @@ class HPORunner:
         return self.hypergrad_to_end(self.problem.init_state, phi, 0, on_chunk)
 
     def hypergrad_to_end(
-        self, inner, phi, start: int, on_chunk: Optional[Callable[[int], None]] = None
+        self,
+        inner,
+        phi,
+        start: int,
+        on_chunk: Optional[Callable[[int], None]] = None,
+        record: Optional[Mapping[int, int]] = None,
+        on_record: Optional[Callable[[int, np.ndarray], None]] = None,
     ) -> HypergradToEnd:
         """``h_T``: train from ``inner`` at inner step ``start`` to T with φ fixed and ``Z = 0`` at ``start``.
 
         Forward mode, tangents carried across windows of τ steps. This is the
-        global baseline's hypergradient (``start = 0``) and the true global
-        hypergradient of a window that ``glocal verify`` compares with.
+        one loop that carries tangents to T: the global baseline's hypergradient
+        (``start = 0``), and in ``glocal verify`` a checked window's true global
+        hypergradient together with its σ local hypergradients and the truncated
+        look-aheads (recorded on the way with ``record``).
+
+        Args:
+          inner, phi: the inner state at ``start`` and ``φ [q]`` (fixed).
+          start: inner step of ``inner``; ``T - start`` must be at least one window.
+          on_chunk: ``on_chunk(τ)`` after every window (progress).
+          record: ``{k: n}``: after the k-th window of τ steps (1-based, ``1 <= k <=
+            (T - start) / τ``), hand the last ``n >= 1`` local hypergradients of that
+            window, ``[n, q]`` host float64 (tangents counted from ``start``), to
+            ``on_record(k, h)``. Windows not named record nothing (no validation), except
+            the last, which always records ``h_T``.
+          on_record: receives the recorded windows, in order (also a non-finite one, before the run stops).
 
         Returns a :class:`HypergradToEnd` ``(state, hypergrads [1, q], val_loss,
-        finite, steps_done)``; stops at the first window whose state is non-finite.
+        finite, steps_done)``; stops at the first window whose state or recorded
+        hypergradients are non-finite.
         """
         cfg = self.cfg
-        carry_fn = self.window_fn(0, "forward")
-        last_fn = self.window_fn(1, "forward")
-        tangents = None
         n = (cfg.steps - start) // cfg.tau
         if n < 1:
             raise ValueError(f"start must leave at least one window before T={cfg.steps}, got {start}")
+        record = {int(k): int(v) for k, v in (record or {}).items()}
+        bad = {k: v for k, v in record.items() if not 1 <= k <= n or v < 1}
+        if bad:
+            raise ValueError(f"record must map windows 1..{n} to counts >= 1, got {bad}")
+        n_record = {**record, n: max(record.get(n, 0), 1)}
+        tangents = None
         for w in range(n):
+            k = w + 1
             batches = self.problem.batches(start + w * cfg.tau, cfg.tau)
-            fn = last_fn if w == n - 1 else carry_fn
-            out = fn(inner, phi, batches, self.problem.data, tangents)
+            out = self.window_fn(n_record.get(k, 0), "forward")(inner, phi, batches, self.problem.data, tangents)
             inner, tangents = out.state, out.tangents
             if on_chunk is not None:
                 on_chunk(cfg.tau)
-            if not bool(out.finite):
+            finite = bool(out.finite)
+            if k in n_record:
+                h = np.asarray(out.hypergrads, np.float64)
+                finite = finite and bool(np.all(np.isfinite(h)))
+                if k in record and on_record is not None:
+                    on_record(k, h[-record[k]:])
+            if not finite:
                 q = phi.shape[0]
-                return HypergradToEnd(inner, np.full((1, q), np.nan), float("nan"), False, start + (w + 1) * cfg.tau)
-        h = np.asarray(out.hypergrads, np.float64)
-        finite = bool(out.finite) and bool(np.all(np.isfinite(h)))
-        return HypergradToEnd(inner, h, float(out.val_losses[-1]), finite, cfg.steps)
+                return HypergradToEnd(inner, np.full((1, q), np.nan), float("nan"), False, start + k * cfg.tau)
+        return HypergradToEnd(inner, h[-1:], float(out.val_losses[-1]), True, cfg.steps)
 
 
 def _make_sgld_fn(problem: InnerProblem, cfg: HPOConfig):

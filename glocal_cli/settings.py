@@ -111,12 +111,17 @@ def to_nested(obj: Any) -> Dict[str, Any]:
 
 
 def to_flat(obj: Any, prefix: str = "") -> Dict[str, Any]:
-    """A settings instance as one flat ``{leaf name: value}`` dict (names are unique in the tree)."""
+    """A settings instance as one flat ``{leaf name: value}`` dict (names are unique in the tree).
+
+    As in :func:`leaves`, a field of ``obj`` itself shadows a same-named leaf of a section
+    below it (``VerifySettings.model`` over ``TrainConfig.model``).
+    """
     out: Dict[str, Any] = {}
+    own = {prefix + f.name for f in dataclasses.fields(obj) if not is_section(f)}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if is_section(f):
-            out.update(to_flat(value, prefix + f.metadata.get(PREFIX, "")))
+            out.update({k: v for k, v in to_flat(value, prefix + f.metadata.get(PREFIX, "")).items() if k not in own})
         else:
             out[prefix + f.name] = list(value) if isinstance(value, tuple) else value
     return out

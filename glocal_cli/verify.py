@@ -14,8 +14,22 @@ for free,
   k windows with tangents, "the best local money can buy"); they cost k
   windows with tangents instead of one (reported as tangent steps and seconds).
 
-Every estimate is compared with ``h_T`` by cosine similarity, relative error
-``‖e - h_T‖ / ‖h_T‖`` and per-component sign agreement (Adam follows signs).
+The same loop (:meth:`glocal_cli.hpo.HPORunner.hypergrad_to_end`, the one that
+carries tangents to T for the ``global`` method too) run again from the same
+window start with K other minibatch orders (``expected_orders``, K >= 4; order
+``o`` draws its batches with the seed ``ORDER_SEED + o``) gives K single-order
+truths; their mean is the **expected global hypergradient** ``E_order[h_T]``,
+the second reference. Where the training is chaotic (lr0 0.1) one order's
+``h_T`` varies across orders by about its own size, so agreement with the
+single-order truth is mostly noise; the expected global is the signal an
+estimator can hope to track.
+
+Every estimate is compared with both references by cosine similarity, relative
+error ``‖e - ref‖ / ‖ref‖`` and per-component sign agreement (Adam follows
+signs). The paper's ``glocal`` is also split by how its window selected DMD modes
+(``tol``: eigenvalues within ``dmd_tol`` of 1; ``nearest``: none was, the
+nearest one(s) were summed) and run with ``if_empty`` = ``zero`` and ``local``
+on the same windows (:data:`IF_EMPTY_VARIANTS`), the choice the paper leaves open.
 
 Problems:
 
@@ -52,12 +66,22 @@ from glocal_cli import quadratic, settings
 from glocal_cli.config import TrainConfig
 from glocal_cli.errors import UserError
 from glocal_cli.estimators import ESTIMATORS, make_estimator
-from glocal_cli.hpo import HPOConfig
+from glocal_cli.hpo import HPOConfig, HPORunner
 from glocal_cli.hypergrad import make_window_fn, window_hypergrads
 from glocal_cli.settings import section, setting
 
 PROFILES = ("cpu", "paper", "quick")
 MODELS = ("mlp", "lenet")
+ORDER_SEED = 10_000  # minibatch order o of the expected global (and of the noise study) draws with seed ORDER_SEED + o
+MIN_ORDERS = 4
+PROBLEMS = ("quadratic", "classifier", "noise")
+IF_EMPTY_VARIANTS = ("zero", "local")  # glocal's if_empty alternatives compared with the default (nearest)
+REFERENCES = ("truth", "expected_global")  # the row keys of the two references
+
+
+def if_empty_name(if_empty: str) -> str:
+    """Name of ``glocal`` run with another ``if_empty``, e.g. ``glocal(if_empty=zero)``."""
+    return f"glocal(if_empty={if_empty})"
 
 
 def lookahead_name(k: int) -> str:
@@ -99,6 +123,9 @@ class VerifySettings:
     quad_steps: int = setting(2000, "T of the quadratic")
     quad_tau: int = setting(50, "tau of the quadratic")
     problems: tuple = setting(("quadratic", "classifier", "noise"), "which studies run")
+    expected_orders: int = setting(
+        4, f"minibatch orders K (>= {MIN_ORDERS}) whose true global hypergradients are averaged into the "
+           "expected-global reference of each checked window")
     train: TrainConfig = section(TrainConfig, "the classifier runs' settings", default=_cpu_train)
 
     @property
@@ -119,6 +146,12 @@ class VerifySettings:
         for name in ("lr0s", "seeds", "windows", "estimators", "lookaheads", "noise_batch_sizes", "problems",
                      "quad_seeds", "quad_windows"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        unknown = [p for p in self.problems if p not in PROBLEMS]
+        if unknown or not self.problems:
+            raise UserError(f"problems {list(self.problems)} must be among: {', '.join(PROBLEMS)}")
+        if self.expected_orders < MIN_ORDERS:
+            raise UserError(f"expected_orders must be >= {MIN_ORDERS} (minibatch orders of the expected global "
+                            f"hypergradient), got {self.expected_orders}")
         h = self.train.hpo
         if h.method != "glocal":
             raise UserError(f"method must be glocal (the run whose windows are checked), got {h.method!r}")
@@ -184,11 +217,13 @@ def compare(est: np.ndarray, true: np.ndarray) -> Dict:
     """Cosine, relative error and per-component sign agreement of ``est [q]`` vs ``true [q]``.
 
     Sign agreement of a component: ``sign(est_i) == sign(true_i)`` (0 matches only 0).
-    Cosine and relative error are NaN when a norm is zero.
+    Relative error is NaN when the truth is zero; cosine is NaN when the truth is zero
+    and 0 when only the estimate is (a zero estimate has no direction: ``if_empty =
+    zero``'s empty sum; a NaN would drop those windows from the mean cosine).
     """
     est, true = np.asarray(est, np.float64), np.asarray(true, np.float64)
     nt, ne = np.linalg.norm(true), np.linalg.norm(est)
-    cos = float(est @ true / (ne * nt)) if ne > 0 and nt > 0 else float("nan")
+    cos = float(est @ true / (ne * nt)) if ne > 0 and nt > 0 else (0.0 if nt > 0 else float("nan"))
     rel = float(np.linalg.norm(est - true) / nt) if nt > 0 else float("nan")
     signs = (np.sign(est) == np.sign(true)).astype(int).tolist()
     return {"cosine": cos, "rel_err": rel, "sign_agree": signs, "sign_frac": float(np.mean(signs))}
@@ -217,7 +252,7 @@ class TangentRun:
     Attributes:
       local: ``[σ, q]`` the window's last σ local hypergradients.
       lookahead: ``{k: [q]}`` the hypergradient after k windows (truncated look-ahead).
-      truth: ``[q]`` the hypergradient at T (true global).
+      truth: ``[q]`` the hypergradient at T (true global, this run's minibatch order).
       seconds: ``{"window": s of the first chunk, k: cumulative s after k chunks, "truth": s to T}``.
       finite: whether every chunk stayed finite.
       chunks: windows of τ steps run.
@@ -231,85 +266,125 @@ class TangentRun:
     chunks: int
 
 
-class TangentRunner:
-    """Runs a window's tangents from its start to T, recording what :class:`TangentRun` holds.
+def tangent_run(runner: HPORunner, inner, phi, start: int, lookaheads: Sequence[int]) -> TangentRun:
+    """A window's tangents from ``start`` to T (``runner.cfg``'s T, τ, σ), φ fixed, tangents zero at ``start``.
 
-    ``val_batch(n_record)`` chooses where the validations run (see
-    :meth:`glocal_cli.hpo.HPORunner.val_batch`).
+    One call of :meth:`~glocal_cli.hpo.HPORunner.hypergrad_to_end` recording σ local
+    hypergradients after the first window and ``h`` after every look-ahead's k-th;
+    look-aheads beyond T equal the truth.
     """
+    cfg = runner.cfg
+    n = (cfg.steps - start) // cfg.tau
+    if n < 1:
+        raise ValueError(f"start={start} leaves no window before T={cfg.steps}")
+    got, secs = {}, {}
+    t0 = time.perf_counter()
 
-    def __init__(self, problem, sigma: int, val_batch: Callable[[int], int] = lambda n: 0):
-        self.problem = problem
-        self.sigma = sigma
-        self.fns = {n: make_window_fn(problem.step, problem.val_loss, n, "forward", val_batch(n)) for n in (sigma, 1, 0)}
+    def keep(k: int, h: np.ndarray) -> None:
+        got[k] = h
+        secs["window" if k == 1 else k] = time.perf_counter() - t0
 
-    def run(self, inner, phi, start: int, T: int, tau: int, lookaheads: Sequence[int]) -> TangentRun:
-        """Tangents zero at ``start``, φ fixed, train to T; look-aheads beyond T equal the truth."""
-        n = (T - start) // tau
-        if n < 1:
-            raise ValueError(f"start={start} leaves no window before T={T}")
-        q = phi.shape[0]
-        tangents, local, h = None, None, None
-        look, secs = {}, {}
-        t0 = time.perf_counter()
-        for w in range(n):
-            k = w + 1
-            n_rec = self.sigma if w == 0 else (1 if (k in lookaheads or k == n) else 0)
-            batches = self.problem.batches(start + w * tau, tau)
-            out = self.fns[n_rec](inner, phi, batches, self.problem.data, tangents)
-            jax.block_until_ready(out.hypergrads)
-            inner, tangents = out.state, out.tangents
-            if n_rec:
-                h = np.asarray(out.hypergrads, np.float64)
-            if w == 0:
-                local = h
-                secs["window"] = time.perf_counter() - t0
-            if not bool(out.finite) or not np.all(np.isfinite(h)):
-                nan = np.full(q, np.nan)
-                return TangentRun(local, {k_: nan for k_ in lookaheads}, nan, secs, False, k)
-            if k in lookaheads:
-                look[k] = h[-1].copy()
-                secs[k] = time.perf_counter() - t0
-        secs["truth"] = time.perf_counter() - t0
-        for k_ in lookaheads:
-            if k_ > n:
-                look[k_] = h[-1].copy()
-                secs[k_] = secs["truth"]
-        return TangentRun(local, look, h[-1].copy(), secs, True, n)
+    record = {1: cfg.sigma, **{int(k): 1 for k in lookaheads if int(k) <= n}}
+    end = runner.hypergrad_to_end(inner, phi, start, record=record, on_record=keep)
+    secs["truth"] = time.perf_counter() - t0
+    local = got.get(1)
+    chunks = (end.steps_done - start) // cfg.tau
+    if not end.finite:
+        nan = np.full(phi.shape[0], np.nan)
+        return TangentRun(local, {k: nan for k in lookaheads}, nan, secs, False, chunks)
+    truth = end.hypergrads[-1].copy()
+    look = {k: (got[k][-1].copy() if k <= n else truth.copy()) for k in lookaheads}
+    for k in lookaheads:
+        secs.setdefault(k, secs["truth"])
+    return TangentRun(local, look, truth, secs, True, chunks)
+
+
+def order_problems(problem, n_train: int, batch_size: int, orders: int) -> List:
+    """``problem`` with the minibatch orders ``o = 0 .. orders-1`` (batches drawn with seed ``ORDER_SEED + o``)."""
+    from functools import partial
+
+    from glocal_cli.data.splits import epoch_batch_indices
+
+    return [problem._replace(batches=partial(epoch_batch_indices, n_train, batch_size, ORDER_SEED + o))
+            for o in range(orders)]
+
+
+def expected_global(runner: HPORunner, inner, phi, start: int, problems: Sequence) -> Dict:
+    """The expected global hypergradient of a window: the mean of ``h_T`` over the minibatch orders of ``problems``.
+
+    Each ``problem`` is ``runner.problem`` with another ``batches`` (:func:`order_problems`);
+    each order's ``h_T`` is :meth:`~glocal_cli.hpo.HPORunner.hypergrad_to_end` from the same
+    ``(inner, phi)`` at ``start``. Returns ``{"expected_global": [q] (NaN unless every order
+    is finite), "orders": [K, q], "finite_orders": int, "order_rel_std": ‖std_o h_T‖ / ‖mean_o
+    h_T‖ (ddof 1), "seconds"}``.
+    """
+    t0 = time.perf_counter()
+    H = []
+    for p in problems:
+        end = runner.with_config(runner.cfg, p).hypergrad_to_end(inner, phi, start)
+        H.append(end.hypergrads[-1] if end.finite else np.full(phi.shape[0], np.nan))
+    H = np.stack(H).astype(np.float64)
+    ok = np.all(np.isfinite(H), axis=1)
+    mean = H.mean(axis=0) if ok.all() else np.full(H.shape[1], np.nan)
+    norm = np.linalg.norm(mean)
+    spread = (float(np.linalg.norm(H.std(axis=0, ddof=1)) / norm) if ok.all() and norm > 0 and len(H) > 1
+              else float("nan"))
+    return {"expected_global": mean, "orders": H, "finite_orders": int(ok.sum()), "order_rel_std": spread,
+            "seconds": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------- one window
 
 
+def _estimator_entry(e, refs: Dict[str, Optional[np.ndarray]], seconds: float, tau: int) -> Dict:
+    eigs = np.asarray(e.eigenvalues)
+    entry = {"value": np.asarray(e.value, np.float64).tolist(), **compare(e.value, refs["truth"]),
+             "fallback": bool(e.fallback), "reason": e.reason, "spectral_radius": float(e.spectral_radius),
+             "rank": int(e.rank), "residual": float(e.residual), "imag_norm": float(e.imag_norm),
+             "selection": e.selection, "n_selected": int(e.selected.shape[0]),
+             "min_dist_to_1": float(np.min(np.abs(eigs - 1.0))) if eigs.size else float("nan"),
+             "cost_tangent_steps": tau, "cost_seconds": seconds}
+    if refs.get("expected_global") is not None:
+        entry["vs_expected_global"] = compare(e.value, refs["expected_global"])
+    return entry
+
+
 def evaluate_window(local: np.ndarray, truth: np.ndarray, steps_left: int, s: VerifySettings,
                     lookahead: Optional[Dict[int, np.ndarray]] = None, cost: Optional[Dict] = None,
-                    tau: Optional[int] = None) -> Dict[str, Dict]:
-    """Every estimator's estimate of ``truth [q]`` from the window's ``local [σ, q]``.
+                    tau: Optional[int] = None, expected: Optional[np.ndarray] = None) -> Dict[str, Dict]:
+    """Every estimator's estimate from the window's ``local [σ, q]``, compared with ``truth [q]`` and ``expected [q]``.
 
-    Returns ``{name: {"value", "cosine", "rel_err", "sign_agree", "sign_frac",
-    "fallback", "reason", "spectral_radius", "rank", "residual", "imag_norm",
-    "cost_tangent_steps", "cost_seconds"}}`` for every estimator of ``s`` and
-    every look-ahead in ``lookahead`` (``{k: [q]}``). ``cost`` holds the tangent
-    run's seconds (:attr:`TangentRun.seconds`); window-based estimators cost one
-    window (plus their own, measured, time).
+    Returns ``{name: {"value", "cosine", "rel_err", "sign_agree", "sign_frac" (vs the
+    single-order truth), "vs_expected_global": {"cosine", "rel_err", "sign_agree",
+    "sign_frac"} (when ``expected`` is given), "fallback", "reason", "spectral_radius",
+    "rank", "residual", "imag_norm", "selection", "n_selected", "min_dist_to_1",
+    "cost_tangent_steps", "cost_seconds"}}`` for every estimator of ``s``, for
+    ``glocal`` with every ``if_empty`` of :data:`IF_EMPTY_VARIANTS` (named by
+    :func:`if_empty_name`; ``glocal`` itself is ``if_empty = nearest``) and for every
+    look-ahead in ``lookahead`` (``{k: [q]}``). ``cost`` holds the tangent run's seconds
+    (:attr:`TangentRun.seconds`); window-based estimators cost one window (plus their
+    own, measured, time).
     """
     tau = tau or s.train.hpo.tau
     cost = cost or {}
+    refs = {"truth": truth, "expected_global": expected}
+    h = s.train.hpo
+    local = np.asarray(local, np.float64)
+    variants = [(name, name, "nearest") for name in s.estimators]
+    if "glocal" in s.estimators:
+        variants += [(if_empty_name(x), "glocal", x) for x in IF_EMPTY_VARIANTS]
     out = {}
-    for name in s.estimators:
-        est = make_estimator(name, m=s.train.hpo.m, tol=s.train.hpo.dmd_tol, rank_rtol=s.train.hpo.dmd_rank_rtol)
+    for key, name, if_empty in variants:
+        est = make_estimator(name, m=h.m, tol=h.dmd_tol, rank_rtol=h.dmd_rank_rtol, if_empty=if_empty)
         t0 = time.perf_counter()
-        e = est(np.asarray(local, np.float64), int(steps_left))
-        dt = time.perf_counter() - t0
-        out[name] = {"value": np.asarray(e.value, np.float64).tolist(), **compare(e.value, truth),
-                     "fallback": bool(e.fallback), "reason": e.reason, "spectral_radius": float(e.spectral_radius),
-                     "rank": int(e.rank), "residual": float(e.residual), "imag_norm": float(e.imag_norm),
-                     "selection": e.selection, "n_selected": int(e.selected.shape[0]),
-                     "cost_tangent_steps": tau, "cost_seconds": cost.get("window", 0.0) + dt}
+        e = est(local, int(steps_left))
+        out[key] = _estimator_entry(e, refs, cost.get("window", 0.0) + time.perf_counter() - t0, tau)
     for k, value in (lookahead or {}).items():
         out[lookahead_name(k)] = {"value": np.asarray(value, np.float64).tolist(), **compare(value, truth),
                                   "fallback": False, "reason": "", "cost_tangent_steps": k * tau,
                                   "cost_seconds": cost.get(k, float("nan"))}
+        if expected is not None:
+            out[lookahead_name(k)]["vs_expected_global"] = compare(value, expected)
     return out
 
 
@@ -351,41 +426,57 @@ def problem_key(s: VerifySettings, lr0: float) -> str:
     return f"{s.model}/{s.train.dataset}/lr0={lr0:g}"
 
 
-def verify_classifier(s: VerifySettings, lr0: float, say: Callable[[str], None] = lambda m: None):
+def verify_classifier(s: VerifySettings, lr0: float, say: Callable[[str], None] = lambda m: None,
+                      on_row: Optional[Callable[[Dict], None]] = None):
     """Rows of every checked window of every seed at ``lr0``, and the noise study's start state.
 
     The φ trajectory is the glocal run's (the run that the paper's figures show);
-    each checked window gets a :class:`TangentRunner` run to T.
+    each checked window gets a :func:`tangent_run` to T and, from the same start,
+    ``expected_orders`` more runs to T with other minibatch orders (:func:`expected_global`).
 
     Returns ``(rows, noise_start)`` where ``noise_start`` is
-    ``(task, inner, phi, start)`` at ``s.noise_window`` of the first seed (or None).
+    ``(task, inner, phi, start)`` at ``s.noise_window`` of the first seed (or None);
+    ``on_row(row)`` (optional) gets each row when it is done.
     """
-    from glocal_cli.hpo import HPORunner
-
     rows, noise_start = [], None
     windows = s.checked_windows()
     key = problem_key(s, lr0)
+    h = s.train.hpo
     for seed in s.seeds:
         cfg, splits, task = _classifier_task(s, seed, lr0)
         runner = HPORunner(task.problem, cfg.resolved_hpo())
-        tangent = TangentRunner(task.problem, s.train.hpo.sigma, runner.val_batch)
+        orders = order_problems(task.problem, int(task.problem.data["train_x"].shape[0]), cfg.batch_size,
+                                s.expected_orders)
         hs = runner.init(task.phi0)
         last = max(max(windows), s.noise_window if seed == s.seeds[0] and "noise" in s.problems else 0)
         for w in range(1, last + 1):
-            start = (w - 1) * s.train.hpo.tau
+            start = (w - 1) * h.tau
             if seed == s.seeds[0] and w == s.noise_window:
                 noise_start = (task, hs.inner, hs.phi, start)
             if w in windows:
-                say(f"{key} seed {seed}: window {w}/{s.outer_windows}, tangents to T={s.train.hpo.steps}")
-                tr = tangent.run(hs.inner, hs.phi, start, s.train.hpo.steps, s.train.hpo.tau, s.lookaheads)
+                say(f"{key} seed {seed}: window {w}/{s.outer_windows}, tangents to T={h.steps}")
+                tr = tangent_run(runner, hs.inner, hs.phi, start, s.lookaheads)
+                say(f"{key} seed {seed}: window {w}/{s.outer_windows}, {s.expected_orders} more minibatch orders to T")
+                eg = expected_global(runner, hs.inner, hs.phi, start, orders)
+                expected = eg["expected_global"]
+                eg_finite = bool(np.all(np.isfinite(expected)))
                 row = {"problem": key, "lr0": lr0, "seed": seed, "window": w, "start": start,
-                       "steps_left": s.train.hpo.steps - w * s.train.hpo.tau, "finite": tr.finite,
+                       "steps_left": h.steps - w * h.tau, "finite": tr.finite,
                        "hyperparams": task.hyperparams(np.asarray(hs.phi)),
-                       "truth": tr.truth.tolist(), "seconds": {str(k): v for k, v in tr.seconds.items()}}
+                       "truth": tr.truth.tolist(), "seconds": {str(k): v for k, v in tr.seconds.items()},
+                       "expected_global": expected.tolist(), "expected_global_finite": eg_finite,
+                       "expected_global_orders": eg["orders"].tolist(),
+                       "expected_global_finite_orders": eg["finite_orders"],
+                       "expected_global_order_rel_std": eg["order_rel_std"],
+                       "expected_global_seconds": eg["seconds"]}
                 if tr.finite:
-                    row["estimates"] = evaluate_window(tr.local, tr.truth, s.train.hpo.steps - w * s.train.hpo.tau, s,
-                                                       tr.lookahead, tr.seconds)
+                    row["truth_vs_expected_global"] = compare(tr.truth, expected) if eg_finite else None
+                    row["estimates"] = evaluate_window(tr.local, tr.truth, h.steps - w * h.tau, s,
+                                                       tr.lookahead, tr.seconds,
+                                                       expected=expected if eg_finite else None)
                 rows.append(row)
+                if on_row is not None:
+                    on_row(row)
             hs, rec = runner.run_window(hs)
             if not rec.finite:
                 say(f"{key} seed {seed}: training diverged at window {w}")
@@ -394,7 +485,10 @@ def verify_classifier(s: VerifySettings, lr0: float, say: Callable[[str], None] 
 
 
 def verify_quadratic(s: VerifySettings) -> List[Dict]:
-    """Quadratic (p=2, q=2, float64): φ fixed; truth and look-aheads in closed form."""
+    """Quadratic (p=2, q=2, float64): φ fixed; truth and look-aheads in closed form.
+
+    No minibatches: every order gives the same ``h_T``, so the expected global is the truth.
+    """
     rows = []
     tau = s.quad_tau
     with jax.enable_x64(True):
@@ -414,7 +508,12 @@ def verify_quadratic(s: VerifySettings) -> List[Dict]:
                         for k in s.lookaheads}
                 rows.append({"problem": "quadratic", "lr0": None, "seed": seed, "window": w, "start": start,
                              "steps_left": s.quad_steps - w * tau, "finite": True, "truth": truth.tolist(),
-                             "estimates": evaluate_window(h, truth, s.quad_steps - w * tau, s, look, tau=tau)})
+                             "expected_global": truth.tolist(), "expected_global_finite": True,
+                             "expected_global_orders": None, "expected_global_finite_orders": 0,
+                             "expected_global_order_rel_std": 0.0,
+                             "truth_vs_expected_global": compare(truth, truth),
+                             "estimates": evaluate_window(h, truth, s.quad_steps - w * tau, s, look, tau=tau,
+                                                          expected=truth)})
     return rows
 
 
@@ -472,7 +571,7 @@ def batch_noise(s: VerifySettings, lr0: float, noise_start, say: Callable[[str],
             raise ValueError(f"noise batch size {bs} exceeds the training set ({n_train})")
         H, t0 = [], time.perf_counter()
         for o in range(s.noise_orders):
-            idx = epoch_batch_indices(n_train, bs, 10_000 + o, start, s.train.hpo.tau)
+            idx = epoch_batch_indices(n_train, bs, ORDER_SEED + o, start, s.train.hpo.tau)
             H.append(np.asarray(fn(inner, phi, idx, prob.data).hypergrads, np.float64))
         H = np.stack(H)
         out.append({"problem": problem_key(s, lr0), "lr0": lr0, "batch_size": bs, "orders": s.noise_orders,
@@ -484,68 +583,193 @@ def batch_noise(s: VerifySettings, lr0: float, noise_start, say: Callable[[str],
 # ---------------------------------------------------------------- summary and result
 
 
+def _finite_median(xs) -> float:
+    xs = np.asarray(xs, np.float64)
+    xs = xs[np.isfinite(xs)]
+    return float(np.median(xs)) if xs.size else float("nan")
+
+
 def _finite_mean(xs) -> float:
     xs = np.asarray(xs, np.float64)
     xs = xs[np.isfinite(xs)]
     return float(xs.mean()) if xs.size else float("nan")
 
 
-def summarize(rows: List[Dict]) -> Dict[str, Dict[str, Dict]]:
-    """Per problem, per estimator: n, mean/median cosine, median/mean relative error, sign agreement
-    (overall and per component), fallbacks (with reasons), windows closer than local, and cost."""
+def estimator_stats(rows: List[Dict], name: str, ref: str = "truth") -> Dict:
+    """Statistics of estimator ``name`` over ``rows`` (each with ``estimates`` and the reference ``row[ref]``).
+
+    ``ref``: ``"truth"`` (the single-order true global hypergradient) or ``"expected_global"``.
+    Returns ``{"n", "cosine_mean", "cosine_median", "rel_err_median", "rel_err_mean",
+    "sign_agreement", "sign_agreement_per_component", "fallbacks", "fallback_reasons",
+    "closer_than_local" (windows with a smaller relative error than local's, same
+    reference), "cost_tangent_steps", "cost_seconds_mean"}``.
+    """
+    if ref not in REFERENCES:
+        raise ValueError(f"ref must be one of {', '.join(REFERENCES)}, got {ref!r}")
+    v = [r["estimates"][name] for r in rows]
+    values = np.array([x["value"] for x in v], np.float64)
+    refs = np.array([r[ref] for r in rows], np.float64)
+    cmp = [compare(e, t) for e, t in zip(values, refs)]
+    rel = np.array([c["rel_err"] for c in cmp])
+    loc = np.array([compare(r["estimates"]["local"]["value"], r[ref])["rel_err"] for r in rows])
+    signs = sign_agreement(values, refs)
+    reasons: Dict[str, int] = {}
+    for x in v:
+        if x["fallback"]:
+            reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
+    return {
+        "n": len(v),
+        "cosine_mean": float(np.nanmean([c["cosine"] for c in cmp])),
+        "cosine_median": float(np.nanmedian([c["cosine"] for c in cmp])),
+        "rel_err_median": float(np.nanmedian(rel)),
+        "rel_err_mean": float(np.nanmean(rel)),
+        "sign_agreement": signs["overall"],
+        "sign_agreement_per_component": signs["per_component"],
+        "fallbacks": int(sum(x["fallback"] for x in v)),
+        "fallback_reasons": reasons,
+        "closer_than_local": int(np.sum(rel < loc)),
+        "cost_tangent_steps": int(v[0]["cost_tangent_steps"]),
+        "cost_seconds_mean": _finite_mean([x["cost_seconds"] for x in v]),
+    }
+
+
+def _table(rows: List[Dict], names: Sequence[str], ref: str) -> Dict[str, Dict]:
+    return {name: estimator_stats(rows, name, ref) for name in names} if rows else {}
+
+
+def beats_local(stats: Dict[str, Dict]) -> Dict[str, List[str]]:
+    """The estimators better than ``local`` in a table of :func:`estimator_stats`, by each criterion.
+
+    ``{"rel_err_median": lower median relative error, "cosine_mean": higher mean
+    cosine, "sign_agreement": higher sign agreement}`` (names, table order).
+    """
+    loc = stats.get("local")
+    if not loc:
+        return {"rel_err_median": [], "cosine_mean": [], "sign_agreement": []}
+    others = [n for n in stats if n != "local"]
+    return {"rel_err_median": [n for n in others if stats[n]["rel_err_median"] < loc["rel_err_median"]],
+            "cosine_mean": [n for n in others if stats[n]["cosine_mean"] > loc["cosine_mean"]],
+            "sign_agreement": [n for n in others if stats[n]["sign_agreement"] > loc["sign_agreement"]]}
+
+
+def by_selection(rows: List[Dict]) -> Dict[str, Dict]:
+    """``glocal``'s windows split by how they selected DMD modes, with the ``if_empty`` variants on the same windows.
+
+    ``{selection: {"windows", "min_dist_to_1_median" (min |λ - 1| of glocal's DMD),
+    "truth": {name: stats}, "expected_global": {name: stats}}}`` for selection ``tol``
+    (eigenvalues within dmd_tol of 1; every if_empty gives the same estimate there) and
+    ``nearest`` (none within tol: the default summed the nearest, ``zero`` gives 0,
+    ``local`` falls back to ``h_τ``), over ``glocal``, its if_empty variants, ``mean``
+    and ``local`` (those present). A window whose glocal fell back is counted under
+    ``fallback``. Statistics against the expected global use the windows where it is finite.
+    """
+    if not rows or "glocal" not in rows[0]["estimates"]:
+        return {}
+    names = [n for n in ["glocal"] + [if_empty_name(x) for x in IF_EMPTY_VARIANTS] + ["mean", "local"]
+             if n in rows[0]["estimates"]]
+    out = {}
+    for sel in ("tol", "nearest", "fallback"):
+        rs = [r for r in rows if (r["estimates"]["glocal"]["selection"] or "fallback") == sel]
+        if not rs and sel == "fallback":
+            continue
+        ex = [r for r in rs if r.get("expected_global_finite")]
+        out[sel] = {"windows": len(rs), "windows_expected_global": len(ex),
+                    "min_dist_to_1_median": float(np.nanmedian([r["estimates"]["glocal"].get("min_dist_to_1", np.nan)
+                                                                for r in rs])) if rs else float("nan"),
+                    "truth": _table(rs, names, "truth"), "expected_global": _table(ex, names, "expected_global")}
+    return out
+
+
+def summarize(rows: List[Dict]) -> Dict[str, Dict]:
+    """Per problem: every estimator against both references, the references' spread, and glocal by mode selection.
+
+    ``{problem: {"estimators": {name: stats vs the single-order truth}
+    (:func:`estimator_stats`), "estimators_vs_expected_global": {name: stats vs the
+    expected global}, "windows", "non_finite_windows", "seeds", "expected_global":
+    {"orders", "windows", "non_finite_windows", "truth_rel_dev_median" (median ‖truth −
+    expected‖ / ‖expected‖), "truth_cosine_mean", "truth_sign_agreement",
+    "order_rel_std_median"}, "beats_local": {"truth": ..., "expected_global": ...}
+    (:func:`beats_local`), "glocal_by_selection": (:func:`by_selection`)}}``.
+    """
     out = {}
     for problem in dict.fromkeys(r["problem"] for r in rows):
         rs = [r for r in rows if r["problem"] == problem and r["finite"]]
         failed = sum(1 for r in rows if r["problem"] == problem and not r["finite"])
+        ex = [r for r in rs if r.get("expected_global_finite")]
         names = list(rs[0]["estimates"]) if rs else []
-        est = {}
-        for name in names:
-            v = [r["estimates"][name] for r in rs]
-            truth = np.array([r["truth"] for r in rs])
-            signs = sign_agreement(np.array([x["value"] for x in v]), truth)
-            reasons: Dict[str, int] = {}
-            for x in v:
-                if x["fallback"]:
-                    reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
-            rel = np.array([x["rel_err"] for x in v])
-            loc = np.array([r["estimates"]["local"]["rel_err"] for r in rs])
-            est[name] = {
-                "n": len(v),
-                "cosine_mean": float(np.nanmean([x["cosine"] for x in v])),
-                "cosine_median": float(np.nanmedian([x["cosine"] for x in v])),
-                "rel_err_median": float(np.nanmedian(rel)),
-                "rel_err_mean": float(np.nanmean(rel)),
-                "sign_agreement": signs["overall"],
-                "sign_agreement_per_component": signs["per_component"],
-                "fallbacks": int(sum(x["fallback"] for x in v)),
-                "fallback_reasons": reasons,
-                "closer_than_local": int(np.sum(rel < loc)),
-                "cost_tangent_steps": int(v[0]["cost_tangent_steps"]),
-                "cost_seconds_mean": _finite_mean([x["cost_seconds"] for x in v]),
-            }
-        out[problem] = {"estimators": est, "windows": len(rs), "non_finite_windows": failed,
-                        "seeds": sorted({r["seed"] for r in rs})}
+        est, est_ex = _table(rs, names, "truth"), _table(ex, names, "expected_global")
+        dev = [r["truth_vs_expected_global"] for r in ex]
+        orders = [r.get("expected_global_orders") for r in rs]
+        out[problem] = {
+            "estimators": est, "estimators_vs_expected_global": est_ex,
+            "windows": len(rs), "non_finite_windows": failed, "seeds": sorted({r["seed"] for r in rs}),
+            "expected_global": {
+                "orders": len(orders[0]) if orders and orders[0] is not None else 0,
+                "windows": len(ex), "non_finite_windows": len(rs) - len(ex),
+                "truth_rel_dev_median": float(np.nanmedian([d["rel_err"] for d in dev])) if dev else float("nan"),
+                "truth_cosine_mean": float(np.nanmean([d["cosine"] for d in dev])) if dev else float("nan"),
+                "truth_sign_agreement": (sign_agreement(np.array([r["truth"] for r in ex]),
+                                                        np.array([r["expected_global"] for r in ex]))["overall"]
+                                         if ex else float("nan")),
+                "order_rel_std_median": _finite_median([r.get("expected_global_order_rel_std", np.nan) for r in ex]),
+            },
+            "beats_local": {"truth": beats_local(est), "expected_global": beats_local(est_ex)},
+            "glocal_by_selection": by_selection(rs),
+        }
     return out
 
 
+def _closest_sentence(est: Dict[str, Dict], ref_words: str) -> str:
+    best = min(est, key=lambda e: est[e]["rel_err_median"])
+    g, loc = est.get("glocal"), est["local"]
+    verdict = ""
+    if g is not None:
+        closer = g["rel_err_median"] < loc["rel_err_median"]
+        verdict = (f" glocal is {'closer to' if closer else 'NOT closer to'} {ref_words} than "
+                   f"local (median relative error {g['rel_err_median']:.3g} vs {loc['rel_err_median']:.3g}; "
+                   f"closer in {g['closer_than_local']}/{g['n']} windows; {g['fallbacks']} fallbacks).")
+    return (f"the closest estimator is {best} (median relative error "
+            f"{est[best]['rel_err_median']:.3g}, cosine {est[best]['cosine_mean']:.3f}).{verdict}")
+
+
 def conclusions(summary: Dict) -> List[str]:
-    """One plain sentence per problem, from the numbers: which estimator is closest, and glocal vs local."""
+    """Plain sentences per problem, from the numbers: the closest estimator and glocal vs local against each
+    reference, which estimators beat local against which, and glocal's if_empty alternatives."""
     lines = []
     for problem, sm in summary.items():
         est = sm["estimators"]
         if not est:
             lines.append(f"{problem}: no finite window.")
             continue
-        best = min(est, key=lambda e: est[e]["rel_err_median"])
-        g, loc = est.get("glocal"), est["local"]
-        verdict = ""
-        if g is not None:
-            closer = g["rel_err_median"] < loc["rel_err_median"]
-            verdict = (f" glocal is {'closer to' if closer else 'NOT closer to'} the true global hypergradient than "
-                       f"local (median relative error {g['rel_err_median']:.3g} vs {loc['rel_err_median']:.3g}; "
-                       f"closer in {g['closer_than_local']}/{g['n']} windows; {g['fallbacks']} fallbacks).")
-        lines.append(f"{problem}: the closest estimator is {best} (median relative error "
-                     f"{est[best]['rel_err_median']:.3g}, cosine {est[best]['cosine_mean']:.3f}).{verdict}")
+        lines.append(f"{problem}: {_closest_sentence(est, 'the true global hypergradient')}")
+        eg, ex = sm["expected_global"], sm["estimators_vs_expected_global"]
+        if eg["orders"] and ex:
+            lines.append(f"{problem}, against the expected global hypergradient (mean over {eg['orders']} minibatch "
+                         f"orders; the single-order truth is {_fmt(eg['truth_rel_dev_median'])} off it, median): "
+                         f"{_closest_sentence(ex, 'the expected global hypergradient')}")
+        bl = sm["beats_local"]
+        parts = []
+        for ref, words in (("truth", "the single-order truth"), ("expected_global", "the expected global")):
+            if ref == "expected_global" and not (eg["orders"] and ex):
+                continue
+            b = bl[ref]
+            parts.append(f"against {words}: lower median relative error {', '.join(b['rel_err_median']) or 'none'}; "
+                         f"higher mean cosine {', '.join(b['cosine_mean']) or 'none'}; higher sign agreement "
+                         f"{', '.join(b['sign_agreement']) or 'none'}")
+        lines.append(f"{problem}: better than local " + "; ".join(parts) + ".")
+        sel = sm["glocal_by_selection"]
+        if sel:
+            near = sel.get("nearest", {})
+            counts = ", ".join(f"{k} {v['windows']}" for k, v in sel.items())
+            text = f"{problem}: glocal's mode selection per window: {counts}"
+            ref = "expected_global" if near.get("expected_global") else "truth"
+            if near.get(ref):
+                t = near[ref]
+                vals = ", ".join(f"{n} {_fmt(t[n]['rel_err_median'])}" for n in t)
+                text += (f"; on the {near['windows']} windows with none within dmd_tol (median min |λ − 1| "
+                         f"{_fmt(near['min_dist_to_1_median'])}), median relative error against the "
+                         f"{'expected global' if ref == 'expected_global' else 'single-order truth'}: {vals}")
+            lines.append(text + ".")
     return lines
 
 
@@ -559,28 +783,52 @@ class VerifyResult:
     noise: List[Dict]
     seconds: Dict
     device: str
+    complete: bool = True
 
     def conclusions(self) -> List[str]:
         return conclusions(self.summary)
 
+    def estimator_names(self) -> List[str]:
+        """The settings' estimators, glocal's if_empty variants (when glocal runs) and the look-aheads."""
+        est = list(self.settings["estimators"])
+        variants = [if_empty_name(x) for x in IF_EMPTY_VARIANTS] if "glocal" in est else []
+        return est + variants + [lookahead_name(k) for k in self.settings["lookaheads"]]
+
     def to_json(self) -> Dict:
-        return {"settings": self.settings, "device": self.device, "seconds": self.seconds,
-                "estimators": list(self.settings["estimators"]) + [lookahead_name(k) for k in self.settings["lookaheads"]],
+        return {"settings": self.settings, "device": self.device, "complete": self.complete, "seconds": self.seconds,
+                "estimators": self.estimator_names(), "references": list(REFERENCES),
                 "summary": self.summary, "conclusions": self.conclusions(), "noise": self.noise, "rows": self.rows}
 
 
-def run_verify(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -> VerifyResult:
-    """Run the protocol ``s`` (quadratic, classifier at every lr0, noise study) and return the results."""
-    rows, noise, secs = [], [], {}
+def run_verify(s: VerifySettings, say: Callable[[str], None] = lambda m: None,
+               on_partial: Optional[Callable[[VerifyResult], None]] = None) -> VerifyResult:
+    """Run the protocol ``s`` (quadratic, classifier at every lr0, noise study) and return the results.
+
+    ``on_partial(result)`` (optional) gets the results so far (``complete=False``) after
+    every classifier window and every study, so that a run cut short keeps them.
+    """
+    rows, noise, secs, live = [], [], {}, []
     t_all = time.perf_counter()
+    flat = {**settings.to_flat(s), "outer_lr": s.train.resolved_outer_lr(), "checked_windows": list(s.checked_windows())}
+    device = jax.devices()[0].device_kind
+
+    def emit(*_) -> None:
+        if on_partial is not None:
+            done = rows + live
+            on_partial(VerifyResult(flat, done, summarize(done), noise, dict(secs), device, complete=False))
+
     if "quadratic" in s.problems:
         say("quadratic (closed forms)")
         t0 = time.perf_counter()
         rows += verify_quadratic(s)
         secs["quadratic"] = time.perf_counter() - t0
+        emit()
     for lr0 in s.lr0s if ("classifier" in s.problems or "noise" in s.problems) else ():
         t0 = time.perf_counter()
-        r, noise_start = verify_classifier(s, lr0, say) if "classifier" in s.problems else ([], None)
+        live.clear()
+        r, noise_start = verify_classifier(s, lr0, say, on_row=lambda row: (live.append(row), emit())) \
+            if "classifier" in s.problems else ([], None)
+        live.clear()
         secs[f"classifier lr0={lr0:g}"] = time.perf_counter() - t0
         rows += r
         if "noise" in s.problems:
@@ -589,15 +837,13 @@ def run_verify(s: VerifySettings, say: Callable[[str], None] = lambda m: None) -
             t0 = time.perf_counter()
             noise += batch_noise(s, lr0, noise_start, say)
             secs[f"noise lr0={lr0:g}"] = time.perf_counter() - t0
+            emit()
     secs["total"] = time.perf_counter() - t_all
-    flat = {**settings.to_flat(s), "outer_lr": s.train.resolved_outer_lr(), "checked_windows": list(s.checked_windows())}
-    return VerifyResult(flat, rows, summarize(rows), noise, secs, jax.devices()[0].device_kind)
+    return VerifyResult(flat, rows, summarize(rows), noise, secs, device)
 
 
 def _noise_start_only(s: VerifySettings, lr0: float):
     """The noise study's start state when the classifier windows are not run: the glocal run to ``noise_window``."""
-    from glocal_cli.hpo import HPORunner
-
     cfg, _, task = _classifier_task(s, s.seeds[0], lr0)
     runner = HPORunner(task.problem, cfg.resolved_hpo())
     hs = runner.init(task.phi0)
@@ -625,31 +871,74 @@ def settings_text(s: Dict) -> str:
             f"lr0 ∈ {list(s['lr0s'])}, seeds {list(s['seeds'])}, windows {list(s['checked_windows'])} "
             f"per seed; DMD tol {tol}, rank_rtol {s['dmd_rank_rtol']:g}. Quadratic: p = 2, q = 2, "
             f"T = {s['quad_steps']}, τ = {s['quad_tau']}, seeds {list(s['quad_seeds'])}, windows {list(s['quad_windows'])}. "
-            "True global hypergradient of a window: from the window's start, φ fixed, tangents zero there, trained "
-            "to T. Truncated kτ look-ahead: the same run stopped after k windows.")
+            "True global hypergradient of a window (`truth`): from the window's start, φ fixed, tangents zero there, "
+            "trained to T with the run's own minibatch order. Expected global hypergradient (`expected_global`): the "
+            f"mean of the same h_T over K = {s['expected_orders']} other minibatch orders from the same start (batch "
+            f"seeds {ORDER_SEED} .. {ORDER_SEED + s['expected_orders'] - 1}; the quadratic has no minibatches, so "
+            "there it is the truth). Truncated kτ look-ahead: the truth's run stopped after k windows.")
+
+
+def _stats_table(stats: Dict[str, Dict]) -> List[str]:
+    lines = ["| estimator | mean cosine | median rel. error | sign agreement (per component) | closer than local "
+             "| fallbacks (reasons) | cost: tangent steps | cost: s / window |",
+             "|---|---:|---:|---|---:|---|---:|---:|"]
+    for name, v in stats.items():
+        reasons = ", ".join(f"{k} {n}" for k, n in v["fallback_reasons"].items())
+        per = ", ".join(f"{x:.2f}" for x in v["sign_agreement_per_component"])
+        lines.append(f"| {name} | {_fmt(v['cosine_mean'])} | {_fmt(v['rel_err_median'])} | "
+                     f"{v['sign_agreement']:.2f} ({per}) | {v['closer_than_local']}/{v['n']} | "
+                     f"{v['fallbacks']}{' (' + reasons + ')' if reasons else ''} | {v['cost_tangent_steps']} | "
+                     f"{_fmt(v['cost_seconds_mean'])} |")
+    return lines + [""]
+
+
+def _selection_table(sel: Dict[str, Dict]) -> List[str]:
+    lines = ["| glocal's selection | windows | median min \\|λ − 1\\| | estimator | truth: cosine | truth: median rel. "
+             "error | truth: signs | expected: cosine | expected: median rel. error | expected: signs |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for name_sel, g in sel.items():
+        for name, v in g["truth"].items():
+            e = g["expected_global"].get(name)
+            ecol = (f"{_fmt(e['cosine_mean'])} | {_fmt(e['rel_err_median'])} | {e['sign_agreement']:.2f}"
+                    if e else "– | – | –")
+            lines.append(f"| {name_sel} | {g['windows']} | {_fmt(g['min_dist_to_1_median'])} | {name} | "
+                         f"{_fmt(v['cosine_mean'])} | {_fmt(v['rel_err_median'])} | {v['sign_agreement']:.2f} | {ecol} |")
+    return lines + [""]
 
 
 def markdown(res: VerifyResult) -> str:
-    """``verify.md``: settings, one table per problem, the noise study and the conclusions."""
+    """``verify.md``: settings, per problem one table per reference and glocal by mode selection, the noise
+    study and the conclusions."""
     s = res.settings
-    lines = ["# glocal verify: estimators vs the true global hypergradient", "", settings_text(s), "",
+    lines = ["# glocal verify: estimators vs the true and the expected global hypergradient", "", settings_text(s), "",
              f"Device: {res.device}. Wall time: {res.seconds.get('total', float('nan')):.0f} s "
-             f"({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items() if k != 'total')}).", ""]
+             f"({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items() if k != 'total')})."
+             + ("" if res.complete else " **Partial results: the run has not finished.**"), ""]
     for problem, sm in res.summary.items():
+        eg = sm["expected_global"]
         lines += [f"## {problem}", "", f"{sm['windows']} windows over seeds {sm['seeds']}"
                   + (f"; {sm['non_finite_windows']} windows non-finite (left out)" if sm["non_finite_windows"] else "")
-                  + ".", "",
-                  "| estimator | mean cosine | median rel. error | sign agreement (per component) | closer than local "
-                  "| fallbacks (reasons) | cost: tangent steps | cost: s / window |",
-                  "|---|---:|---:|---|---:|---|---:|---:|"]
-        for name, v in sm["estimators"].items():
-            reasons = ", ".join(f"{k} {n}" for k, n in v["fallback_reasons"].items())
-            per = ", ".join(f"{x:.2f}" for x in v["sign_agreement_per_component"])
-            lines.append(f"| {name} | {_fmt(v['cosine_mean'])} | {_fmt(v['rel_err_median'])} | "
-                         f"{v['sign_agreement']:.2f} ({per}) | {v['closer_than_local']}/{v['n']} | "
-                         f"{v['fallbacks']}{' (' + reasons + ')' if reasons else ''} | {v['cost_tangent_steps']} | "
-                         f"{_fmt(v['cost_seconds_mean'])} |")
-        lines.append("")
+                  + ".", "", "### Against the single-order truth (`truth`)", ""]
+        lines += _stats_table(sm["estimators"])
+        lines += ["### Against the expected global hypergradient (`expected_global`, "
+                  + (f"K = {eg['orders']} minibatch orders)" if eg["orders"] else "no minibatches: the truth)"), ""]
+        if eg["orders"]:
+            lines += [f"{eg['windows']} windows"
+                      + (f" ({eg['non_finite_windows']} left out: an order diverged)" if eg["non_finite_windows"] else "")
+                      + f". The single-order truth against this reference: median relative deviation "
+                      f"{_fmt(eg['truth_rel_dev_median'])}, mean cosine {_fmt(eg['truth_cosine_mean'])}, sign "
+                      f"agreement {_fmt(eg['truth_sign_agreement'], 2)}; spread of h_T across the K orders (‖std‖ / "
+                      f"‖mean‖, median over windows) {_fmt(eg['order_rel_std_median'])}.", ""]
+        else:
+            lines += ["No minibatches: the expected global hypergradient is the truth.", ""]
+        lines += _stats_table(sm["estimators_vs_expected_global"]) if eg["orders"] and sm["estimators_vs_expected_global"] else []
+        if sm["glocal_by_selection"]:
+            lines += ["### glocal by mode selection, and its if_empty alternatives on the same windows", "",
+                      "`tol`: DMD eigenvalues within dmd_tol of 1 were summed (every if_empty gives the same "
+                      "estimate there); `nearest`: none was within dmd_tol and the default (`if_empty = nearest`) "
+                      "summed the eigenvalue(s) nearest 1; `glocal(if_empty=zero)` returns the paper's literal empty "
+                      "sum 0 there, `glocal(if_empty=local)` falls back to h_τ.", ""]
+            lines += _selection_table(sm["glocal_by_selection"])
     if res.noise:
         lines += ["## Noise of h_t against batch size", "",
                   f"One window (window {res.noise[0]['window']} of seed {s['seeds'][0]}'s run) from the same start "
@@ -667,32 +956,43 @@ def markdown(res: VerifyResult) -> str:
         lines.append("")
     lines += ["## Conclusions (computed from the tables)", ""] + [f"* {c}" for c in res.conclusions()]
     lines += ["", "## Per window", "", "| problem | seed | window | steps left | estimator | cosine | rel. error "
-              "| signs | fallback |", "|---|---:|---:|---:|---|---:|---:|---|---|"]
+              "| signs | expected: cosine | expected: rel. error | fallback / selection |",
+              "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|"]
     for r in res.rows:
         for name, v in r.get("estimates", {}).items():
+            e = v.get("vs_expected_global") or {}
+            tag = v["reason"] if v["fallback"] else v.get("selection", "")
             lines.append(f"| {r['problem']} | {r['seed']} | {r['window']} | {r['steps_left']} | {name} | "
                          f"{_fmt(v['cosine'])} | {_fmt(v['rel_err'])} | {v['sign_agree']} | "
-                         f"{v['reason'] if v['fallback'] else ''} |")
+                         f"{_fmt(e.get('cosine'))} | {_fmt(e.get('rel_err'))} | {tag} |")
     return "\n".join(lines) + "\n"
 
 
 def figure(res: VerifyResult):
-    """A matplotlib figure: per problem, the relative error of every estimator over the windows (log scale)."""
+    """A matplotlib figure: per problem (columns), the relative error of every estimator over the windows
+    against the single-order truth (top row) and the expected global hypergradient (bottom row), log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     problems = [p for p, sm in res.summary.items() if sm["estimators"]]
-    fig, axes = plt.subplots(1, max(1, len(problems)), figsize=(5 * max(1, len(problems)), 4), squeeze=False)
-    for ax, problem in zip(axes[0], problems):
+    ncol = max(1, len(problems))
+    fig, axes = plt.subplots(2, ncol, figsize=(5 * ncol, 8), squeeze=False)
+    for col, problem in enumerate(problems):
         rs = [r for r in res.rows if r["problem"] == problem and r["finite"]]
         names = list(res.summary[problem]["estimators"])
-        data = [[max(r["estimates"][n]["rel_err"], 1e-16) for r in rs] for n in names]
-        ax.boxplot(data)
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=60, fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel("‖estimate − h_T‖ / ‖h_T‖")
-        ax.set_title(problem, fontsize=9)
+        for row, (ref, label) in enumerate((("truth", "single-order truth"), ("expected_global", "expected global"))):
+            ax = axes[row][col]
+            use = [r for r in rs if ref == "truth" or r.get("expected_global_finite")]
+            if not use:
+                ax.set_axis_off()
+                continue
+            data = [[max(compare(r["estimates"][n]["value"], r[ref])["rel_err"], 1e-16) for r in use] for n in names]
+            ax.boxplot(data)
+            ax.set_xticks(range(1, len(names) + 1), names, rotation=60, fontsize=7)
+            ax.set_yscale("log")
+            ax.set_ylabel(f"‖estimate − ref‖ / ‖ref‖ ({label})", fontsize=8)
+            ax.set_title(f"{problem} vs {label}", fontsize=9)
     fig.tight_layout()
     return fig

@@ -76,6 +76,15 @@ def test_empty_selection_sums_nearest_mode():
     loc = dmd.hankel_dmd_estimate(h, m, if_empty="local")
     assert loc.fallback and loc.reason == "no_unit_eigenvalue"
     np.testing.assert_array_equal(loc.estimate, h[-1])
+    # ... and of the estimator (glocal verify compares the three on the same windows)
+    zero_e = make_estimator("glocal", m=m, if_empty="zero")(h, 0)
+    assert zero_e.selection == "empty" and not zero_e.fallback
+    np.testing.assert_array_equal(zero_e.value, np.zeros(2))
+    loc_e = make_estimator("glocal", m=m, if_empty="local")(h, 0)
+    assert loc_e.fallback and loc_e.reason == "no_unit_eigenvalue"
+    np.testing.assert_array_equal(loc_e.value, h[-1])
+    with pytest.raises(ValueError, match="if_empty must be one of nearest, zero, local"):
+        make_estimator("glocal", m=m, if_empty="none")
     # the strict rules fall back
     strict = make_estimator("glocal-strict", m=m)(h, 0)
     assert strict.fallback and strict.reason == "no_unit_eigenvalue"
