@@ -15,9 +15,10 @@ The public API (imported lazily, so ``import glocal_cli`` does not load JAX):
   :class:`WindowRecord`, :func:`run` — the outer loop.
 * :class:`SeedGroupRunner` — several seeds of one setting (problems that differ
   only in ``init_state``, ``data`` and ``batches``) advanced as one vmapped, jitted
-  window; :class:`GroupWindow` its per-window record. On a GPU, call
-  ``glocal_cli.conv_batching.use("blockdiag")`` first (what ``glocal train`` does
-  with ``--conv-batching auto``): the seeds' convolutions then run ungrouped.
+  window; :class:`GroupWindow` its per-window record. On a GPU, pass
+  ``conv_batching="blockdiag"`` (what ``glocal train`` does with
+  ``--conv-batching auto``): the seeds' convolutions (``models.conv.seed_conv``)
+  then run ungrouped.
 * :func:`learnable_sgd`, :func:`hyperparams_from_phi`,
   :class:`LearnableOptimizer`, :func:`logit` — optax inner optimizers whose
   hyperparameters are a differentiable function of ``φ``.

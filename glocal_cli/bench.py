@@ -134,11 +134,7 @@ def build_lenet_task(s: BenchSettings, steps: int):
 
 def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None) -> Dict:
     """Run the benchmark; returns the results dict (also what ``--out`` writes)."""
-    with s.train.conv_batching_scope():
-        return _run_bench(s, progress or (lambda msg: None))
-
-
-def _run_bench(s: BenchSettings, say: Callable[[str], None]) -> Dict:
+    say = progress or (lambda msg: None)
     from glocal_cli.hpo import HPORunner
     from glocal_cli.hypergrad import tangent_hypergrad
 
@@ -260,13 +256,9 @@ def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: No
     batch order), methods none / local / glocal; one compiling window, then
     ``windows`` timed ones (median). Returns ``{"window_s": {method: {S: s}},
     "time_over_one": {method: {S: t(S) / t(1)}}, "seed_steps_per_s": ..., "seed_runs_per_hour": ...}``
-    (a seed run: T = ``train.hpo.steps`` inner steps).
+    (a seed run: T = ``train.hpo.steps`` inner steps). The seeds' convolutions are
+    batched as ``train.conv_batching`` says (:class:`~glocal_cli.seeds.SeedGroupRunner`).
     """
-    with s.train.conv_batching_scope():
-        return _time_seed_groups(s, say, methods)
-
-
-def _time_seed_groups(s: BenchSettings, say: Callable[[str], None], methods) -> Dict:
     from glocal_cli.seeds import SeedGroupRunner
     from glocal_cli.tasks import build_task
     from glocal_cli.train import load_splits
@@ -283,7 +275,8 @@ def _time_seed_groups(s: BenchSettings, say: Callable[[str], None], methods) -> 
         for method in window_s:
             say(f"timing {n} seed(s) in one program, {method}")
             cfgs = [dataclasses.replace(c.resolved_hpo(), method=method) for c, _ in tasks[:n]]
-            group = SeedGroupRunner([t.problem for _, t in tasks[:n]], cfgs)
+            group = SeedGroupRunner([t.problem for _, t in tasks[:n]], cfgs, s.train.resolved_conv_batching(),
+                                    s.train.conv_batching_max)
             state = [group.init([t.phi0 for _, t in tasks[:n]])]
 
             def one():
@@ -367,18 +360,17 @@ def time_variants(s: BenchSettings, say: Callable[[str], None] = lambda m: None)
         hh = base.resolved_hpo()
         times = {}
         try:
-            with base.conv_batching_scope():  # one switch of the rule per variant (each switch recompiles)
-                for method in ("local", "glocal"):
-                    say(f"timing variant {name}: {method}")
-                    runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
-                    state = [runner.init(task.phi0)]
+            for method in ("local", "glocal"):
+                say(f"timing variant {name}: {method}")
+                runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
+                state = [runner.init(task.phi0)]
 
-                    def one():
-                        state[0], _ = runner.run_window(state[0])
-                        _block(state[0].inner)
+                def one():
+                    state[0], _ = runner.run_window(state[0])
+                    _block(state[0].inner)
 
-                    one()
-                    times[method] = statistics.median(_timed(one) for _ in range(s.windows))
+                one()
+                times[method] = statistics.median(_timed(one) for _ in range(s.windows))
         except Exception as e:  # e.g. out of device memory: recorded, the other variants still run
             out[name] = {"error": _error_text(e)}
             continue

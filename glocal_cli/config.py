@@ -26,7 +26,7 @@ from glocal_cli.settings import section, setting
 TASKS = ("optimizer", "reweight")
 MODELS = ("lenet", "wrn28_2", "wrn16_2")
 CONV_IMPLS = ("auto", "patches", "lax")
-CONV_BATCHINGS = ("auto", "grouped", "blockdiag")  # auto + glocal_cli.conv_batching.MODES
+CONV_BATCHINGS = ("auto", "grouped", "blockdiag")  # auto + glocal_cli.seeds.CONV_BATCHINGS
 LEARNABLE = ("lr", "momentum", "weight_decay")
 RUNS_DIR = "data/runs"  # default parent of run folders; `glocal report` reads the same folder
 REWEIGHT_LOSSES = ("mean", "sum")  # ours: mean_i L_i mu(L_i); the paper's text: sum_i L_i mu(L_i)
@@ -69,11 +69,11 @@ class TrainConfig:
     conv_impl: str = setting("auto", "auto: patches+matmul on CPU, XLA/cuDNN on GPU", choices=CONV_IMPLS,
                              panel=PERF_PANEL)
     conv_batching: str = setting(
-        "auto", "convolutions with mapped weights under vmap (several seeds in one program, batched validations): "
-                "auto (blockdiag on a GPU, grouped elsewhere) | grouped (JAX's grouped convolution) | blockdiag (one "
-                "ungrouped convolution, block-diagonal kernel)", choices=CONV_BATCHINGS, panel=PERF_PANEL)
+        "auto", "the convolutions (conv_impl lax) of several seeds in one program: auto (blockdiag on a GPU, grouped "
+                "elsewhere) | grouped (JAX's grouped convolution) | blockdiag (one ungrouped convolution, "
+                "block-diagonal kernel)", choices=CONV_BATCHINGS, panel=PERF_PANEL)
     conv_batching_max: int = setting(
-        8, "blockdiag only: the largest mapped size batched block-diagonally (its kernel grows with the square)",
+        8, "blockdiag only: the most seeds batched block-diagonally (its kernel grows with the square)",
         panel=PERF_PANEL)
     val_chunk: int = setting(
         0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000)", panel=PERF_PANEL)
@@ -160,31 +160,23 @@ class TrainConfig:
 
         return "patches" if jax.default_backend() == "cpu" else "lax"
 
-    def conv_batching_scope(self):
-        """A context in which this run's ``conv_batching`` is the process's (:func:`glocal_cli.conv_batching.using`)."""
-        from glocal_cli import conv_batching
-
-        return conv_batching.using(self.resolved_conv_batching(), self.conv_batching_max)
-
     def resolved_conv_batching(self) -> str:
         """``conv_batching`` with auto resolved by the default JAX backend: blockdiag on a GPU, else grouped.
 
-        (grouped also where a JAX version no longer keeps the rule that blockdiag replaces.)
-
-        On one H200 (docs/performance.md), five LeNet seeds in one program took 2.35× /
-        3.01× / 4.27× the window of one seed (none / local / glocal) batched block-diagonally
-        against 3.53× / 3.92× / 4.89× grouped; the σ = 20 validations of one seed were
-        slower block-diagonally (glocal/local 2.63 against 2.01), hence ``conv_batching_max``
-        8. On the CPU the default convolution (patches + matmul) has no convolution with
-        mapped weights, so the choice changes nothing there.
+        What :class:`~glocal_cli.seeds.SeedGroupRunner` gets. On one H200
+        (docs/performance.md), five LeNet seeds in one program took 2.35× / 3.01× / 4.27×
+        the window of one seed (none / local / glocal) batched block-diagonally against
+        3.53× / 3.92× / 4.89× grouped (measured with the registry rule that
+        ``models.conv.seed_conv`` replaced; both give those windows convolutions of the
+        same shapes, not yet timed with seed_conv). On the
+        CPU the default convolution (patches + matmul) has no convolution with mapped
+        weights, so the choice changes nothing there.
         """
         if self.conv_batching != "auto":
             return self.conv_batching
         import jax
 
-        from glocal_cli import conv_batching
-
-        return "blockdiag" if jax.default_backend() == "gpu" and conv_batching.available() else "grouped"
+        return "blockdiag" if jax.default_backend() == "gpu" else "grouped"
 
     def resolved_val_chunk(self) -> int:
         """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``EVAL_CHUNK`` (1000).

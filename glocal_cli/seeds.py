@@ -6,10 +6,10 @@ stacks the per-seed inner states, data, hyperparameters and outer-optimizer
 states along a leading ``[S]`` axis and advances all seeds by one window with a
 single ``jax.vmap``-ed, jitted call: one program, one compilation and one data
 load for all seeds. What that buys depends on the device: on an H200 five LeNet
-seeds take 2.35× (none), 3.0× (local) and 4.3× (glocal) the window of one with the
-block-diagonal convolutions of :mod:`glocal_cli.conv_batching` (3.5–4.9× with JAX's
-grouped ones; one seed already keeps the GPU 85 % busy; docs/performance.md), on a
-CPU about S×.
+seeds took 2.35× (none), 3.0× (local) and 4.3× (glocal) the window of one with
+block-diagonal convolutions (``conv_batching="blockdiag"``, measured with the
+batching rule this replaced; 3.5–4.9× with JAX's grouped ones; one seed already keeps
+the GPU 85 % busy; docs/performance.md), on a CPU about S×.
 
 * ``none`` / ``local``: the window *and* the outer update are one fused call
   (:func:`fused_window`); nothing comes back to the host, so a caller that does
@@ -40,8 +40,11 @@ from glocal_cli.estimators import Estimate
 from glocal_cli.hpo import HPOConfig, HPORunner, HPOState, InnerProblem, outer_update
 from glocal_cli import hypergrad
 from glocal_cli.hypergrad import choose_mode
+from glocal_cli.models.conv import SEED_AXIS
 
 FUSED_METHODS = ("none", "local", "glocal")  # vmapped over seeds; global / sgld run seed after seed
+CONV_BATCHINGS = ("grouped", "blockdiag")  # how the seeds' convolutions (conv_impl="lax") are batched
+DEFAULT_CONV_BATCHING_MAX = 8  # the most seeds batched block-diagonally (the kernel grows with the square)
 
 
 def stack_trees(trees: Sequence[Any]):
@@ -59,15 +62,17 @@ def stack_states(states: Sequence[HPOState], outer_step: int) -> HPOState:
     return HPOState(*(stack_trees([getattr(st, k) for st in states]) for k in ("inner", "phi", "outer")), outer_step)
 
 
-def over_seeds(fn: Callable, n_seeds: int) -> Callable:
-    """``jit(vmap(fn))`` over a leading seed axis of every argument and output.
+def over_seeds(fn: Callable, n_seeds: int, axis_name: Optional[str] = None) -> Callable:
+    """``jit(vmap(fn, axis_name=axis_name))`` over a leading seed axis of every argument and output.
 
     For ``n_seeds == 1`` the unbatched ``fn`` runs inside the jitted call (the
-    axis is removed from the inputs and restored on the outputs), so a single
-    seed computes exactly what ``jit(fn)`` computes.
+    axis is removed from the inputs and restored on the outputs, no axis is named),
+    so a single seed computes exactly what ``jit(fn)`` computes.
+    ``axis_name=models.conv.SEED_AXIS`` makes the models' ``seed_conv`` batch the
+    seeds' convolutions block-diagonally.
     """
     if n_seeds > 1:
-        return jax.jit(jax.vmap(fn))
+        return jax.jit(jax.vmap(fn, axis_name=axis_name))
 
     def one(*args):
         out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
@@ -154,11 +159,13 @@ class SeedGroupRunner:
         step function up to its seed-dependent arrays, same shapes): the step
         and validation functions of ``problems[0]`` run for every seed.
       cfgs: the seeds' :class:`HPOConfig` (equal but for ``seed``).
-
-    Convolutions with per-seed weights are batched by the process's rule
-    (:mod:`glocal_cli.conv_batching`): JAX's grouped convolutions unless
-    ``conv_batching.use("blockdiag")`` was called (``glocal train`` does on a GPU;
-    2.35× instead of 3.5× one seed's window for five LeNet seeds on an H200).
+      conv_batching: how the fused window batches the seeds' convolutions
+        (``models.conv.seed_conv``, the models' ``conv_impl="lax"``): ``"grouped"``
+        (JAX's grouped convolutions) or ``"blockdiag"`` (one ungrouped convolution
+        with a block-diagonal kernel: the vmap over seeds is named
+        ``models.conv.SEED_AXIS``; ``glocal train`` chooses it on a GPU; 2.35×
+        instead of 3.5× one seed's window for five LeNet seeds on an H200).
+      conv_batching_max: "blockdiag" only for at most this many seeds, else grouped.
 
     Example::
 
@@ -168,9 +175,12 @@ class SeedGroupRunner:
             gs, win = runner.run_window(gs)               # win.arrays.val_loss: [S]
     """
 
-    def __init__(self, problems: Sequence[InnerProblem], cfgs: Sequence[HPOConfig]):
+    def __init__(self, problems: Sequence[InnerProblem], cfgs: Sequence[HPOConfig], conv_batching: str = "grouped",
+                 conv_batching_max: int = DEFAULT_CONV_BATCHING_MAX):
         if not problems or len(problems) != len(cfgs):
             raise ValueError(f"need one config per problem, got {len(problems)} problems and {len(cfgs)} configs")
+        if conv_batching not in CONV_BATCHINGS:
+            raise ValueError(f"conv_batching must be one of {', '.join(CONV_BATCHINGS)}, got {conv_batching!r}")
         strip = lambda c: dataclasses.replace(c, seed=0)  # noqa: E731
         if any(strip(c) != strip(cfgs[0]) for c in cfgs):
             raise ValueError("the seeds of a group must share every setting but the seed")
@@ -188,12 +198,14 @@ class SeedGroupRunner:
         self.estimator = self.runners[0].estimator
         self.fused = self.cfg.method in FUSED_METHODS
         self.data = stack_trees([p.data for p in problems]) if self.fused and problems[0].data is not None else None
+        blockdiag = conv_batching == "blockdiag" and self.n_seeds <= conv_batching_max
+        self.seed_axis = SEED_AXIS if blockdiag else None  # named: seed_conv batches block-diagonally
         self._window = self._update = None
 
     def _compiled(self, q: int):
         if self._window is None:
             fn = fused_window(self.problems[0], self.cfg, self.tx, q)
-            self._window = over_seeds(fn, self.n_seeds)
+            self._window = over_seeds(fn, self.n_seeds, self.seed_axis)
             update = lambda phi, outer, h, ok: outer_update(self.tx, phi, outer, h, ok)  # noqa: E731
             self._update = over_seeds(update, self.n_seeds)
         return self._window, self._update

@@ -372,7 +372,6 @@ def run_seeds(cfgs: Sequence[TrainConfig], progress: Optional[Progress] = None,
     with contextlib.ExitStack() as stack:
         for d in dirs:
             stack.enter_context(run_lock(d))
-        stack.enter_context(cfgs[0].conv_batching_scope())
         return _run_group(cfgs, progress, stop_after)
 
 
@@ -505,7 +504,8 @@ def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional
         splits = load_splits(c, datasets)
         runs.append(SeedRun(c, splits, build_task(c, splits)))
     cfg = cfgs[0]
-    runner = SeedGroupRunner([r.task.problem for r in runs], [c.resolved_hpo() for c in cfgs])
+    runner = SeedGroupRunner([r.task.problem for r in runs], [c.resolved_hpo() for c in cfgs],
+                             cfgs[0].resolved_conv_batching(), cfgs[0].conv_batching_max)
     hpo_cfg = runner.cfg
     gs, seconds_before = _resume(runs, runner, runner.init([r.task.phi0 for r in runs]), progress)
 

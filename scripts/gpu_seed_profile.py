@@ -14,13 +14,13 @@ import time
 
 import jax
 
-from glocal_cli import bench, conv_batching
+from glocal_cli import bench
 from glocal_cli.seeds import SeedGroupRunner
 from glocal_cli.tasks import build_task
 from glocal_cli.train import load_splits
 
 data, out = sys.argv[1], sys.argv[2]
-conv_batching.use(sys.argv[3] if len(sys.argv) > 3 else "grouped")
+conv_batching = sys.argv[3] if len(sys.argv) > 3 else "grouped"
 methods = sys.argv[4].split(",") if len(sys.argv) > 4 else ("none", "local")
 s = bench.bench_settings(data_dir=data, windows=3)
 tasks = []
@@ -30,7 +30,7 @@ for seed in range(5):
 for method in methods:
     for n in (1, 5):
         cfgs = [dataclasses.replace(c.resolved_hpo(), method=method) for c, _ in tasks[:n]]
-        group = SeedGroupRunner([t.problem for _, t in tasks[:n]], cfgs)
+        group = SeedGroupRunner([t.problem for _, t in tasks[:n]], cfgs, conv_batching)
         gs = group.init([t.phi0 for _, t in tasks[:n]])
         for _ in range(2):
             gs, _ = group.run_window(gs)

@@ -211,3 +211,11 @@ def test_no_import_circle_in_the_package():
         if node not in state:
             visit(node, [node])
 
+
+
+def test_no_private_jax_in_the_package():
+    text = subprocess.run(["git", "grep", "-n", "-e", "jax._src", "-e", "jax.interpreters", "--", "glocal_cli"],
+                          cwd=ROOT, capture_output=True, text=True)
+    if text.returncode not in (0, 1):
+        pytest.skip("not a git checkout")
+    assert text.stdout == "", text.stdout

@@ -295,18 +295,35 @@ def test_a_failing_seed_stops_alone_and_stays_failed_across_resume(tmp_path, tin
     _assert_rows_close(_history(tmp_path / "g0" / "history.csv"), _history(tmp_path / "single" / "history.csv"))
 
 
-@pytest.mark.slow  # 30 s of CPU compilation (lax convolutions); tests/test_conv_batching.py checks the rule itself
-def test_blockdiag_conv_batching_trains_the_same_seeds(tmp_path, tiny_data):
-    """cuDNN-style convolutions (conv_impl=lax) with per-seed weights and σ batched validations, both batched
-    block-diagonally (conv_batching=blockdiag), give the grouped rule's runs; the process's rule is restored."""
-    from glocal_cli import conv_batching
+def test_conv_batching_names_the_seed_axis():
+    """blockdiag: the fused window's vmap over seeds is named models.conv.SEED_AXIS (seed_conv batches over it),
+    up to conv_batching_max seeds; grouped: unnamed."""
+    from glocal_cli.models.conv import SEED_AXIS
 
+    cfgs = [HPOConfig(method="local", steps=20, tau=10, seed=s) for s in range(3)]
+    problems = [_quadratic(s) for s in range(3)]
+    assert SeedGroupRunner(problems[:2], cfgs[:2]).seed_axis is None  # default: grouped
+    assert SeedGroupRunner(problems[:2], cfgs[:2], "blockdiag").seed_axis == SEED_AXIS
+    assert SeedGroupRunner(problems, cfgs, "blockdiag", conv_batching_max=2).seed_axis is None
+    with pytest.raises(ValueError, match="conv_batching must be one of grouped, blockdiag, got 'stacked'"):
+        SeedGroupRunner(problems[:2], cfgs[:2], "stacked")
+
+
+@pytest.mark.slow  # 30 s of CPU compilation (lax convolutions); tests/test_conv_batching.py checks seed_conv itself
+def test_blockdiag_conv_batching_trains_the_same_seeds(tmp_path, tiny_data, monkeypatch):
+    """cuDNN-style convolutions (conv_impl=lax) with per-seed weights batched block-diagonally
+    (conv_batching=blockdiag) give the grouped runs."""
+    from glocal_cli.models import conv
+
+    calls = []
+    blockdiag_conv = conv.blockdiag_conv
+    monkeypatch.setattr(conv, "blockdiag_conv", lambda *a, **k: calls.append(1) or blockdiag_conv(*a, **k))
     runs = {}
     for mode in ("grouped", "blockdiag"):
         cfg = _cfg(tmp_path / mode, "glocal", conv_impl="lax", conv_batching=mode, val_batch=6, steps=20, batch_size=8,
                    sigma=4, m=2, eval_every=1, checkpoint_every=0)
         runs[mode] = run_seeds(seed_configs(cfg, [0, 1]))
-        assert conv_batching.current()[0] == "grouped"
+        assert bool(calls) == (mode == "blockdiag")  # traced through seed_conv's block-diagonal branch
     for a, b in zip(runs["grouped"], runs["blockdiag"]):
         assert a["status"] == b["status"] == "complete"
         assert b["test_accuracy"] == pytest.approx(a["test_accuracy"], abs=1e-6)

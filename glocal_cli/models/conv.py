@@ -11,8 +11,18 @@ convolution, which forward mode cannot pass through.
 ``PatchConv`` has the same parameter names, shapes, layout and default initializers as
 ``nn.Conv`` (``kernel`` [*kernel_size, cin, cout], ``bias`` [cout]), so parameters can be
 moved between the two. Models select the implementation with ``conv_impl``
-("patches" -> ``PatchConv``, "lax" -> ``nn.Conv``, e.g. for XLA's convolution on GPU);
-see :func:`make_conv`.
+("patches" -> ``PatchConv``, "lax" -> ``nn.Conv`` calling :func:`seed_conv`, e.g. for
+XLA's convolution on GPU); see :func:`make_conv`.
+
+Several seeds in one program (``seeds.SeedGroupRunner``) vmap the model over
+per-seed weights: ``out[s] = conv(x[s], w[s])``, both operands mapped. JAX batches
+that as one *grouped* convolution (``feature_group_count = S``), which cuDNN runs
+with per-group kernels. :func:`seed_conv` is ``lax.conv_general_dilated`` unless the
+seed group binds the named axis :data:`SEED_AXIS` (``conv_batching="blockdiag"``);
+then it gathers the seeds' operands with ``lax.all_gather`` and runs them as one
+ungrouped convolution with a block-diagonal kernel (:func:`blockdiag_conv`). Plain
+JAX and its collectives: ``jax.jvp``, ``jax.grad``, forward-over-reverse and nested
+``jax.vmap`` differentiate and batch it, and every convolution they emit is ungrouped.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ Array = Any
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 
 CONV_IMPLS = ("patches", "lax")
+SEED_AXIS = "glocal_seeds"  # the vmap axis name under which seed_conv batches block-diagonally
 
 
 def _as_tuple(x: int | Sequence[int] | None, n: int) -> tuple[int, ...]:
@@ -151,8 +162,88 @@ def _cgdp_patches(x: Array, ks, strides, padding, kdil) -> Array:
     )
 
 
+def blockdiag_conv(lhs: Array, rhs: Array, window_strides: Sequence[int], padding, lhs_dilation=None,
+                   rhs_dilation=None, dimension_numbers=None, precision=None,
+                   preferred_element_type=None) -> Array:
+    """``out[s] = lax.conv_general_dilated(lhs[s], rhs[s], ...)`` for every ``s`` as one ungrouped convolution.
+
+    The S inputs stacked along the input features, ``[N, S·C, *spatial]``, against the
+    block-diagonal kernel ``[S·O, S·C, *kernel]`` with ``rhs[s]`` in block ``(s, s)``:
+    S times the arithmetic of the S separate convolutions (the zero blocks), but one
+    ungrouped convolution. Its autodiff is ungrouped too: the input gradient is the
+    transposed block-diagonal convolution, the weight gradient one convolution with
+    an ``[S·C, S·O]`` output whose diagonal blocks are kept.
+
+    Args:
+      lhs: ``[S, *lhs shape]``, each ``lhs[s]`` laid out by ``dimension_numbers``.
+      rhs: ``[S, *rhs shape]``.
+      window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        precision, preferred_element_type: as in ``lax.conv_general_dilated`` (for one ``s``).
+
+    Returns:
+      ``[S, *out shape]``, each ``out[s]`` laid out by ``dimension_numbers``.
+    """
+    lhs_spec, rhs_spec, out_spec = lax.conv_dimension_numbers(lhs.shape[1:], rhs.shape[1:], dimension_numbers)
+    nsp = len(lhs_spec) - 2
+    s = lhs.shape[0]
+    # canonical layouts: lhs [S, N, C, *sp], rhs [S, O, I, *sp]
+    lhs = jnp.transpose(lhs, (0,) + tuple(d + 1 for d in lhs_spec))
+    rhs = jnp.transpose(rhs, (0,) + tuple(d + 1 for d in rhs_spec))
+    n, c = lhs.shape[1:3]
+    o, i = rhs.shape[1:3]
+    stacked = jnp.swapaxes(lhs, 0, 1).reshape((n, s * c) + lhs.shape[3:])  # [N, (S C), *sp]
+    # rhs[k] padded to the input features of block k, stacked: [(S O), (S I), *sp]. (Masking S copies with an
+    # identity instead made XLA:CPU (jaxlib 0.10.2) crash on the jvp-of-grad of LeNet vmapped over tangents.)
+    zero = jnp.zeros((), rhs.dtype)
+    kernel = jnp.concatenate([lax.pad(rhs[k], zero, [(0, 0, 0), (k * i, (s - 1 - k) * i, 0)] + [(0, 0, 0)] * nsp)
+                              for k in range(s)])
+    canon = tuple(range(nsp + 2))
+    out = lax.conv_general_dilated(stacked, kernel, window_strides, padding, lhs_dilation, rhs_dilation,
+                                   lax.ConvDimensionNumbers(canon, canon, canon), precision=precision,
+                                   preferred_element_type=preferred_element_type)  # [N, (S O), *sp']
+    out = jnp.swapaxes(out.reshape((n, s, o) + out.shape[2:]), 0, 1)  # [S, N, O, *sp']
+    # canonical position k holds the out dim out_spec[k]; put each back where out_spec says
+    perm = [0] * (nsp + 2)
+    for k, d in enumerate(out_spec):
+        perm[d] = k + 1
+    return jnp.transpose(out, [0] + perm)
+
+
+def seed_axis_size() -> int | None:
+    """The size of the seed group's named vmap axis :data:`SEED_AXIS`, None where none is bound."""
+    try:
+        return lax.axis_size(SEED_AXIS)
+    except NameError:  # no enclosing vmap with axis_name=SEED_AXIS
+        return None
+
+
+def seed_conv(lhs: Array, rhs: Array, window_strides: Sequence[int], padding, lhs_dilation=None, rhs_dilation=None,
+              dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1, precision=None,
+              preferred_element_type=None) -> Array:
+    """``lax.conv_general_dilated``, batched block-diagonally over the seeds of a seed group.
+
+    Same signature and, outside a ``jax.vmap(..., axis_name=SEED_AXIS)``, the very same
+    operation. Inside one (the seed group with ``conv_batching="blockdiag"``) each seed's
+    output is still ``conv(lhs, rhs)`` of its own operands (up to float rounding), computed as
+    ``psum_scatter(blockdiag_conv(all_gather(lhs), all_gather(rhs))) / S``: the gathered
+    operands and the block-diagonal result are not mapped over the seeds, so the
+    convolution and every convolution that ``jax.grad`` / ``jax.jvp`` derive from it is
+    one ungrouped convolution (the transpose of ``psum_scatter`` is ``all_gather``, and
+    ``psum_scatter`` of a value shared by the S seeds sums S copies, hence the ``/ S``).
+    Grouped convolutions (group counts > 1) keep JAX's batching.
+    """
+    s = seed_axis_size()
+    if s is None or feature_group_count != 1 or batch_group_count != 1:
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, batch_group_count, precision,
+                                        preferred_element_type)
+    out = blockdiag_conv(lax.all_gather(lhs, SEED_AXIS), lax.all_gather(rhs, SEED_AXIS), window_strides, padding,
+                         lhs_dilation, rhs_dilation, dimension_numbers, precision, preferred_element_type)
+    return lax.psum_scatter(out, SEED_AXIS, scatter_dimension=0) / s
+
+
 def make_conv(conv_impl: str, features: int, kernel_size, **kwargs) -> nn.Module:
-    """Returns ``PatchConv`` (``conv_impl="patches"``) or ``nn.Conv`` (``"lax"``).
+    """Returns ``PatchConv`` (``conv_impl="patches"``) or ``nn.Conv`` with :func:`seed_conv` (``"lax"``).
 
     Call inside a ``@nn.compact`` method; ``kwargs`` (strides, padding, use_bias, name,
     kernel_init, ...) are passed through. Both have identical parameter trees.
@@ -160,7 +251,7 @@ def make_conv(conv_impl: str, features: int, kernel_size, **kwargs) -> nn.Module
     if conv_impl == "patches":
         return PatchConv(features, kernel_size, **kwargs)
     if conv_impl == "lax":
-        return nn.Conv(features, kernel_size, **kwargs)
+        return nn.Conv(features, kernel_size, conv_general_dilated=seed_conv, **kwargs)
     raise ValueError(f"unknown conv_impl {conv_impl!r}; expected one of {CONV_IMPLS}")
 
 
