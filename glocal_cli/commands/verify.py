@@ -14,7 +14,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from glocal_cli import atomic, verify
+from glocal_cli import atomic, provenance, verify
 from glocal_cli.errors import UserError
 from glocal_cli.settings import parse_list
 
