@@ -1,4 +1,4 @@
-"""The paper-scale device job (scripts/gpu_paper.py) and its record (glocal_cli.report.paper_scale).
+"""The paper-scale device job (scripts/gpu/paper.py) and its record (glocal_cli.report.paper_scale).
 
 The job runs on a GPU only in some sessions; its `--dry-run` runs every part at a tiny T on
 the CPU here, so it cannot rot between them.
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("gpu_paper", ROOT / "scripts" / "gpu_paper.py")
+    spec = importlib.util.spec_from_file_location("gpu_paper", ROOT / "scripts" / "gpu" / "paper.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -103,7 +103,7 @@ def test_the_job_runs_the_pipelines_paper_profile_commands():
 @pytest.mark.parametrize("dry", [False, True])
 def test_every_command_of_the_job_parses_and_builds_its_config(dry):
     """`--check`: the device job's commands (and the dry run's) start, with no ignored-setting warning."""
-    args = [sys.executable, str(ROOT / "scripts" / "gpu_paper.py"), "--check", "--parts", "a,b,c,d"]
+    args = [sys.executable, str(ROOT / "scripts" / "gpu" / "paper.py"), "--check", "--parts", "a,b,c,d"]
     res = subprocess.run(args + (["--dry-run"] if dry else []), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
@@ -115,7 +115,7 @@ def test_every_command_of_the_job_parses_and_builds_its_config(dry):
 def test_dry_run_runs_every_part_on_the_cpu(tmp_path, shared_data):
     """Every part at T = 40 (params.yaml's quick profile): about 5 min on a free 2-core CPU."""
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_paper.py"), "--dry-run", "--parts", "a,b,c",
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu" / "paper.py"), "--dry-run", "--parts", "a,b,c",
                           "--data-dir", str(shared_data), "--out", str(out), "--budget", "3000"],
                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

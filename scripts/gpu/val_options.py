@@ -1,6 +1,6 @@
 """Cost and accuracy of the validation options (val_chunk, val_precision, val_grad) on LeNet / Fashion-MNIST.
 
-Usage: ``PYTHONPATH=. python scripts/val_options_cpu.py --data-dir ../shared/datasets [--snapshots 4]``
+Usage: ``PYTHONPATH=. python scripts/gpu/val_options.py --data-dir ../shared/datasets [--snapshots 4]``
 
 1. Trains LeNet (paper split: 54 000 train / 6 000 validation, batch 128, SGD with lr0 0.05,
    momentum 0.1, weight decay 1e-3) for ``--train-steps`` plain steps, then runs

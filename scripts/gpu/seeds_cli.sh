@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 13: `glocal train --seeds 0,1,2,3,4` on a GPU with conv_batching auto (blockdiag there) and grouped, and one
 # seed alone: steady window (metrics.json window_s) and test accuracy per seed.
-# Usage: scripts/gpu_seeds_cli.sh DATA_DIR OUT_DIR [STEPS] [METHODS]
+# Usage: scripts/gpu/seeds_cli.sh DATA_DIR OUT_DIR [STEPS] [METHODS]
 set -uo pipefail
 DATA=$1 OUT=$2 STEPS=${3:-2500} METHODS=${4:-"local glocal"}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD

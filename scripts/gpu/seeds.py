@@ -1,6 +1,6 @@
 """Issue 13, second GPU job: seeds in one program by convolution implementation, and the train loop's own overhead.
 
-Usage: PYTHONPATH=. python3 scripts/gpu_seeds.py DATA_DIR OUT_DIR
+Usage: PYTHONPATH=. python3 scripts/gpu/seeds.py DATA_DIR OUT_DIR
 """
 import json
 import sys

@@ -4,7 +4,7 @@
 #      Table 4, S = 1 and 5 seeds in one program, `glocal train` against the bench (T = 5 000 per method),
 #      and the validation-cost variants of glocal windows;
 #   2. two seeds in one program against two single runs on the GPU (same metrics to float tolerance).
-# Usage: scripts/gpu_bench.sh [DATA_DIR] [OUT_DIR]   (DATA_DIR: a folder with fashion_mnist/ original files)
+# Usage: scripts/gpu/bench.sh [DATA_DIR] [OUT_DIR]   (DATA_DIR: a folder with fashion_mnist/ original files)
 set -uo pipefail
 DATA_DIR=${1:-data/raw}
 OUT_DIR=${2:-results/gpu}
@@ -42,7 +42,7 @@ for method in ("local", "glocal"):
 json.dump(res, open(f"{out}/seeds_check.json", "w"), indent=1)
 EOF
 echo "== 3. validation options, sigma = 20 snapshots (times, h error, peak memory) =="
-time timeout ${VAL_TIMEOUT:-90} python3 scripts/val_options.py --data-dir "$DATA_DIR" --snapshots 20 > "$OUT_DIR/val_options.txt" 2>&1 \
+time timeout ${VAL_TIMEOUT:-90} python3 scripts/gpu/val_options.py --data-dir "$DATA_DIR" --snapshots 20 > "$OUT_DIR/val_options.txt" 2>&1 \
   || echo "val options FAILED or cut"
 tail -40 "$OUT_DIR/val_options.txt"
 ls -la "$OUT_DIR"

@@ -1,6 +1,6 @@
 """Issue 13: where the time of S vmapped seeds goes on a GPU (perfetto traces of none / local windows, S = 1 and 5).
 
-Usage: PYTHONPATH=. python3 scripts/gpu_seed_profile.py DATA_DIR OUT_DIR [CONV_BATCHING [METHODS]]
+Usage: PYTHONPATH=. python3 scripts/gpu/seed_profile.py DATA_DIR OUT_DIR [CONV_BATCHING [METHODS]]
 (CONV_BATCHING: grouped (default) | blockdiag; METHODS: comma-separated, default none,local)
 Writes OUT_DIR/trace_<method>_S<n>.json.gz (perfetto) and prints the wall time per window.
 """

@@ -5,7 +5,7 @@
 # hypergradient and the expected global: its mean over K = --expected-orders minibatch orders, default 4), and
 # the batch-size noise study (128/512/2048, 8 orders, window 20).
 #
-# Usage: scripts/verify_paper.sh [DATA_DIR] [OUT_DIR] [more `glocal verify` flags, which override the profile's]
+# Usage: scripts/gpu/verify_paper.sh [DATA_DIR] [OUT_DIR] [more `glocal verify` flags, which override the profile's]
 #
 # Cost: a checked window w costs (K + 1) runs with tangents from w to T = 400 windows of 50 steps, (K + 1) * 200
 # windows on average over windows spread evenly; the glocal run up to the last checked window is ~400 windows.
@@ -15,7 +15,7 @@
 #   per (seed, lr0)      ~ 35 s (glocal run) + N * 40 s, plus about a minute of compilation per lr0
 # so the full protocol (2 seeds x 16 windows x 2 lr0s) is ~45 min on an H200, and the reduced run that fits one
 # 9-minute command is
-#   scripts/verify_paper.sh DATA_DIR OUT_DIR --seeds 0 --windows-per-seed 4 --lr0s 0.001,0.1 --expected-orders 4
+#   scripts/gpu/verify_paper.sh DATA_DIR OUT_DIR --seeds 0 --windows-per-seed 4 --lr0s 0.001,0.1 --expected-orders 4
 # (~2 x (35 + 4 x 40) s + compilation ~ 7-8 min on an H200; an H100 is about 1.3x slower: use 3 windows).
 # verify.json / verify.md are rewritten after every checked window ("complete": false until the end), so a
 # run stopped by a time limit keeps the windows it finished. Days on a 2-core CPU; ALLOW_CPU=1 with a tiny

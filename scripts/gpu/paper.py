@@ -39,7 +39,7 @@ command is cut at the budget's end (its run folder keeps its checkpoint).
 
 On the device (bare machine, no network; the dataset files carried in the git-ignored .devdata/):
 
-    GLOCAL_GIT_COMMIT=<sha here> python3 scripts/gpu_paper.py --parts a --data-dir .devdata --out $OUT --budget 520
+    GLOCAL_GIT_COMMIT=<sha here> python3 scripts/gpu/paper.py --parts a --data-dir .devdata --out $OUT --budget 520
 
 Python packages missing there (see the device README) travel as wheels in .whl/: the script
 installs them into /tmp/site first. On a CPU, `--dry-run` runs every part at a tiny T (the
@@ -59,7 +59,7 @@ import tarfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATASET = "fashion_mnist"
 
 #: part -> [(name, seconds expected on an H200, argv after `glocal`)]; built by :func:`plan`.
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                              capture_output=True, text=True)
     _log(out, version.stdout + version.stderr)
     note = ("dry run: tiny T on the CPU, not a result" if args.dry_run else
-            f"scripts/gpu_paper.py --parts {args.parts}")
+            f"scripts/gpu/paper.py --parts {args.parts}")
     failures = 0
     for part, name, cmd in plan(parts, args.data_dir, runs, out, args.dry_run):
         left = args.budget - (time.monotonic() - t0)

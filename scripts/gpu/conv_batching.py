@@ -7,7 +7,7 @@ Writes OUT_DIR/conv_batching.json after every part (a cut job keeps what it meas
 (Issue 13 measured, with the registry rule that seed_conv replaced at 82e2d69, a third part: the σ recorded
 validations of one seed batched block-diagonally; slower than grouped, and seed_conv batches seeds only.)
 
-Usage: PYTHONPATH=. python3 scripts/gpu_conv_batching.py DATA_DIR OUT_DIR [WINDOWS] [quick] [seeds] [check]
+Usage: PYTHONPATH=. python3 scripts/gpu/conv_batching.py DATA_DIR OUT_DIR [WINDOWS] [quick] [seeds] [check]
 ("quick": the bench's small settings and S = 1, 2: a check of the script on a CPU; seeds / check: only
 those parts, default both)
 """
