@@ -160,7 +160,7 @@ def check_command(argv: List[str]) -> List[str]:
 
     Bad options or values raise as they would on the command line; for ``train`` the
     config is built (params file, profile and flags), so a job prepared for later
-    (``scripts/gpu_paper.py --check``) is known to start.
+    (``scripts/gpu/paper.py --check``) is known to start.
     """
     from typer.main import get_command
 

@@ -1,6 +1,6 @@
 """Paper-scale results as one JSON record and its table (``docs/paper_scale.json``, ``docs/paper_scale.md``).
 
-A device job (``scripts/gpu_paper.py``) or a long CPU run trains the evidence variants at
+A device job (``scripts/gpu/paper.py``) or a long CPU run trains the evidence variants at
 the paper's settings; :func:`collect` turns the run folders into one record::
 
     {"device": "NVIDIA H200", "date": "2026-12-01", "versions": {"jax": ..., "commit": ...},
