@@ -90,7 +90,7 @@ def test_cli_refuses_more_seed_devices_than_the_machine_has(tmp_path, capsys):
 
 
 def test_sharded_group_equals_one_device_on_2_and_4_devices(tmp_path):
-    """float64 quadratic, none / local / glocal: 4 seeds on 2 and 4 devices, 3 seeds on 2 (padded to 4) give the
+    """float64 quadratic, local and glocal: 4 seeds on 2 and 4 devices, 3 seeds on 2 (padded to 4) give the
     one-device program's states, validation losses and hypergradients to 1e-12; the state is split over the devices."""
     out = tmp_path / "runner.json"
     _multi_device("runner", str(out))
