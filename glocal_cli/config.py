@@ -75,6 +75,10 @@ class TrainConfig:
     conv_batching_max: int = setting(
         8, "blockdiag only: the most seeds batched block-diagonally (its kernel grows with the square)",
         panel=PERF_PANEL)
+    seed_devices: int = setting(
+        0, "devices the seeds of a group (--seeds) are split over, methods none / local / glocal; 0: every local "
+           "device of the default backend, 1: one device (one program); the seeds are padded with copies when they "
+           "do not split evenly (padding writes nothing)", panel=PERF_PANEL, methods=("none", "local", "glocal"))
     val_chunk: int = setting(
         0, "validation examples per chunk of the full-batch validation loss; 0: auto (1000)", panel=PERF_PANEL)
     val_precision: str = setting(
@@ -118,6 +122,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0: never), got {getattr(self, name)}")
         if self.conv_batching_max < 2:
             raise UserError(f"--conv-batching-max must be >= 2, got {self.conv_batching_max}")
+        if self.seed_devices < 0:
+            raise UserError(f"--seed-devices must be >= 0 (0: every local device), got {self.seed_devices}")
         if self.val_chunk < 0:
             raise UserError(f"--val-chunk must be >= 0 (0: auto), got {self.val_chunk}")
         if self.reweight_val < 1:
@@ -177,6 +183,20 @@ class TrainConfig:
         import jax
 
         return "blockdiag" if jax.default_backend() == "gpu" else "grouped"
+
+    def resolved_seed_devices(self) -> list:
+        """The devices a seed group is split over: the first ``seed_devices`` of ``jax.local_devices()`` (the
+        default backend's), or all of them (0).
+
+        A one-line :class:`UserError` when more are asked for than the machine has.
+        """
+        import jax
+
+        devices = jax.local_devices()
+        if self.seed_devices > len(devices):
+            raise UserError(f"--seed-devices {self.seed_devices}: this machine has {len(devices)} "
+                            f"{jax.default_backend()} device(s); use at most {len(devices)} (0: all)")
+        return devices[: self.seed_devices or len(devices)]
 
     def resolved_val_chunk(self) -> int:
         """Examples per chunk of the validation loss: ``val_chunk``, or auto (0): ``EVAL_CHUNK`` (1000).

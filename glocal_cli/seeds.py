@@ -25,6 +25,20 @@ One seed (``S = 1``) runs the unbatched functions (the axis is dropped inside
 the jitted call and restored), so a single run is exactly what it was alone.
 A seed whose window is non-finite keeps its φ and outer state (as
 :meth:`HPORunner.run_window` does); the caller records it as diverged.
+
+Seeds across devices (none / local / glocal): given several ``devices``, the seed
+axis is split over a one-axis :class:`jax.sharding.Mesh` (axis ``"seeds"``): every
+``[S, ...]`` array is placed with ``NamedSharding(mesh, PartitionSpec("seeds"))``
+and the window runs under :func:`jax.shard_map`, so each device advances its own
+block of seeds with the one-device program of that block (no communication
+between devices). :func:`seed_layout` chooses how many devices and whether to
+pad: each device gets ``k = ceil(S / min(D, S))`` seeds (the fewest any layout
+can give it), on as few devices as that needs; when ``S`` is not a multiple of
+``k`` the last device's block is filled with copies of the last seed. Padding
+seeds cost compute only on a device that would otherwise wait; they appear in no
+record a caller reads per seed (:meth:`SeedGroupRunner.slice` ``s < n_seeds``,
+``estimates``) and write nothing. One device (the default) is the program above,
+unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from glocal_cli.estimators import Estimate
 from glocal_cli.hpo import HPOConfig, HPORunner, HPOState, InnerProblem, outer_update
@@ -45,6 +60,23 @@ from glocal_cli.models.conv import SEED_AXIS
 FUSED_METHODS = ("none", "local", "glocal")  # vmapped over seeds; global / sgld run seed after seed
 CONV_BATCHINGS = ("grouped", "blockdiag")  # how the seeds' convolutions (conv_impl="lax") are batched
 DEFAULT_CONV_BATCHING_MAX = 8  # the most seeds batched block-diagonally (the kernel grows with the square)
+MESH_AXIS = "seeds"  # the device-mesh axis the seed axis is split over
+
+
+def seed_layout(n_seeds: int, n_devices: int) -> tuple:
+    """``(devices used, padded seed count)`` of ``n_seeds`` seeds on at most ``n_devices`` devices.
+
+    Each device gets ``k = ceil(S / min(D, S))`` seeds, the fewest possible (the
+    window's time is that of ``k`` seeds on one device), on ``ceil(S / k)`` devices,
+    the fewest that give ``k``; the seed axis is padded to ``k`` times that. E.g.
+    ``(4, 4) -> (4, 4)``, ``(3, 4) -> (3, 3)``, ``(3, 2) -> (2, 4)``, ``(5, 4) -> (3, 6)``,
+    ``(6, 4) -> (3, 6)``, ``(S, 1) -> (1, S)``.
+    """
+    if n_seeds < 1 or n_devices < 1:
+        raise ValueError(f"need at least one seed and one device, got {n_seeds} seeds and {n_devices} devices")
+    per_device = -(-n_seeds // min(n_devices, n_seeds))
+    used = -(-n_seeds // per_device)
+    return used, used * per_device
 
 
 def stack_trees(trees: Sequence[Any]):
@@ -62,23 +94,46 @@ def stack_states(states: Sequence[HPOState], outer_step: int) -> HPOState:
     return HPOState(*(stack_trees([getattr(st, k) for st in states]) for k in ("inner", "phi", "outer")), outer_step)
 
 
-def over_seeds(fn: Callable, n_seeds: int, axis_name: Optional[str] = None) -> Callable:
+def _batched(fn: Callable, n_seeds: int, axis_name: Optional[str] = None) -> Callable:
+    """``vmap(fn, axis_name=axis_name)`` over a leading axis of ``n_seeds``; for one seed ``fn`` itself
+    (axis dropped and restored, no axis named)."""
+    if n_seeds > 1:
+        return jax.vmap(fn, axis_name=axis_name)
+
+    def one(*args):
+        out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+
+    return one
+
+
+def over_seeds(fn: Callable, n_seeds: int, mesh: Optional[Mesh] = None, axis_name: Optional[str] = None) -> Callable:
     """``jit(vmap(fn, axis_name=axis_name))`` over a leading seed axis of every argument and output.
 
     For ``n_seeds == 1`` the unbatched ``fn`` runs inside the jitted call (the
     axis is removed from the inputs and restored on the outputs, no axis is named),
     so a single seed computes exactly what ``jit(fn)`` computes.
     ``axis_name=models.conv.SEED_AXIS`` makes the models' ``seed_conv`` batch the
-    seeds' convolutions block-diagonally.
+    seeds' convolutions block-diagonally (within each device's block of seeds).
+
+    ``mesh``: a one-axis mesh (axis :data:`MESH_AXIS`) of D devices, ``n_seeds`` a
+    multiple of D. Every argument and output is split along its seed axis
+    (``NamedSharding(mesh, PartitionSpec("seeds"))``; host arrays are transferred
+    so) and each device runs the function above on its ``n_seeds / D`` seeds
+    (:func:`jax.shard_map`: no communication between devices).
     """
-    if n_seeds > 1:
-        return jax.jit(jax.vmap(fn, axis_name=axis_name))
-
-    def one(*args):
-        out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
-        return jax.tree_util.tree_map(lambda x: x[None], out)
-
-    return jax.jit(one)
+    if mesh is None:
+        return jax.jit(_batched(fn, n_seeds, axis_name))
+    n_dev = mesh.devices.size
+    if n_seeds % n_dev:
+        raise ValueError(f"{n_seeds} seeds do not split evenly over {n_dev} devices (pad them: seed_layout)")
+    spec = PartitionSpec(MESH_AXIS)
+    # check_vma off: the blocks never communicate, and a scan carry started from constants
+    # (zeros) would otherwise have to be marked as varying over the mesh axis by hand.
+    body = jax.shard_map(_batched(fn, n_seeds // n_dev, axis_name), mesh=mesh, in_specs=spec, out_specs=spec,
+                         check_vma=False)
+    sharding = NamedSharding(mesh, spec)
+    return jax.jit(body, in_shardings=sharding, out_shardings=sharding)
 
 
 class GroupStep(NamedTuple):
@@ -165,7 +220,15 @@ class SeedGroupRunner:
         with a block-diagonal kernel: the vmap over seeds is named
         ``models.conv.SEED_AXIS``; ``glocal train`` chooses it on a GPU; 2.35×
         instead of 3.5× one seed's window for five LeNet seeds on an H200).
-      conv_batching_max: "blockdiag" only for at most this many seeds, else grouped.
+      conv_batching_max: "blockdiag" only for at most this many seeds per device, else grouped.
+      devices: the devices the seed axis is split over (none / local / glocal;
+        :func:`seed_layout` says how many are used and whether the seeds are
+        padded); None or one device: the default device, today's one program.
+        ``glocal train`` passes ``--seed-devices`` (default: every local device).
+
+    With several devices the stacked state and the window's arrays have a leading
+    axis of ``n_padded`` (>= ``n_seeds``): rows ``n_seeds ..`` are padding (copies of
+    the last seed), for the caller to ignore.
 
     Example::
 
@@ -176,7 +239,7 @@ class SeedGroupRunner:
     """
 
     def __init__(self, problems: Sequence[InnerProblem], cfgs: Sequence[HPOConfig], conv_batching: str = "grouped",
-                 conv_batching_max: int = DEFAULT_CONV_BATCHING_MAX):
+                 conv_batching_max: int = DEFAULT_CONV_BATCHING_MAX, devices: Optional[Sequence[Any]] = None):
         if not problems or len(problems) != len(cfgs):
             raise ValueError(f"need one config per problem, got {len(problems)} problems and {len(cfgs)} configs")
         if conv_batching not in CONV_BATCHINGS:
@@ -197,22 +260,59 @@ class SeedGroupRunner:
         self.tx = self.runners[0].tx
         self.estimator = self.runners[0].estimator
         self.fused = self.cfg.method in FUSED_METHODS
-        self.data = stack_trees([p.data for p in problems]) if self.fused and problems[0].data is not None else None
-        blockdiag = conv_batching == "blockdiag" and self.n_seeds <= conv_batching_max
+        n_dev, self.n_padded = seed_layout(self.n_seeds, len(devices)) if devices and self.fused else (1, self.n_seeds)
+        #: the seed mesh (None: one device, no sharding); seeds are padded to n_padded with copies of the last
+        self.mesh = Mesh(np.asarray(list(devices)[:n_dev]), (MESH_AXIS,)) if n_dev > 1 else None
+        self.sharding = None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec(MESH_AXIS))
+        self._pad = np.minimum(np.arange(self.n_padded), self.n_seeds - 1)  # padded row -> seed it copies
+        per_device = self.n_padded // n_dev
+        blockdiag = conv_batching == "blockdiag" and 1 < per_device <= conv_batching_max
         self.seed_axis = SEED_AXIS if blockdiag else None  # named: seed_conv batches block-diagonally
+        self.data = None
+        if self.fused and problems[0].data is not None:
+            self.data = self.place(stack_trees([p.data for p in problems]))
         self._window = self._update = None
+
+    @property
+    def n_devices(self) -> int:
+        """Devices the seed axis is split over (1: the default device only)."""
+        return 1 if self.mesh is None else int(self.mesh.devices.size)
+
+    def place(self, tree):
+        """A pytree of ``[S, ...]`` (or already ``[n_padded, ...]``) arrays padded and split over the seed mesh.
+
+        The identity without a mesh; a no-op for arrays already placed.
+        """
+        if self.mesh is None:
+            return tree
+
+        def pad(x):
+            x = x if isinstance(x, jax.Array) else np.asarray(x)
+            if x.shape[0] == self.n_padded:
+                return x
+            if x.shape[0] != self.n_seeds:
+                raise ValueError(f"leading axis {x.shape[0]}, expected {self.n_seeds} seeds")
+            return x[self._pad]
+
+        return jax.device_put(jax.tree_util.tree_map(pad, tree), self.sharding)
 
     def _compiled(self, q: int):
         if self._window is None:
             fn = fused_window(self.problems[0], self.cfg, self.tx, q)
-            self._window = over_seeds(fn, self.n_seeds, self.seed_axis)
+            self._window = over_seeds(fn, self.n_padded, self.mesh, self.seed_axis)
             update = lambda phi, outer, h, ok: outer_update(self.tx, phi, outer, h, ok)  # noqa: E731
-            self._update = over_seeds(update, self.n_seeds)
+            self._update = over_seeds(update, self.n_padded, self.mesh)
         return self._window, self._update
 
     def init(self, phi0s: Sequence[Any]) -> HPOState:
-        """Stacked :class:`HPOState` (leaves ``[S, ...]``) at the start, from one ``phi0 [q]`` per seed."""
-        return stack_states([r.init(p) for r, p in zip(self.runners, phi0s)], 0)
+        """Stacked :class:`HPOState` (leaves ``[S, ...]``; ``[n_padded, ...]`` on several devices) from one ``phi0 [q]`` per seed."""
+        return self.placed(stack_states([r.init(p) for r, p in zip(self.runners, phi0s)], 0))
+
+    def placed(self, gs: HPOState) -> HPOState:
+        """``gs`` (e.g. restacked from checkpoints, leaves ``[S, ...]``) padded and split over the seed mesh (:meth:`place`)."""
+        if self.mesh is None:
+            return gs
+        return HPOState(*self.place((gs.inner, gs.phi, gs.outer)), gs.outer_step)
 
     def done(self, gs: HPOState) -> bool:
         return self.runners[0].done(gs)
@@ -225,8 +325,9 @@ class SeedGroupRunner:
         return HPOState(seed_slice(gs.inner, s), seed_slice(gs.phi, s), seed_slice(gs.outer, s), gs.outer_step)
 
     def batches(self, start: int, n: int) -> np.ndarray:
-        """``[S, n, ...]`` minibatches of every seed for inner steps ``start .. start + n - 1``."""
-        return np.stack([np.asarray(p.batches(start, n)) for p in self.problems])
+        """``[S, n, ...]`` minibatches of every seed for inner steps ``start .. start + n - 1`` (``[n_padded, ...]`` padded)."""
+        b = np.stack([np.asarray(p.batches(start, n)) for p in self.problems])
+        return b if self.n_padded == self.n_seeds else b[self._pad]
 
     def run_window(self, gs: HPOState, on_chunk: Optional[Callable[[int], None]] = None):
         """Advance every seed by one outer step. Returns ``(new state, GroupWindow)``.
@@ -237,6 +338,7 @@ class SeedGroupRunner:
         cfg = self.cfg
         if not self.fused:
             return self._sequential(gs, on_chunk)
+        gs = self.placed(gs)
         q = gs.phi.shape[-1]
         window, update = self._compiled(q)
         start = gs.outer_step * cfg.tau
@@ -247,8 +349,10 @@ class SeedGroupRunner:
             h_all = np.asarray(h_all, np.float64)
             estimates = [self.estimator(h_all[s], cfg.steps - start - cfg.tau) for s in range(self.n_seeds)]
             used = np.stack([np.asarray(e.value, np.float64) for e in estimates])  # [S, q], recorded as is
+            if self.n_padded > self.n_seeds:  # padding seeds take their seed's estimate (never recorded)
+                used = used[self._pad]
             grad = jnp.asarray(np.where(finite[:, None], used, 0.0), gs.phi.dtype)
-            phi, outer = update(gs.phi, gs.outer, grad, jnp.asarray(finite))
+            phi, outer = update(gs.phi, gs.outer, *self.place((grad, jnp.asarray(finite))))
             rec = rec._replace(phi_next=phi, hypergrad_used=used)
         if on_chunk is not None:
             on_chunk(cfg.tau)

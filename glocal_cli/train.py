@@ -6,7 +6,8 @@ Outputs in the run directory (all written atomically):
   task's health check fails, e.g. a meta MLP whose weights all fell to ~0), final test / validation
   accuracy and loss, wall, compile and training time, the mean steady window time
   (``window_s``: after the compiling window, host work included), DMD fallbacks, final
-  hyperparameters, the seeds trained in the same program (``seeds_in_program``), the config;
+  hyperparameters, the seeds trained in the same program (``seeds_in_program``) and the
+  devices they were split over (``seed_devices``), the config;
 * ``history.csv``: one row a window (outer step): φ and the hyperparameter
   values, local and used hypergradient, validation loss, test accuracy every
   ``eval_every`` windows; for glocal the estimator's diagnostics (estimator,
@@ -505,7 +506,8 @@ def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional
         runs.append(SeedRun(c, splits, build_task(c, splits)))
     cfg = cfgs[0]
     runner = SeedGroupRunner([r.task.problem for r in runs], [c.resolved_hpo() for c in cfgs],
-                             cfgs[0].resolved_conv_batching(), cfgs[0].conv_batching_max)
+                             cfgs[0].resolved_conv_batching(), cfgs[0].conv_batching_max,
+                             devices=cfg.resolved_seed_devices())
     hpo_cfg = runner.cfg
     gs, seconds_before = _resume(runs, runner, runner.init([r.task.phi0 for r in runs]), progress)
 
@@ -601,6 +603,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, comp
         "dmd_fallback_reasons": {x: fallbacks.count(x) for x in sorted(set(fallbacks))},
         "hyperparams": r.task.hyperparams(np.asarray(hs.phi)) if final_ok else {},
         "seeds_in_program": seeds,
+        "seed_devices": runner.n_devices,
         "device": jax.devices()[0].device_kind,
         "config": r.cfg.to_dict(),
         "provenance": provenance.collect(),

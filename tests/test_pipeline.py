@@ -83,8 +83,10 @@ def _parsed_stages(repo: Path) -> dict:
 
 def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_path):
     """DVC's parser: no seed axis in the matrices; each setting's command trains all seeds with
-    --seeds, --out holds {seed} (the per-seed run folders keep their names) and the stage's
-    output is the --seeds-summary file. A YAML list in params.yaml would be refused by DVC."""
+    --seeds, --out is <setting>/seed{seed} and --seeds-summary <setting>/seeds.json, and the stage's
+    one output is the setting's folder, cached (it travels with queued experiments and dvc push) and
+    persistent (a killed run's checkpoints survive for the resume). A YAML list in params.yaml would be
+    refused by DVC."""
     pytest.importorskip("dvc.repo")
     _dvc()
     repo = _copy_repo(tmp_path)
@@ -114,13 +116,17 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
             assert argv[argv.index("--seeds") + 1] == seeds, st.cmd
             out = argv[argv.index("--out") + 1]
             summary = argv[argv.index("--seeds-summary") + 1]
-            assert out.startswith(f"data/runs/{family}/") and out.endswith("-seed{seed}"), out
-            assert summary == out[: -len("-seed{seed}")] + "-seeds.json", (out, summary)
-            assert [o.def_path for o in st.outs] == [summary] and not st.outs[0].use_cache
+            assert out.startswith(f"data/runs/{family}/") and out.endswith("/seed{seed}"), out
+            setting = out[: -len("/seed{seed}")]
+            assert summary == setting + "/seeds.json", (out, summary)
+            assert [o.def_path for o in st.outs] == [setting] and st.outs[0].use_cache and st.outs[0].persist
             declared = st.params[0].params  # a change of the seeds re-runs the stage
             assert any(key == k or key.startswith(k + ".") for k in declared), (name, declared)
     cmd = stages["train@fashion_mnist-glocal-0.001"].cmd.split()
-    assert cmd[cmd.index("--out") + 1].replace("{seed}", "5") == "data/runs/lenet/fashion_mnist-lr0.001-glocal-seed5"
+    assert cmd[cmd.index("--out") + 1].replace("{seed}", "5") == "data/runs/lenet/fashion_mnist-lr0.001-glocal/seed5"
+    for name in ("global", "ablation@4-2"):  # single-seed stages: the run folder, cached and persistent
+        out = stages[name].cmd.split()[stages[name].cmd.split().index("--out") + 1]
+        assert [o.def_path for o in stages[name].outs] == [out] and stages[name].outs[0].persist
     assert stages["report"].deps[0].def_path == "data/runs/lenet"  # the report reads every seed folder below
 
     # Why grid.seeds is a string: DVC 3 does not interpolate a list into a command.
@@ -160,13 +166,13 @@ def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):
     runs = repo / "data" / "runs" / "lenet"
     for m in METHODS:
         for seed in (0, 1):
-            metrics = json.loads((runs / f"fashion_mnist-lr0.001-{m}-seed{seed}" / "metrics.json").read_text())
+            metrics = json.loads((runs / f"fashion_mnist-lr0.001-{m}" / f"seed{seed}" / "metrics.json").read_text())
             assert metrics["status"] == "complete" and metrics["config"]["seed"] == seed
             assert metrics["seeds_in_program"] == [0, 1]
-        summary = json.loads((runs / f"fashion_mnist-lr0.001-{m}-seeds.json").read_text())
+        summary = json.loads((runs / f"fashion_mnist-lr0.001-{m}" / "seeds.json").read_text())
         assert summary["seeds"] == [0, 1] and [r["status"] for r in summary["runs"]] == ["complete"] * 2
-        assert summary["runs"][1]["run_dir"] == f"data/runs/lenet/fashion_mnist-lr0.001-{m}-seed1"
-    assert (runs / "fashion_mnist-lr0.001-glocal-seed1" / "dmd.npz").is_file()
+        assert summary["runs"][1]["run_dir"] == f"data/runs/lenet/fashion_mnist-lr0.001-{m}/seed1"
+    assert (runs / "fashion_mnist-lr0.001-glocal" / "seed1" / "dmd.npz").is_file()
 
     results = repo / "results"
     summary = json.loads((results / "summary.json").read_text())
@@ -224,13 +230,13 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     res = _run([dvc, "repro"], repo, env, timeout=1800)
     assert "not run: cifar10 not found in" in " ".join(res.stdout.split())
     assert "warning:" not in res.stdout + res.stderr  # the grid passes no setting its method ignores
-    for rel in ("data/runs/cifar/cifar10-lr0.01-local-seed0", "data/runs/reweight/cifar10-lt50-local-seed0"):
+    for rel in ("data/runs/cifar/cifar10-lr0.01-local/seed0", "data/runs/reweight/cifar10-lt50-local/seed0"):
         metrics = json.loads((repo / rel / "metrics.json").read_text())
         assert metrics["status"] == "not run" and "put cifar-10-python.tar.gz there" in metrics["failure"]
     assert "not run" in (repo / "results" / "tables" / "table3_imbalanced.md").read_text()
     assert "not run" in (repo / "results" / "tables" / "accuracy_cifar.md").read_text()
     assert json.loads((repo / "results" / "metrics.json").read_text())["not_run"] == 2
-    assert json.loads((repo / "data" / "runs" / "lenet" / "fashion_mnist-lr0.001-none-seed0" / "metrics.json")
+    assert json.loads((repo / "data" / "runs" / "lenet" / "fashion_mnist-lr0.001-none" / "seed0" / "metrics.json")
                       .read_text())["status"] == "complete"
     assert "changed" not in _run([dvc, "status"], repo, env).stdout
 
@@ -239,3 +245,62 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     stale = json.loads(_run([dvc, "status", "--json"], repo, env).stdout)
     assert "download@cifar10" in stale
     assert not any(name.startswith(("train@", "ablation", "global")) for name in stale), stale
+
+
+@pytest.mark.slow  # two training stages and two downloads in DVC's queue: minutes on a 2-core CPU
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_dvc_queue_with_two_workers_keeps_every_cell(tmp_path, shared_data):
+    """Two grid cells queued as experiments (`dvc exp run --queue`) and run by two workers (`dvc queue start -j 2`),
+    each in its own copy under .dvc/tmp/exps: both succeed, and each cell's folder (every seed's metrics.json and
+    seeds.json) comes back from the cache (`dvc get . <folder> --rev <experiment>`). The default relative data.source (../shared/datasets) does not
+    resolve in those copies: an experiment queued without an absolute one fails, naming the missing folder."""
+    import time
+
+    dvc = _dvc()
+    repo = _copy_repo(tmp_path)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "datasets").symlink_to(shared_data)  # ../shared/datasets beside the repository, as here
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["data"]["source"] == "../shared/datasets"
+    params["data"]["datasets"] = ["fashion_mnist"]
+    params["grid"].update(seeds="0,1", methods=["none", "local"])
+    params["grid"]["lenet"].update(datasets=["fashion_mnist"], lr0s=[0.001])
+    params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = _git_commit_env(repo)
+
+    source = str((repo / params["data"]["source"]).resolve())
+    cells = {m: f"train@fashion_mnist-{m}-0.001" for m in ("none", "local")}
+    for m, stage in cells.items():
+        _run([dvc, "exp", "run", "--queue", "-n", f"cell-{m}", "-S", f"data.source={source}", stage], repo, env)
+    _run([dvc, "exp", "run", "--queue", "-n", "relative", cells["none"]], repo, env)
+    try:
+        started = _run([dvc, "queue", "start", "-j", "2"], repo, env)
+        assert "Started '2' new experiments task queue workers" in started.stdout, started.stdout
+        deadline = time.monotonic() + 1800
+        while True:
+            status = _run([dvc, "queue", "status"], repo, env).stdout
+            if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+    finally:
+        subprocess.run([dvc, "queue", "stop", "--kill"], cwd=repo, env=env, capture_output=True, timeout=120)
+    rows = {line.split()[1]: line.split()[-1] for line in status.splitlines() if line.split()[1:2] in
+            (["cell-none"], ["cell-local"], ["relative"])}
+    assert rows == {"cell-none": "Success", "cell-local": "Success", "relative": "Failed"}, status
+    log = " ".join(_run([dvc, "queue", "logs", "relative"], repo, env).stdout.split())
+    assert "shared/datasets" in log and ".dvc/tmp/exps" in log, log[-2000:]
+
+    refs = _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout.split()
+    for m in cells:  # each experiment's cell folder, from the cache (docs/scale_out.md gathers cells this way)
+        rel = f"data/runs/lenet/fashion_mnist-lr0.001-{m}"
+        ref = next(r for r in refs if r.endswith(f"/cell-{m}"))
+        _run([dvc, "get", ".", rel, "--rev", ref, "-o", rel], repo, env)
+        cell = repo / rel
+        for seed in (0, 1):
+            metrics = json.loads((cell / f"seed{seed}" / "metrics.json").read_text())
+            assert metrics["status"] == "complete" and metrics["seeds_in_program"] == [0, 1]
+            assert metrics["config"]["method"] == m and (cell / f"seed{seed}" / "history.csv").is_file()
+        summary = json.loads((cell / "seeds.json").read_text())
+        assert [r["status"] for r in summary["runs"]] == ["complete", "complete"]

@@ -47,6 +47,7 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
             raise UserError(f"--seeds-summary {seeds_summary}: is a folder; give a file name, e.g. runs/setting-seeds.json")
         check_output_dir(Path(seeds_summary).parent, "--seeds-summary")
     check_data_dir(cfg)
+    cfg.resolved_seed_devices()  # a one-line error when --seed-devices exceeds the machine's devices
     for c in cfgs:
         check_not_locked(c.run_dir())
     h = cfg.hpo

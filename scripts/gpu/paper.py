@@ -6,7 +6,7 @@ Every training part runs the pipeline's own paper-profile command, the line that
 
     glocal train --params params.yaml --missing-ok --task optimizer --model lenet --dataset fashion_mnist
       --lr0 LR0 --seeds 0,1,2,3,4 -P paper --method METHOD [--estimator E] --data-dir DATA
-      --out RUNS/evidence/fashion_mnist-lrLR0-VARIANT-seed{seed} --seeds-summary RUNS/evidence/...-seeds.json
+      --out RUNS/evidence/fashion_mnist-lrLR0-VARIANT/seed{seed} --seeds-summary RUNS/evidence/.../seeds.json
 
 (Fashion-MNIST, LeNet, T = 20 000, τ 50, σ 20, m 10, batch 128, 10 % validation; params.yaml's
 `profiles.paper`). After each command the results so far are written to OUT, so a time-out
@@ -81,8 +81,8 @@ def train_argv(variant: str, lr0: float, seeds: str, data: str, runs: Path, dry:
             "--dataset", DATASET, "--lr0", f"{lr0:g}", "--seeds", seeds, "-P", "quick" if dry else "paper", "--method", method]
     if estimator is not None:
         argv += ["--estimator", estimator]
-    argv += ["--data-dir", data, "--out", str(runs / "evidence" / f"{name}-seed{{seed}}"),
-             "--seeds-summary", str(runs / "evidence" / f"{name}-seeds.json")]
+    argv += ["--data-dir", data, "--out", str(runs / "evidence" / name / "seed{seed}"),
+             "--seeds-summary", str(runs / "evidence" / name / "seeds.json")]
     return argv
 
 
@@ -136,7 +136,7 @@ def save_results(runs: Path, out: Path, device: str, note: str) -> None:
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         for p in sorted(runs.rglob("*")):
             if p.is_file() and (p.name in ("metrics.json", "history.csv", "dmd.npz", "verify.json", "verify.md")
-                                or p.name.endswith("-seeds.json")):
+                                or p.name.endswith("seeds.json")):
                 tar.add(p, arcname=str(p.relative_to(runs.parent)))
     for name in ("verify.json", "verify.md"):
         src = runs.parent / "verify" / name
