@@ -53,6 +53,7 @@ def _variant(g: Group) -> Dict[str, list]:
         "dmd_fallbacks": [r.metrics.get("dmd_fallbacks") for r in runs],
         "outer_steps": [r.metrics.get("outer_steps") for r in runs],
         "seeds_in_program": [r.metrics.get("seeds_in_program") for r in runs],
+        "commit": [(r.metrics.get("provenance") or {}).get("commit") for r in runs],
     }
 
 
@@ -88,7 +89,7 @@ def collect(runs_dir: str | Path, device: Optional[str] = None, date: Optional[s
     for g in group_runs(runs).values():
         by_lr.setdefault(g.lr0, []).append(g)
     lrs = sorted(by_lr, key=lambda lr: (abs(lr - MAIN_LR0) > 1e-12, lr))
-    prov = runs[0].metrics.get("provenance") or {}
+    prov = next((r.metrics["provenance"] for r in runs if r.metrics.get("provenance")), {})
     record = {
         "device": device or prov.get("device_kind") or runs[0].metrics.get("device"),
         "date": date or datetime.date.today().isoformat(),
@@ -140,7 +141,9 @@ def _entry_markdown(entry: dict) -> str:
 def markdown(record: dict) -> str:
     """The record as Markdown: a header naming the device, date and versions, then a table per learning rate."""
     v = record.get("versions") or {}
-    lines = [f"Device: {record.get('device')}; date: {record.get('date')}; jax {v.get('jax')}, jaxlib {v.get('jaxlib')}, "
+    s = record.get("settings") or {}
+    lines = [f"# {s.get('dataset')} at T = {s.get('steps')}: {', '.join(record.get('variants', {}))} "
+             f"({record.get('device')})", "", f"Device: {record.get('device')}; date: {record.get('date')}; jax {v.get('jax')}, jaxlib {v.get('jaxlib')}, "
              f"flax {v.get('flax')}, optax {v.get('optax')}; commit {str(v.get('commit'))[:12]}"
              + (" (dirty)" if v.get("dirty") else "") + ".", ""]
     if record.get("note"):
@@ -149,3 +152,26 @@ def markdown(record: dict) -> str:
     for other in record.get("other_lr0s", []):
         lines += ["", _entry_markdown(other)]
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m glocal_cli.report.paper_scale RUNS OUT.json [--device D] [--note N]``: the record and OUT.md."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="paper-scale record (JSON) and table (Markdown) from run folders")
+    ap.add_argument("runs", help="folder of run folders (searched recursively for metrics.json)")
+    ap.add_argument("out", help="the JSON file to write; the table goes beside it as .md")
+    ap.add_argument("--device", default=None, help="what ran them (default: the runs' provenance)")
+    ap.add_argument("--note", default="", help="a sentence on how they were run")
+    args = ap.parse_args(argv)
+    record = collect(args.runs, device=args.device, note=args.note)
+    out = Path(args.out)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(record) + "\n")
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
