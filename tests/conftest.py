@@ -36,6 +36,23 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def run_cli(capsys):
+    """``run_cli(args) -> (exit code, stdout, non-blank stderr lines)`` of ``glocal ARGS`` in this process."""
+    from glocal_cli import cli
+
+    def run(args):
+        try:
+            cli.main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        out = capsys.readouterr()
+        return code, out.out, [ln for ln in out.err.splitlines() if ln.strip()]
+
+    return run
+
+
+@pytest.fixture
 def network_ok(monkeypatch):
     """The download sources count as reachable (tfds mock-data tests run offline)."""
     from glocal_cli.data import network

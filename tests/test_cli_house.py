@@ -22,18 +22,10 @@ from glocal_cli.params import given_in_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _main(args, capsys):
-    try:
-        cli.main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, [ln for ln in out.err.splitlines() if ln.strip()]
 
 
-def test_a_typo_in_a_choice_lists_the_allowed_values(capsys):
-    code, _, err = _main(["train", "--method", "glocl"], capsys)
+def test_a_typo_in_a_choice_lists_the_allowed_values(run_cli):
+    code, _, err = run_cli(["train", "--method", "glocl"])
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: ") and "'glocl' is not one of" in err[0]
     for method in ("none", "local", "glocal", "global", "sgld"):
@@ -62,8 +54,8 @@ def test_choices_are_validated_once_in_the_config():
     assert from_mapping({"dataset": "FMNIST"}).dataset == "fashion_mnist"  # aliases, any case
 
 
-def test_train_help_reads_in_panels(capsys):
-    code, out, _ = _main(["train", "--help"], capsys)
+def test_train_help_reads_in_panels(run_cli):
+    code, out, _ = run_cli(["train", "--help"])
     assert code == 0
     panels = [p for p in cli.PANELS if f"─ {p} ─" in out]
     assert panels == [p for p in cli.PANELS if p != "Inner optimizer" or "Inner optimizer" in out]
@@ -72,8 +64,8 @@ def test_train_help_reads_in_panels(capsys):
     assert out.index("─ Glocal / DMD ─") < out.index("--sigma") < out.index("─ SGLD ─")
 
 
-def test_version_prints_versions_device_and_commit(capsys):
-    code, out, err = _main(["--version"], capsys)
+def test_version_prints_versions_device_and_commit(run_cli):
+    code, out, err = run_cli(["--version"])
     assert code == 0 and not err
     assert out.startswith("glocal ")
     for key in ("python", "jax", "jaxlib", "flax", "optax", "numpy", "backend", "device_kind", "commit", "dirty"):
@@ -107,9 +99,8 @@ def test_provenance_outside_a_checkout(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- settings the run ignores
 
 
-def test_an_explicit_flag_the_method_ignores_warns_and_the_run_goes_on(capsys, tmp_path):
-    code, _, err = _main(["train", "--method", "local", "--estimator", "glocal-robust", "--data-dir", str(tmp_path / "x")],
-                         capsys)
+def test_an_explicit_flag_the_method_ignores_warns_and_the_run_goes_on(run_cli, tmp_path):
+    code, _, err = run_cli(["train", "--method", "local", "--estimator", "glocal-robust", "--data-dir", str(tmp_path / "x")])
     assert code == 2  # the missing data folder stops it later, after the warning
     warnings = [ln for ln in err if ln.startswith("warning:")]
     assert warnings == ["warning: --estimator is read by --method glocal only; this run (--method local) ignores it"]

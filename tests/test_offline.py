@@ -17,21 +17,13 @@ def _no_dns(*args, **kwargs):
     raise socket.gaierror(-2, "Name or service not known")
 
 
-def _main(args, capsys):
-    try:
-        cli.main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, [ln for ln in out.err.splitlines() if ln.strip()]
 
 
-def test_offline_download_is_one_line_exit_2_within_seconds(tmp_path, monkeypatch, capsys):
+def test_offline_download_is_one_line_exit_2_within_seconds(tmp_path, monkeypatch, run_cli):
     monkeypatch.setattr(socket, "create_connection", _no_dns)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     t0 = time.perf_counter()
-    code, out, err = _main(["download", "fmnist", "--out", str(tmp_path / "raw")], capsys)
+    code, out, err = run_cli(["download", "fmnist", "--out", str(tmp_path / "raw")])
     assert time.perf_counter() - t0 < 15
     assert code == 2 and len(err) == 1, err
     line = err[0]
