@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from glocal_cli import cli
 from glocal_cli.data import network, prepare
 from glocal_cli.data.registry import DATASETS, get_spec
 from glocal_cli.errors import UserError
