@@ -140,6 +140,22 @@ def comparable_config(cfg_dict: dict) -> dict:
     return d
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """``saved`` with the settings it lacks (added since it was written) at their defaults, nested sections too.
+
+    A setting introduced after a checkpoint was written did not exist for that run,
+    so the run had its default behaviour; the checkpoint stays usable when the new
+    setting is left at its default, and is rejected when it is not.
+    """
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -219,6 +235,7 @@ def load_checkpoint(run_dir: Path, cfg: TrainConfig, template: HPOState) -> Opti
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointRejected(f"{path} is corrupt ({type(e).__name__}: {str(e)[:80]})") from None
     current = comparable_config(cfg.to_dict())
+    saved_cfg = _with_defaults(saved_cfg, type(cfg)().to_dict())
     differ = sorted(k for k in set(current) | set(saved_cfg) if current.get(k) != saved_cfg.get(k))
     if differ:
         raise CheckpointRejected(f"{path} was written by another config (differs in: {', '.join(differ)})")

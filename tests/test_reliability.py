@@ -114,6 +114,17 @@ def test_checkpoint_of_another_config_names_the_keys(tmp_path):
         load_checkpoint(tmp_path, _cfg(tmp_path, lr0=0.5, steps=40000), _template())
 
 
+def test_checkpoint_from_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    """A setting added after the checkpoint was written: the run resumes when it is at its default, not otherwise."""
+    save_checkpoint(tmp_path, _advanced(1), _cfg(tmp_path), _rows(1), [], [], 1.0)
+    man = json.loads((tmp_path / CHECKPOINT).read_text())
+    del man["config"]["seed_devices"]  # as written before --seed-devices existed
+    (tmp_path / CHECKPOINT).write_text(json.dumps(man))
+    assert load_checkpoint(tmp_path, _cfg(tmp_path), _template())["hpo_state"].outer_step == 1
+    with pytest.raises(CheckpointRejected, match=r"differs in: seed_devices\)"):
+        load_checkpoint(tmp_path, _cfg(tmp_path, seed_devices=1), _template())
+
+
 def _corrupt(kind, run: Path, marker: Path):
     man = json.loads((run / CHECKPOINT).read_text())
     npz = run / man["arrays"]
