@@ -109,7 +109,10 @@ def _setting_options() -> list:
         help_text = f"{f.metadata['help']} (default {shown})".replace("[", r"\[")
         opt = typer.Option(None, settings.flag(name), help=help_text, rich_help_panel=panel,
                            case_sensitive=name != "dataset")
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[kind]))
+        # a choice stays a bare Literal: Optional[...] is cached by typing with Literal's order-blind equality, so
+        # two settings with the same values in another order (--mode, --val-grad) would list one order for both
+        annotation = kind if choices else Optional[kind]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
     for name, (kind, opt) in TRAIN_COMMAND_ONLY.items():
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind))
     order = {p: i for i, p in enumerate(PANELS)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -14,8 +15,6 @@ from glocal_cli.errors import UserError
 
 def _no_dns(*args, **kwargs):
     raise socket.gaierror(-2, "Name or service not known")
-
-
 
 
 def test_offline_download_is_one_line_exit_2_within_seconds(tmp_path, monkeypatch, run_cli):
@@ -33,12 +32,18 @@ def test_offline_download_is_one_line_exit_2_within_seconds(tmp_path, monkeypatc
 
 
 def test_a_resolver_that_hangs_is_cut_at_the_timeout(monkeypatch):
-    def hang(*args, **kwargs):
-        time.sleep(30)
+    release = threading.Event()
+
+    def hang(*args, **kwargs):  # the probe's daemon thread ends when the test does, with an OSError as a real one
+        release.wait(30)
+        raise OSError("released")
 
     monkeypatch.setattr(socket, "create_connection", hang)
     t0 = time.perf_counter()
-    reason = network.unreachable(["https://example.org/a", "https://example.org/b"], timeout=0.5)
+    try:
+        reason = network.unreachable(["https://example.org/a", "https://example.org/b"], timeout=0.5)
+    finally:
+        release.set()
     assert time.perf_counter() - t0 < 3
     assert reason == "example.org: no answer within 0.5 s"
 

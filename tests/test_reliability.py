@@ -415,8 +415,11 @@ def test_dvc_yaml_declares_source_dependency_and_small_metrics():
     for name in ("train", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight"):
         # all seeds of a setting in one command, one run folder each; the stage declares the group's summary
         assert "seed" not in dvc[name]["matrix"] and "item.seed" not in dvc[name]["cmd"]
-        assert "--seeds ${grid." in dvc[name]["cmd"] and "-seed{seed} --seeds-summary" in dvc[name]["cmd"]
-        assert [next(iter(o)) for o in dvc[name]["outs"]][0].endswith("-seeds.json")
+        assert "--seeds ${grid." in dvc[name]["cmd"] and "/seed{seed} --seeds-summary" in dvc[name]["cmd"]
+        # the setting's folder (seed<k>/ runs and seeds.json), one output DVC keeps between runs (resume)
+        out = dvc[name]["outs"][0]
+        folder = next(iter(out))
+        assert dvc[name]["cmd"].endswith(f"--seeds-summary {folder}/seeds.json") and out[folder]["persist"] is True
     metrics = [m for st in dvc.values() for m in (st.get("do") or st).get("metrics", [])]
     assert [next(iter(m)) if isinstance(m, dict) else m for m in metrics] == ["results/metrics.json"]
     assert {"data/runs/cifar", "data/runs/reweight"} <= set(dvc["report"]["deps"])
