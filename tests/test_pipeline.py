@@ -70,6 +70,7 @@ SEED_GROUPS = {
     "train_reweight": ("grid.seeds", "reweight"),
     "train_lt": ("grid.seeds", "lt"),
     "train_lt_wd": ("grid.seeds", "lt_wd"),
+    "baselines": ("grid.baselines.seeds", "baselines"),
 }
 
 
@@ -91,6 +92,7 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["grid"]["seeds"] == "0,1,2" and params["grid"]["evidence"]["seeds"] == "0,1,2,3,4"
+    assert params["grid"]["baselines"]["seeds"] == "0,1,2,3,4"
     params["grid"]["seeds"] = "3,5"  # what `dvc exp run -S "grid.seeds='3,5'"` writes
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stages = _parsed_stages(repo)
@@ -103,6 +105,7 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
         "train_reweight": len(grid["reweight"]["settings"]) * len(grid["reweight"]["methods"]),
         "train_lt": len(grid["lt"]["datasets"]) * len(grid["lt"]["factors"]) * len(grid["lt"]["methods"]),
         "train_lt_wd": len(grid["lt_wd"]["methods"]),
+        "baselines": len(grid["baselines"]["variants"]),
     }
     for name, (key, family) in SEED_GROUPS.items():
         group = [st for addr, st in stages.items() if addr.split("@")[0] == name]
@@ -122,6 +125,8 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
     cmd = stages["train@fashion_mnist-glocal-0.001"].cmd.split()
     assert cmd[cmd.index("--out") + 1].replace("{seed}", "5") == "data/runs/lenet/fashion_mnist-lr0.001-glocal-seed5"
     assert stages["report"].deps[0].def_path == "data/runs/lenet"  # the report reads every seed folder below
+    # the baselines (hours on a CPU) are a separate target: `dvc repro report` does not run them
+    assert not any(d.def_path.startswith("data/runs/baselines") for d in stages["report"].deps)
 
     # Why grid.seeds is a string: DVC 3 does not interpolate a list into a command.
     params["grid"]["seeds"] = [0, 1, 2]
@@ -212,6 +217,8 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     params["grid"]["evidence"].update(seeds="0", variants=params["grid"]["evidence"]["variants"][:3], steps=40)
     params["grid"]["lt"].update(datasets=["fashion_mnist"], factors=[50], methods=["none"])
     params["grid"]["lt_wd"].update(methods=["local"])
+    params["grid"]["baselines"].update(seeds="0", steps=40, variants=[
+        v for v in params["grid"]["baselines"]["variants"] if v["name"] in ("none", "prodigy")])
     params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)
     params["profiles"]["lt_quick"].update(steps=40)
     params["verify"]["profile"] = "quick"
