@@ -24,7 +24,7 @@ from glocal_cli.inner_optim import baseline_optimizer, eval_params, hypergradien
 from glocal_cli.report import build_report
 from glocal_cli.report.baselines import select_by_validation
 from glocal_cli.report.collect import Group, Run
-from glocal_cli.train import CHECKPOINT, run_seeds, run_training, seed_configs
+from glocal_cli.train import CHECKPOINT, run_seeds, seed_configs
 
 LR0, MOM, WD, T = 0.05, 0.3, 1e-3, 12
 

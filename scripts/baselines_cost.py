@@ -1,0 +1,77 @@
+"""Cost of the baselines variants in inner-step equivalents, timed round-robin in one process (issue 19).
+
+The table's cost column (`glocal report`, glocal_cli/report/baselines.py) comes from each
+run's steady window time, measured hours apart on a shared CPU. This script is the
+cross-check: every variant of params.yaml `grid.baselines` (one per method / inner
+optimizer / schedule; lr0 does not change the work) is built through the product's code
+(`load_splits`, `build_task`, `SeedGroupRunner`, the seeds in one program), compiled, and
+then timed one window at a time in round-robin order, so that load from other processes
+hits every variant alike. Reported: the median window per variant, and its cost in inner
+steps of `none` (median window / none's median window × τ, times the run's windows).
+
+Usage: PYTHONPATH=. python scripts/baselines_cost.py DATA_DIR [ROUNDS] [SEEDS] > cost.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import jax
+import yaml
+
+from glocal_cli.config import from_mapping
+from glocal_cli.seeds import SeedGroupRunner
+from glocal_cli.tasks import build_task
+from glocal_cli.train import load_splits
+
+
+def main(data_dir: str, rounds: int = 3, seeds: str = "0,1,2,3,4") -> dict:
+    grid = yaml.safe_load(open("params.yaml"))["grid"]["baselines"]
+    train = yaml.safe_load(open("params.yaml"))["train"]
+    seeds_ = [int(s) for s in seeds.split(",")]
+    variants = {}
+    for v in grid["variants"]:
+        variants.setdefault(v["name"], v)
+    runners = {}
+    for name, v in variants.items():
+        base = dict(train, dataset=grid["dataset"], lr0=v["lr0"], method=v["method"], inner_optimizer=v["inner_optimizer"],
+                    schedule=v["schedule"], steps=grid["steps"], tau=grid["tau"], sigma=grid["sigma"], m=grid["m"],
+                    batch_size=grid["batch_size"], val_fraction=grid["val_fraction"], data_dir=data_dir)
+        cfgs = [from_mapping(dict(base, seed=s)) for s in seeds_]
+        datasets: dict = {}
+        tasks = [build_task(c, load_splits(c, datasets)) for c in cfgs]
+        runner = SeedGroupRunner([t.problem for t in tasks], [c.resolved_hpo() for c in cfgs])
+        gs = runner.init([t.phi0 for t in tasks])
+        t0 = time.perf_counter()
+        gs, _ = runner.run_window(gs)
+        jax.block_until_ready(gs)
+        print(f"{name}: compiled and ran one window in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        runners[name] = [runner, gs, []]
+    for r in range(rounds):
+        for name, entry in runners.items():
+            runner, gs, times = entry
+            t0 = time.perf_counter()
+            gs, _ = runner.run_window(gs)
+            jax.block_until_ready(gs)
+            times.append(time.perf_counter() - t0)
+            entry[1] = gs
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    windows = grid["steps"] // grid["tau"]
+    step_s = statistics.median(runners["none"][2]) / grid["tau"]
+    out = {"device": jax.devices()[0].device_kind, "seeds": seeds_, "rounds": rounds, "tau": grid["tau"],
+           "windows": windows, "none_step_s": step_s, "variants": {}}
+    for name, (_, _, times) in runners.items():
+        med = statistics.median(times)
+        out["variants"][name] = {"window_s": times, "median_window_s": med,
+                                 "cost_inner_steps": med * windows / step_s}
+    return out
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if not args:
+        sys.exit(__doc__)
+    print(json.dumps(main(args[0], *(int(args[1]),) if len(args) > 1 else (), *args[2:3]), indent=1))
