@@ -9,20 +9,22 @@ then timed one window at a time in round-robin order, so that load from other pr
 hits every variant alike. Reported: the median window per variant, and its cost in inner
 steps of `none` (median window / none's median window × τ, times the run's windows).
 
-Usage: PYTHONPATH=. python scripts/baselines_cost.py DATA_DIR [ROUNDS] [SEEDS] > cost.json
-(SEEDS default "0": every variant stays in memory, about 0.4 GB each with one seed, 2 GB with five.)
+Usage: PYTHONPATH=. python scripts/baselines_cost.py DATA_DIR OUT_JSON [ROUNDS] [SEEDS]
+(dvc.yaml stage ``baselines_cost`` writes data/runs/baselines/cost.json, which `glocal report` reads;
+SEEDS default "0": every variant stays in memory, about 0.4 GB each with one seed, 2 GB with five.)
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import jax
 import yaml
 
+from glocal_cli import atomic
 from glocal_cli.config import from_mapping
 from glocal_cli.seeds import SeedGroupRunner
 from glocal_cli.tasks import build_task
@@ -33,15 +35,16 @@ def main(data_dir: str, rounds: int = 3, seeds: str = "0") -> dict:
     grid = yaml.safe_load(open("params.yaml"))["grid"]["baselines"]
     train = yaml.safe_load(open("params.yaml"))["train"]
     seeds_ = [int(s) for s in seeds.split(",")]
-    variants = {}
-    for v in grid["variants"]:
-        variants.setdefault(v["name"], v)
+    rounds = max(1, min(rounds, grid["steps"] // grid["tau"] - 1))  # windows of one run: the compiling one + rounds
     runners = {}
-    for name, v in variants.items():
+    for v in grid["variants"]:
         base = dict(train, dataset=grid["dataset"], lr0=v["lr0"], method=v["method"], inner_optimizer=v["inner_optimizer"],
                     schedule=v["schedule"], steps=grid["steps"], tau=grid["tau"], sigma=grid["sigma"], m=grid["m"],
                     batch_size=grid["batch_size"], val_fraction=grid["val_fraction"], data_dir=data_dir)
         cfgs = [from_mapping(dict(base, seed=s)) for s in seeds_]
+        name = cfgs[0].variant  # the report's label: none, local, glocal, prodigy, sgd-cosine, ...
+        if name in runners:  # another lr0 of a grid: the same work per window
+            continue
         datasets: dict = {}
         tasks = [build_task(c, load_splits(c, datasets)) for c in cfgs]
         runner = SeedGroupRunner([t.problem for t in tasks], [c.resolved_hpo() for c in cfgs])
@@ -67,12 +70,14 @@ def main(data_dir: str, rounds: int = 3, seeds: str = "0") -> dict:
     for name, (_, _, times) in runners.items():
         med = statistics.median(times)
         out["variants"][name] = {"window_s": times, "median_window_s": med,
-                                 "cost_inner_steps": med * windows / step_s}
+                                 "inner_steps_per_window": med / step_s, "cost_inner_steps": med * windows / step_s}
     return out
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if not args:
+    if len(args) < 2:
         sys.exit(__doc__)
-    print(json.dumps(main(args[0], *(int(args[1]),) if len(args) > 1 else (), *args[2:3]), indent=1))
+    result = main(args[0], *(int(args[2]),) if len(args) > 2 else (), *args[3:4])
+    Path(args[1]).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(Path(args[1]), result)

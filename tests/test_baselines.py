@@ -376,15 +376,22 @@ def test_report_writes_the_baselines_table(tmp_path):
         _fake_run(tmp_path, "sgd-cosine", seed, 0.01, 0.6, 0.75, window_s=2.0)
         _fake_run(tmp_path, "sgd-cosine", seed, 0.1, 0.45, 0.84 + 0.01 * seed, window_s=2.0)
         _fake_run(tmp_path, "sgd-cosine", seed, 0.3, 0.50, 0.90, window_s=2.0)
+    timing = {"rounds": 2, "seeds": [0], "device": "cpu", "variants": {
+        "none": {"inner_steps_per_window": 20.0}, "glocal": {"inner_steps_per_window": 50.0},
+        "prodigy": {"inner_steps_per_window": 21.0}, "sgd-cosine": {"inner_steps_per_window": 20.0}}}
+    (tmp_path / "runs" / "baselines" / "cost.json").write_text(json.dumps(timing))
     report = build_report(tmp_path / "runs", tmp_path / "results")
     text = (tmp_path / "results" / "tables" / "baselines.md").read_text()
     lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
     assert "0.8500 ± 0.0082 (n=3)" in lines["sgd-cosine, tuned: best of lr0 ∈ {0.01, 0.1, 0.3} by validation loss"]
     s = report.summary
     base = "baselines/fashion_mnist"
-    assert s[f"{base}/none/cost_inner_steps"] == pytest.approx(600)
-    assert s[f"{base}/glocal/cost_inner_steps"] == pytest.approx(1800)
-    assert s[f"{base}/sgd-cosine (tuned)/cost_inner_steps"] == pytest.approx(3 * 600)  # the whole grid
+    assert s[f"{base}/none/cost_inner_steps_from_runs"] == pytest.approx(600)
+    assert s[f"{base}/glocal/cost_inner_steps_from_runs"] == pytest.approx(1800)
+    assert s[f"{base}/sgd-cosine (tuned)/cost_inner_steps_from_runs"] == pytest.approx(3 * 600)  # the whole grid
+    assert s[f"{base}/glocal/cost_inner_steps"] == pytest.approx(50 * 30)  # timed: per window × 30 windows
+    assert s[f"{base}/prodigy/cost_inner_steps"] == pytest.approx(21 * 30)
+    assert s[f"{base}/sgd-cosine (tuned)/cost_inner_steps"] == pytest.approx(3 * 600)
     assert s[f"{base}/sgd-cosine (tuned)/wall_s"] == pytest.approx(3 * 20.0)
     assert s[f"{base}/prodigy/diff_vs_glocal_mean"] == pytest.approx((0.10 + 0.11 + 0.09) / 3)
     assert s[f"{base}/prodigy/diff_vs_glocal_se"] == pytest.approx(np.std([0.10, 0.11, 0.09], ddof=1) / np.sqrt(3))

@@ -6,18 +6,26 @@ at several initial learning rates (``sgd-cosine``) is a *tuning grid*: per seed,
 run with the lowest final **validation** loss is kept (:func:`select_by_validation`;
 the test set is never looked at), and the row's cost is the whole grid's.
 
-Cost in inner-step equivalents (measured, not assumed): a run's steady window time
-(``metrics.json`` ``window_s``: the mean window after the compiling one, host work
-included) times its windows, divided by one inner step of the ``none`` row (the
-paper's SGD at a fixed lr0: its ``window_s`` / τ), all seeds of a program together in
-both. ``none`` costs T by construction; a local window (q tangents through τ steps and
-a validation gradient) or a glocal one (σ validation gradients) costs what it measured.
+Cost in inner-step equivalents (measured, not assumed), in units of one inner step of
+the ``none`` row (the paper's SGD at a fixed lr0), so that ``none`` costs T:
+
+* ``cost`` (when ``<runs>/baselines/cost.json`` exists, written by
+  ``scripts/baselines_cost.py``, dvc stage ``baselines_cost``): every variant's window
+  timed round-robin in one process (load from other processes hits all alike); a run
+  costs ``inner_steps_per_window × windows it ran``;
+* ``cost from the runs``: each run's own steady window time (``metrics.json``
+  ``window_s``, the mean window after the compiling one, host work included) × its
+  windows / (the ``none`` run's ``window_s`` / τ). The runs of a table are hours apart on
+  a shared CPU, so this one moves with the load; it is shown beside the first.
+
+A local window (q tangents through τ steps and a validation gradient) or a glocal one
+(σ validation gradients) costs what it measured, not one step per step.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -86,20 +94,36 @@ def _cost(runs: Sequence[Run], step_s: float) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def _timed_cost(runs: Sequence[Run], per_window: float) -> float:
+    """Mean over ``runs`` of ``per_window`` (inner-step equivalents of one window, timed) × windows run."""
+    vals = [per_window * r.value("outer_steps") for r in runs]
+    vals = [v for v in vals if math.isfinite(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
 def _wall(runs: Sequence[Run]) -> float:
     vals = [r.value("wall_s") for r in runs if math.isfinite(r.value("wall_s"))]
     return float(np.mean(vals)) if vals else math.nan
 
 
 class Row:
-    """One row: the seeds' runs (for a grid: the ones chosen) and the cost of producing them."""
+    """One row: the seeds' runs (for a grid: the ones chosen) and the cost of producing them.
 
-    def __init__(self, label: str, group: Group, wall: float, cost: float, grid: Sequence[Group] = ()):
-        self.label, self.group, self.wall, self.cost, self.grid = label, group, wall, cost, list(grid)
+    ``cost``: timed round-robin (NaN without a cost file); ``run_cost``: from the runs' own windows.
+    """
+
+    def __init__(self, label: str, group: Group, wall: float, cost: float, run_cost: float, grid: Sequence[Group] = ()):
+        self.label, self.group, self.wall, self.cost, self.run_cost = label, group, wall, cost, run_cost
+        self.grid = list(grid)
 
 
-def rows(groups: Sequence[Group]) -> List[Row]:
-    """The table's rows from the baselines groups of one dataset (a variant at several lr0s is a grid)."""
+def rows(groups: Sequence[Group], timing: Optional[dict] = None) -> List[Row]:
+    """The table's rows from the baselines groups of one dataset (a variant at several lr0s is a grid).
+
+    ``timing``: the content of ``cost.json`` (``{"variants": {label: {"inner_steps_per_window": x}}}``), or None.
+    """
+    per_window = {k: float(v.get("inner_steps_per_window", math.nan))
+                  for k, v in ((timing or {}).get("variants") or {}).items()}
     by_variant: Dict[str, List[Group]] = {}
     for g in groups:
         by_variant.setdefault(g.method, []).append(g)
@@ -108,15 +132,18 @@ def rows(groups: Sequence[Group]) -> List[Row]:
     out = []
     for v in order:
         gs = sorted(by_variant[v], key=lambda g: g.lr0)
+        pw = per_window.get(v, math.nan)
         if len(gs) == 1:
             g = gs[0]
-            out.append(Row(f"{v} (lr0 {g.lr0:g})" if _uses_lr0(g) else v, g, _wall(g.runs), _cost(g.runs, step_s)))
+            out.append(Row(f"{v} (lr0 {g.lr0:g})" if _uses_lr0(g) else v, g, _wall(g.runs), _timed_cost(g.runs, pw),
+                           _cost(g.runs, step_s)))
             continue
         chosen = select_by_validation(gs)
         tuned = Group(gs[0].family, gs[0].dataset, math.nan, f"{v} (tuned)", (), list(chosen.values()))
         lrs = ", ".join(f"{g.lr0:g}" for g in gs)
         out.append(Row(f"{v}, tuned: best of lr0 ∈ {{{lrs}}} by validation loss", tuned,
-                       sum(_wall(g.runs) for g in gs), sum(_cost(g.runs, step_s) for g in gs), gs))
+                       sum(_wall(g.runs) for g in gs), sum(_timed_cost(g.runs, pw) for g in gs),
+                       sum(_cost(g.runs, step_s) for g in gs), gs))
     return out
 
 
@@ -127,16 +154,17 @@ def _uses_lr0(g: Group) -> bool:
                                                                           "dog")
 
 
-def baselines_table(groups: Sequence[Group]) -> Tuple[str, Dict[str, float]]:
+def baselines_table(groups: Sequence[Group], timing: Optional[dict] = None) -> Tuple[str, Dict[str, float]]:
     """Markdown of the "What should I use?" table and its numbers (``{variant}/...`` keys).
 
     Columns: test accuracy mean ± std over seeds; the paired difference against ``glocal``
     (same seeds) with its standard error; runs that diverged; mean wall seconds of the
-    program (a grid: summed); cost in inner-step equivalents (see the module docstring).
+    program (a grid: summed); cost in inner-step equivalents, timed round-robin (``timing``, the
+    content of ``cost.json``) and from the runs' own windows (see the module docstring).
     A second table lists a grid's learning rates, their validation loss and how often each
     was chosen.
     """
-    table_rows = rows(groups)
+    table_rows = rows(groups, timing)
     ref = next((r.group for r in table_rows if r.group.method == "glocal"), None)
     numbers: Dict[str, float] = {}
     lines = []
@@ -153,14 +181,16 @@ def baselines_table(groups: Sequence[Group]) -> Tuple[str, Dict[str, float]]:
         fails = sum(r.status != "complete" for gg in (row.grid or [g]) for r in gg.runs)
         name = g.method.replace(" (tuned)", "")
         lines.append([row.label, DESCRIPTIONS.get(name, ""), fmt_stat(mean, std, n, 4), diff, str(fails),
-                      fmt(row.wall, 0), fmt(row.cost, 0)])
+                      fmt(row.wall, 0), fmt(row.cost, 0), fmt(row.run_cost, 0)])
         numbers[f"{g.method}/test_accuracy_mean"] = mean
         numbers[f"{g.method}/test_accuracy_std"] = std
         numbers[f"{g.method}/n"] = n
         numbers[f"{g.method}/wall_s"] = row.wall
         numbers[f"{g.method}/cost_inner_steps"] = row.cost
+        numbers[f"{g.method}/cost_inner_steps_from_runs"] = row.run_cost
     text = markdown(["variant", "what", "test accuracy, mean ± std", "minus glocal, paired mean ± SE",
-                     "runs not complete", "wall s", "cost (inner-step equivalents)"], lines)
+                     "runs not complete", "wall s", "cost, timed (inner-step equivalents)",
+                     "cost from the runs' windows"], lines)
     for row in table_rows:
         if not row.grid:
             continue
