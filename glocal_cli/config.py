@@ -35,10 +35,15 @@ SGLD_LEARNABLE = ("weight_decay",)  # hyperparameters inside the training loss (
 MNIST_OUTER_LR, CIFAR_OUTER_LR = 0.1, 0.01  # the paper's outer Adam learning rates (Sec. 4)
 DATASET_CHOICES = tuple(DATASETS) + tuple(ALIASES)  # names and aliases (canonical_name maps them)
 REWEIGHT_ONLY = ("reweight",)
-HYPER_PANEL, DATA_PANEL, OUTPUT_PANEL = "Hyperparameters", "Data", "Output"
+HYPER_PANEL, DATA_PANEL, OUTPUT_PANEL, INNER_PANEL = "Hyperparameters", "Data", "Output", "Inner optimizer"
 EVAL_CHUNK = 1000  # examples per chunk of a full-batch evaluation (validation loss, test accuracy)
 VAL_PRECISIONS = ("float32", "bfloat16")  # of the full-batch validation loss (the meta criterion)
 REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
+# glocal_cli.inner_optim.INNER_OPTIMIZERS / SCHEDULES / SCHEDULED (kept here so that config does not import JAX)
+INNER_OPTIMIZERS = ("learnable_sgd", "sgd", "adam", "hd", "prodigy", "dadapt_adamw", "schedule_free_sgd",
+                    "mechanize_sgd", "dog")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULED = ("sgd", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,18 @@ class TrainConfig:
     learn: tuple = setting(LEARNABLE, "learned hyperparameters (optimizer task), e.g. lr,momentum,weight_decay",
                            panel=HYPER_PANEL, tasks=("optimizer",))
     val_fraction: float = setting(0.1, "held-out validation fraction", panel=DATA_PANEL, tasks=("optimizer",))
+    inner_optimizer: str = setting(
+        "learnable_sgd", "the inner optimizer: learnable_sgd (the paper's SGD; the only one local / glocal / global / "
+                         "sgld tune) | sgd | adam | hd (Baydin's hypergradient descent) | prodigy | dadapt_adamw | "
+                         "schedule_free_sgd | mechanize_sgd | dog (optax / optax.contrib, method none; docs/baselines.md)",
+        choices=INNER_OPTIMIZERS, panel=INNER_PANEL, methods=("none",), tasks=("optimizer",))
+    schedule: str = setting(
+        "constant", "learning-rate schedule of --inner-optimizer sgd | adam over the T steps: constant | cosine "
+                    "(to 0 at T) | warmup_cosine (linear warmup over 5 % of T, then cosine)",
+        choices=SCHEDULES, panel=INNER_PANEL, methods=("none",), tasks=("optimizer",))
+    hd_beta: float = setting(
+        1e-3, "--inner-optimizer hd: hypergradient learning rate beta of the learning rate (Baydin et al. 2018)",
+        panel=INNER_PANEL, methods=("none",), tasks=("optimizer",))
     imbalance_factor: float = setting(50.0, "reweight task: long-tail factor of the training set, > 1",
                                       panel=DATA_PANEL, tasks=REWEIGHT_ONLY)
     reweight_val: int = setting(1000, "reweight task: balanced validation examples taken from the training set",
@@ -115,6 +132,7 @@ class TrainConfig:
                     f"--method sgld cannot learn {','.join(bad)}: the Langevin target exp(-L_T/T0) does not depend on "
                     "the SGD step size or momentum, so their hypergradient is zero; use --learn weight_decay"
                 )
+        self._check_inner_optimizer()
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         for name in ("eval_every", "checkpoint_every"):
@@ -132,6 +150,19 @@ class TrainConfig:
             raise UserError(f"--imbalance-factor must be a finite number > 1, got {self.imbalance_factor}")
         if not self.data_dir:
             raise UserError("--data-dir must not be empty")
+
+    def _check_inner_optimizer(self) -> None:
+        """A fixed inner optimizer only with method none on the optimizer task; a schedule only for sgd / adam."""
+        name = self.inner_optimizer
+        if name != "learnable_sgd" and (self.hpo.method != "none" or self.task != "optimizer"):
+            raise UserError(
+                f"--inner-optimizer {name} needs --method none and --task optimizer (got --method {self.hpo.method}, "
+                f"--task {self.task}); the hypergradient methods tune the paper's learnable_sgd")
+        if self.schedule != "constant" and name not in SCHEDULED:
+            raise UserError(f"--schedule {self.schedule} applies to --inner-optimizer {' | '.join(SCHEDULED)}, "
+                            f"not {name}")
+        if not (math.isfinite(self.hd_beta) and self.hd_beta >= 0):
+            raise UserError(f"--hd-beta must be a finite number >= 0, got {self.hd_beta}")
 
     @property
     def seed(self) -> int:
@@ -216,7 +247,7 @@ class TrainConfig:
 
         ``glocal`` (default estimator), ``glocal-strict``, ``glocal-mean``, ``glocal-local``, ...
         """
-        return variant_name(self.hpo.method, self.hpo.estimator)
+        return variant_name(self.hpo.method, self.hpo.estimator, self.inner_optimizer, self.schedule)
 
     def run_dir(self) -> Path:
         """Where outputs go."""
@@ -229,8 +260,13 @@ class TrainConfig:
         return settings.to_flat(self)
 
 
-def variant_name(method: str, estimator: str = "glocal") -> str:
-    """``method`` unless it is glocal with a non-default estimator: then the estimator (prefixed ``glocal-``)."""
+def variant_name(method: str, estimator: str = "glocal", inner_optimizer: str = "learnable_sgd",
+                 schedule: str = "constant") -> str:
+    """``method``, except: glocal with a non-default estimator is the estimator (prefixed ``glocal-``);
+    none with a fixed inner optimizer is that optimizer, with its schedule unless constant
+    (``prodigy``, ``sgd-cosine``, ``adam-warmup_cosine``)."""
+    if method == "none" and inner_optimizer != "learnable_sgd":
+        return inner_optimizer if schedule == "constant" else f"{inner_optimizer}-{schedule}"
     if method != "glocal" or estimator == "glocal":
         return method
     return estimator if estimator.startswith("glocal") else f"glocal-{estimator}"

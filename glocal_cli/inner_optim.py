@@ -154,3 +154,134 @@ def hyperparams_from_phi(
         return optimizer.update(grads, state._replace(hyperparams=hp), params, **extra)
 
     return LearnableOptimizer(optax.GradientTransformationExtraArgs(init, update), names, hyperparams)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixed inner optimizers (method ``none``): what a practitioner would pick instead of tuning φ.
+
+#: ``TrainConfig.inner_optimizer`` choices. ``learnable_sgd`` is the paper's SGD (the only one the
+#: hypergradient methods tune); the others train with method ``none`` (docs/baselines.md).
+INNER_OPTIMIZERS = ("learnable_sgd", "sgd", "adam", "hd", "prodigy", "dadapt_adamw", "schedule_free_sgd",
+                    "mechanize_sgd", "dog")
+#: ``TrainConfig.schedule`` choices: the learning-rate schedule of ``sgd`` and ``adam`` over the T steps.
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULED = ("sgd", "adam")  # the inner optimizers whose learning rate (lr0) follows ``schedule``
+WARMUP_FRACTION = 0.05  # warmup_cosine: linear warmup from 0 over this fraction of T, then cosine to 0
+
+
+def lr_schedule(name: str, lr0: float, steps: int) -> optax.Schedule:
+    """The learning rate at inner step ``k`` (``0 <= k < steps``): ``name`` from :data:`SCHEDULES`.
+
+    * ``constant``: ``lr0``;
+    * ``cosine``: ``lr0 · ½ (1 + cos(π k / T))`` (``optax.cosine_decay_schedule``, to 0 at T);
+    * ``warmup_cosine``: linear from 0 to ``lr0`` over ``max(1, round(0.05 T))`` steps, then
+      cosine to 0 at T (``optax.warmup_cosine_decay_schedule``).
+    """
+    if name == "constant":
+        return optax.constant_schedule(lr0)
+    if name == "cosine":
+        return optax.cosine_decay_schedule(lr0, steps)
+    if name == "warmup_cosine":
+        warmup = max(1, int(round(WARMUP_FRACTION * steps)))
+        return optax.warmup_cosine_decay_schedule(0.0, lr0, warmup, steps)
+    raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+class HypergradientDescentState(NamedTuple):
+    """State of :func:`hypergradient_descent`.
+
+    Attributes:
+      learning_rate: ``[]`` the adapted learning rate ``α_t``.
+      trace: the direction of the last update ``v_{t-1}`` (the momentum buffer; like ``params``).
+    """
+
+    learning_rate: jnp.ndarray
+    trace: optax.Updates
+
+
+def hypergradient_descent(learning_rate: float, hypergrad_lr: float,
+                          momentum: float = 0.0) -> optax.GradientTransformation:
+    """Hypergradient descent on the learning rate (Baydin et al., ICLR 2018, SGD-HD).
+
+    With ``g_t`` the incoming gradient and ``v_{t-1}`` the previous direction
+    (``v_0 = 0``), one update is::
+
+        h_t = ∂f(θ_t)/∂α = −g_t · v_{t-1}          (θ_t = θ_{t-1} − α v_{t-1}: one step back)
+        α_t = α_{t-1} − β h_t                      (plain SGD on α, β = hypergrad_lr)
+        v_t = g_t + μ v_{t-1}                      (heavy-ball momentum μ; μ = 0: Baydin's SGD-HD)
+        u_t = −α_t v_t
+
+    ``h_t`` is the one-step hypergradient of the *training* loss, from the gradient the
+    step computes anyway: one dot product per step. ``μ = 0`` is the paper's Algorithm
+    (SGD-HD, ``α_t = α_{t-1} + β g_t·g_{t-1}``); with ``μ > 0`` it is the same one-step
+    rule applied to the momentum direction. α is not clipped (as in the paper).
+
+    Args:
+      learning_rate: ``α_0``.
+      hypergrad_lr: ``β``, the learning rate of α.
+      momentum: ``μ``.
+    """
+
+    def init(params):
+        dtype = optax.tree.dtype(params, "lowest")
+        return HypergradientDescentState(jnp.asarray(learning_rate, dtype), optax.tree.zeros_like(params))
+
+    def update(updates, state, params=None):
+        del params
+        h = -optax.tree.vdot(updates, state.trace)
+        alpha = (state.learning_rate - hypergrad_lr * h).astype(state.learning_rate.dtype)
+        trace = jax.tree_util.tree_map(lambda g, v: g + momentum * v, updates, state.trace)
+        return optax.tree.scale(-alpha, trace), HypergradientDescentState(alpha, trace)
+
+    return optax.GradientTransformation(init, update)
+
+
+def baseline_optimizer(name: str, *, lr0: float, momentum: float, weight_decay: float, steps: int,
+                       schedule: str = "constant", hd_beta: float = 1e-3) -> optax.GradientTransformation:
+    """A fixed (not learned) inner optimizer from optax / ``optax.contrib``, as they are.
+
+    ``update(grads, state, params)`` needs ``params`` (the contrib optimizers read them).
+
+    * ``sgd``: ``add_decayed_weights(weight_decay)`` then ``optax.sgd(schedule(lr0), momentum)``:
+      the paper's SGD arithmetic (``learnable_sgd`` at fixed values) with a learning-rate schedule;
+    * ``adam``: ``optax.adam(schedule(lr0))`` (optax defaults otherwise, no weight decay);
+    * ``hd``: :func:`hypergradient_descent` from ``α_0 = lr0`` with β = ``hd_beta`` and momentum,
+      after ``add_decayed_weights(weight_decay)`` (the paper's SGD with Baydin's learning rate);
+    * ``prodigy``, ``dadapt_adamw``, ``dog``: ``optax.contrib``'s, defaults (learning rate 1.0,
+      their published learning-rate-free settings);
+    * ``schedule_free_sgd``: ``optax.contrib.schedule_free_sgd(lr0)`` (b1 0.9, no warmup); evaluate at
+      :func:`eval_params` (its averaged iterate);
+    * ``mechanize_sgd``: ``optax.contrib.mechanize(optax.sgd(1.0))`` (Mechanic learns the scale).
+
+    ``schedule`` (:data:`SCHEDULES`) applies to ``sgd`` and ``adam`` only; ``steps`` is T.
+    """
+    if schedule != "constant" and name not in SCHEDULED:
+        raise ValueError(f"schedule {schedule!r} applies to {' | '.join(SCHEDULED)}, not {name!r}")
+    from optax import contrib
+
+    lr = lr_schedule(schedule, lr0, steps)
+    builders = {
+        "sgd": lambda: optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum)),
+        "adam": lambda: optax.adam(lr),
+        "hd": lambda: optax.chain(optax.add_decayed_weights(weight_decay),
+                                  hypergradient_descent(lr0, hd_beta, momentum)),
+        "prodigy": lambda: contrib.prodigy(),
+        "dadapt_adamw": lambda: contrib.dadapt_adamw(),
+        "schedule_free_sgd": lambda: contrib.schedule_free_sgd(lr0),
+        "mechanize_sgd": lambda: contrib.mechanize(optax.sgd(1.0)),
+        "dog": lambda: contrib.dog(),
+    }
+    if name not in builders:
+        raise ValueError(f"unknown inner optimizer {name!r}; allowed: {', '.join(builders)}")
+    return builders[name]()
+
+
+def eval_params(name: str, opt_state, params):
+    """The parameters to evaluate (validation and test): ``params``, or for ``schedule_free_sgd``
+    ``optax.contrib.schedule_free_eval_params(opt_state, params)`` (the averaged iterate x, as
+    its authors prescribe; training steps take gradients at the interpolation y)."""
+    if name == "schedule_free_sgd":
+        from optax import contrib
+
+        return contrib.schedule_free_eval_params(opt_state, params)
+    return params

@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 from glocal_cli.config import EVAL_CHUNK, TrainConfig
 from glocal_cli.data.splits import Splits, epoch_batch_indices
 from glocal_cli.hpo import InnerProblem
-from glocal_cli.inner_optim import learnable_sgd, logit
+from glocal_cli.inner_optim import baseline_optimizer, eval_params, learnable_sgd, logit
 from glocal_cli.models import MetaMLP, get_model
 
 
@@ -147,8 +147,9 @@ def _evaluator(model, num_classes: int) -> Callable:
     return evaluate
 
 
-def _val_loss_fn(model, chunk: int = EVAL_CHUNK, precision: str = "float32") -> Callable:
-    """``(state, data) -> scalar``: full-batch validation cross entropy of ``state[0]``.
+def _val_loss_fn(model, chunk: int = EVAL_CHUNK, precision: str = "float32",
+                 params_of: Callable = lambda s: s[0]) -> Callable:
+    """``(state, data) -> scalar``: full-batch validation cross entropy of ``params_of(state)`` (``state[0]``).
 
     ``chunk`` examples at a time (:func:`chunked_mean`; ``TrainConfig.val_chunk``).
     ``precision = "bfloat16"`` (``TrainConfig.val_precision``): the parameters and the
@@ -164,7 +165,7 @@ def _val_loss_fn(model, chunk: int = EVAL_CHUNK, precision: str = "float32") -> 
     dtype = dtypes[precision]  # float32: every cast below is the identity (the loss as before this option)
 
     def val_loss(state, data):
-        params = jax.tree_util.tree_map(lambda p: p.astype(dtype), state[0])
+        params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params_of(state))
 
         def per_example(x, y):
             logits = model.apply({"params": params}, x.astype(dtype))
@@ -185,12 +186,16 @@ def _val_loss_batch_fn(model) -> Callable:
 
 
 def _task(cfg: TrainConfig, splits: Splits, model, params0, opt, step, hyperparams, phi0, train_loss=None,
-          health=None) -> Task:
-    """Assemble a :class:`Task` whose inner state is ``(params, opt_state)``."""
+          health=None, params_of: Callable = lambda s: s[0]) -> Task:
+    """Assemble a :class:`Task` whose inner state is ``(params, opt_state)``.
+
+    ``params_of``: ``inner state -> the parameters evaluated`` (validation and test), ``state[0]`` unless
+    the optimizer evaluates elsewhere (schedule-free: its averaged iterate).
+    """
     problem = InnerProblem(
         init_state=(params0, opt.init(params0)),
         step=step,
-        val_loss=_val_loss_fn(model, cfg.resolved_val_chunk(), cfg.val_precision),
+        val_loss=_val_loss_fn(model, cfg.resolved_val_chunk(), cfg.val_precision, params_of),
         batches=_batches_fn(len(splits.train_x), cfg),
         data=_device_data(splits),
         hyperparams=hyperparams,
@@ -200,7 +205,7 @@ def _task(cfg: TrainConfig, splits: Splits, model, params0, opt, step, hyperpara
         n_val=len(splits.val_x),
     )
     evaluate = _evaluator(model, splits.num_classes)
-    return Task(problem, np.asarray(phi0, np.float32), hyperparams, evaluate, lambda s: s[0], health)
+    return Task(problem, np.asarray(phi0, np.float32), hyperparams, evaluate, params_of, health)
 
 
 def _sgld_weight_decay_task(cfg: TrainConfig, splits: Splits, model, params0) -> Task:
@@ -231,6 +236,36 @@ def _sgld_weight_decay_task(cfg: TrainConfig, splits: Splits, model, params0) ->
     return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0, train_loss=train_loss)
 
 
+def _fixed_optimizer_task(cfg: TrainConfig, splits: Splits, model, params0) -> Task:
+    """Optimizer task with a fixed inner optimizer (``cfg.inner_optimizer``, method none): φ is not read.
+
+    The optimizer is :func:`~glocal_cli.inner_optim.baseline_optimizer` (optax / optax.contrib);
+    validation and test use :func:`~glocal_cli.inner_optim.eval_params` (schedule-free: the
+    averaged iterate). φ stays the learnable SGD's ``[q]`` vector (unused, logged as the initial values).
+    """
+    name = cfg.inner_optimizer
+    opt = baseline_optimizer(name, lr0=cfg.lr0, momentum=cfg.momentum0, weight_decay=cfg.weight_decay0,
+                             steps=cfg.hpo.steps, schedule=cfg.schedule, hd_beta=cfg.hd_beta)
+
+    def loss(p, x, y):
+        return jnp.mean(cross_entropy(model.apply({"params": p}, x), y))
+
+    def step(state, phi, idx, data):
+        del phi
+        params, opt_state = state
+        grads = jax.grad(loss)(params, data["train_x"][idx], data["train_y"][idx])
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def hyperparams(phi):
+        return {}
+
+    init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
+    phi0 = logit([init_values[n] for n in cfg.learn]).astype(np.float32)
+    return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0,
+                 params_of=lambda s: eval_params(name, s[1], s[0]))
+
+
 def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
     """The optimizer-hyperparameter task (LeNet on MNIST-family, WRN-28-2 on CIFAR)."""
     return optimizer_task_for_model(cfg, splits, get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl()))
@@ -242,6 +277,8 @@ def optimizer_task_for_model(cfg: TrainConfig, splits: Splits, model) -> Task:
     params0 = _jit_init(model, key, jnp.asarray(splits.train_x[:1]))["params"]  # eager init is slow
     if cfg.hpo.method == "sgld":
         return _sgld_weight_decay_task(cfg, splits, model, params0)
+    if cfg.inner_optimizer != "learnable_sgd":
+        return _fixed_optimizer_task(cfg, splits, model, params0)
     opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
     init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
     phi0 = logit([init_values[n] for n in cfg.learn]).astype(np.float32)

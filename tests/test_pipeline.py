@@ -70,6 +70,7 @@ SEED_GROUPS = {
     "train_reweight": ("grid.seeds", "reweight"),
     "train_lt": ("grid.seeds", "lt"),
     "train_lt_wd": ("grid.seeds", "lt_wd"),
+    "baselines": ("grid.baselines.seeds", "baselines"),
 }
 
 
@@ -93,6 +94,7 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["grid"]["seeds"] == "0,1,2" and params["grid"]["evidence"]["seeds"] == "0,1,2,3,4"
+    assert params["grid"]["baselines"]["seeds"] == "0,1,2,3,4"
     params["grid"]["seeds"] = "3,5"  # what `dvc exp run -S "grid.seeds='3,5'"` writes
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stages = _parsed_stages(repo)
@@ -105,6 +107,7 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
         "train_reweight": len(grid["reweight"]["settings"]) * len(grid["reweight"]["methods"]),
         "train_lt": len(grid["lt"]["datasets"]) * len(grid["lt"]["factors"]) * len(grid["lt"]["methods"]),
         "train_lt_wd": len(grid["lt_wd"]["methods"]),
+        "baselines": len(grid["baselines"]["variants"]),
     }
     for name, (key, family) in SEED_GROUPS.items():
         group = [st for addr, st in stages.items() if addr.split("@")[0] == name]
@@ -128,6 +131,8 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
         out = stages[name].cmd.split()[stages[name].cmd.split().index("--out") + 1]
         assert [o.def_path for o in stages[name].outs] == [out] and stages[name].outs[0].persist
     assert stages["report"].deps[0].def_path == "data/runs/lenet"  # the report reads every seed folder below
+    # the baselines (hours on a CPU) are a separate target: `dvc repro report` does not run them
+    assert not any(d.def_path.startswith("data/runs/baselines") for d in stages["report"].deps)
 
     # Why grid.seeds is a string: DVC 3 does not interpolate a list into a command.
     params["grid"]["seeds"] = [0, 1, 2]
@@ -220,6 +225,8 @@ def test_dvc_repro_everything_offline_records_not_run(tmp_path):
     params["profiles"]["evidence"].update(steps=40)
     params["grid"]["lt"].update(datasets=["fashion_mnist"], factors=[50], methods=["none"])
     params["grid"]["lt_wd"].update(methods=["local"])
+    params["grid"]["baselines"].update(seeds="0", steps=40, variants=[
+        v for v in params["grid"]["baselines"]["variants"] if v["name"] in ("none", "prodigy")])
     params["profiles"]["quick"].update(steps=20, tau=10, sigma=6, m=3)
     params["profiles"]["lt_quick"].update(steps=40)
     params["verify"]["profile"] = "quick"
@@ -304,3 +311,34 @@ def test_dvc_queue_with_two_workers_keeps_every_cell(tmp_path, shared_data):
             assert metrics["config"]["method"] == m and (cell / f"seed{seed}" / "history.csv").is_file()
         summary = json.loads((cell / "seeds.json").read_text())
         assert [r["status"] for r in summary["runs"]] == ["complete", "complete"]
+
+
+def _render(cmd: str, params: dict, item: dict) -> list:
+    """A dvc.yaml cmd with ``${item.…}`` and ``${a.b}`` interpolated as DVC does, split into argv."""
+    import re
+    import shlex
+
+    def value(match):
+        keys = match.group(1).split(".")
+        node = item if keys[0] == "item" else params
+        for k in keys[1:] if keys[0] == "item" else keys:
+            node = node[k]
+        return str(node)
+
+    return shlex.split(re.sub(r"\$\{([^}]+)\}", value, cmd))
+
+
+@pytest.mark.parametrize("stage", ["evidence", "baselines"])
+def test_every_variant_command_parses_and_passes_no_flag_its_method_ignores(stage, monkeypatch):
+    """Each variant of the grid's stage builds its config through `glocal train`'s own parsing, without a warning."""
+    from glocal_cli import cli
+
+    monkeypatch.chdir(REPO)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    variants = params["grid"][stage]["variants"]
+    assert len(variants) >= 5
+    for v in variants:
+        argv = _render(spec["cmd"], params, {"variant": v})
+        assert argv[:2] == ["glocal", "train"]
+        assert cli.check_command(argv[1:]) == [], (v, argv)

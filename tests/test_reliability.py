@@ -409,10 +409,11 @@ def test_dvc_yaml_declares_source_dependency_and_small_metrics():
     for name in ("download", "imbalance"):
         cmd = (dvc[name].get("do") or dvc[name])["cmd"]
         assert "--missing-ok" in cmd
-    for name in ("train", "global", "ablation", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight"):
+    for name in ("train", "global", "ablation", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight",
+                 "baselines"):
         assert "--missing-ok" in dvc[name]["cmd"]
         assert "metrics" not in dvc[name]  # per-run metrics.json: outputs, not 100 metric columns
-    for name in ("train", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight"):
+    for name in ("train", "evidence", "train_lt", "train_lt_wd", "train_cifar", "train_reweight", "baselines"):
         # all seeds of a setting in one command, one run folder each; the stage declares the group's summary
         assert "seed" not in dvc[name]["matrix"] and "item.seed" not in dvc[name]["cmd"]
         assert "--seeds ${grid." in dvc[name]["cmd"] and "/seed{seed} --seeds-summary" in dvc[name]["cmd"]

@@ -3,7 +3,7 @@
 Layout of ``out_dir``::
 
     figures/   PNGs (trajectories per family / dataset / lr0, DMD eigenvalues, ablation, divergence)
-    tables/    accuracy.md, table3_imbalanced.md, table4_runtime.md, ablation.md
+    tables/    accuracy.md, table3_imbalanced.md, table4_runtime.md, ablation.md, evidence.md, baselines.md
     summary.json   flat {"lenet/fashion_mnist/lr0.001/glocal/test_accuracy_mean": 0.71, ...}
     metrics.json   the few headline numbers `dvc metrics show` prints (see :func:`headline`)
     README.md      the tables and links to the figures
@@ -14,6 +14,7 @@ Missing groups are skipped with a note; a figure that fails is noted, never fata
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import traceback
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 
 from glocal_cli import atomic
 from glocal_cli.errors import UserError
-from glocal_cli.report import figures, paper, tables
+from glocal_cli.report import baselines, figures, paper, tables
 from glocal_cli.report.collect import Group, Run, collect_runs, group_runs
 
 FIG_NAMES = {
@@ -60,6 +61,14 @@ def _group_summary(summary: Dict[str, float], prefix: str, g: Group) -> None:
     _put(summary, f"{prefix}/wall_s_mean", g.stat("wall_s")[0])
     if g.method.startswith("glocal"):
         _put(summary, f"{prefix}/dmd_fallbacks_mean", g.stat("dmd_fallbacks")[0])
+
+
+def _timing_note(timing: Optional[dict]) -> str:
+    if not timing:
+        return "not measured"
+    seeds = timing.get("seeds", [])
+    return (f"{timing.get('rounds', '?')} windows per variant, {len(seeds)} seed(s) per program, "
+            f"{timing.get('device', '?')}")
 
 
 def headline(runs: List[Run]) -> Dict[str, float]:
@@ -273,8 +282,39 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
     if not ev:
         notes.append("no evidence runs: the glocal-vs-local table is skipped")
 
+    # What should I use? The baselines family (local / glocal against fixed optimizers and a tuned schedule).
+    bl = by_family.get("baselines", [])
+    timing = None
+    if bl and (runs_dir / "baselines" / "cost.json").is_file():
+        try:
+            timing = json.loads((runs_dir / "baselines" / "cost.json").read_text())
+        except (OSError, ValueError) as e:
+            notes.append(f"baselines/cost.json unreadable ({e.__class__.__name__}): the timed cost column is empty")
+    elif bl:
+        notes.append("no baselines/cost.json (`dvc repro baselines_cost`): the timed cost column is empty")
+    for ds in sorted({g.dataset for g in bl}):
+        same = [g for g in bl if g.dataset == ds]
+        text, numbers = baselines.baselines_table(same, timing)
+        cfgs = [r.config for g in same for r in g.runs]
+        setting = ", ".join(f"{k} {'/'.join(sorted({str(c.get(k)) for c in cfgs}))}"
+                            for k in ("steps", "tau", "sigma", "m", "batch_size", "val_fraction"))
+        devices = ", ".join(sorted({str(r.metrics.get("device", "?")) for g in same for r in g.runs}))
+        head = (f"LeNet / {ds} ({setting}); final test accuracy over paired seeds (same split, initialization "
+                f"and batches for every variant); device {devices}. Cost in inner steps of `none` (so none costs T; "
+                "a grid: the sum of its runs): timed round-robin in one process (`scripts/baselines_cost.py`, "
+                f"{_timing_note(timing)}), and from each run's own steady windows (hours apart on a shared machine: "
+                "it moves with the load).\n\n")
+        fname = "baselines.md" if len({g.dataset for g in bl}) == 1 else f"baselines_{ds}.md"
+        atomic.write_text(tab_dir / fname, head + text)
+        tabs[fname] = tab_dir / fname
+        sections.append("## What should I use?\n\n" + head + text)
+        for k, v in numbers.items():
+            _put(summary, f"baselines/{ds}/{k}", v)
+    if not bl:
+        notes.append("no baselines runs: the what-should-I-use table is skipped (`dvc repro baselines baselines_cost && dvc repro -f report`)")
+
     # Fig. 9: divergence.
-    diverged = [r for r in runs if r.status == "diverged"]
+    diverged = [r for r in runs if r.status == "diverged" and r.family != "baselines"]  # a tuning grid's lr0 too high is not Fig. 9
     shown = diverged or [r for r in runs if r.family == "global"]
     if shown:
         title = ("Fig. 9: runs that diverged" if diverged

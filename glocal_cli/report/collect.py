@@ -10,7 +10,9 @@ written by ``glocal train``. Its *family* says which experiment it belongs to:
 * ``ablation``: the σ × m ablation (Fig. 5);
 * ``evidence``: paired seeds of none / local / glocal estimators ("Does glocal beat local?").
 * ``lt``: data reweighting on long-tailed MNIST / Fashion-MNIST with LeNet (Table 3b);
-* ``lt_wd``: weight-decay-only tuning on Fashion-MNIST (Table 3b, second part).
+* ``lt_wd``: weight-decay-only tuning on Fashion-MNIST (Table 3b, second part);
+* ``baselines``: paired seeds of local / glocal against fixed inner optimizers, hypergradient
+  descent and a tuned schedule ("What should I use?", docs/baselines.md).
 
 The family is the first folder below the runs folder when it is one of those
 names (the layout dvc.yaml writes), else it is inferred from the run's config.
@@ -30,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation", "evidence", "lt", "lt_wd")
+FAMILIES = ("lenet", "cifar", "reweight", "global", "ablation", "evidence", "lt", "lt_wd", "baselines")
 
 
 @dataclasses.dataclass
@@ -53,10 +55,13 @@ class Run:
 
     @property
     def method(self) -> str:
-        """The variant: the method, or for glocal with a non-default estimator e.g. ``glocal-strict``, ``glocal-mean``."""
+        """The variant: the method, or for glocal with a non-default estimator e.g. ``glocal-strict``, ``glocal-mean``,
+        or for none with a fixed inner optimizer that optimizer (``prodigy``, ``sgd-cosine``)."""
         from glocal_cli.config import variant_name
 
-        return variant_name(str(self.config.get("method", "unknown")), str(self.config.get("estimator") or "glocal"))
+        c = self.config
+        return variant_name(str(c.get("method", "unknown")), str(c.get("estimator") or "glocal"),
+                            str(c.get("inner_optimizer") or "learnable_sgd"), str(c.get("schedule") or "constant"))
 
     @property
     def lr0(self) -> float:
