@@ -132,3 +132,26 @@ def train_config(params: Dict[str, Any], profile: Optional[str], overrides: Dict
                 "use `-P quick` (or `dvc exp run -S profile=quick`) on this machine"
             )
     return cfg
+
+
+def stage_command(cmd: str, params: Dict[str, Any], item: Optional[Dict[str, Any]] = None) -> list:
+    """A ``dvc.yaml`` stage's ``cmd`` with ``${item.…}`` / ``${a.b}`` interpolated as DVC does, as argv.
+
+    ``params``: the parsed params file (override a key to change the line, e.g.
+    ``grid.baselines.profile``); ``item``: the matrix item (``{"variant": {...}}``).
+    Lets a job that runs outside DVC (``scripts/gpu/paper.py``) run a stage's own line,
+    and tests check each line without DVC. A missing key is a one-line UserError.
+    """
+    import re
+    import shlex
+
+    def value(match: "re.Match") -> str:
+        keys = match.group(1).split(".")
+        node: Any = {"item": item or {}, **params}
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                raise UserError(f"dvc.yaml: ${{{match.group(1)}}} is not defined in the params or the matrix item")
+            node = node[key]
+        return str(node)
+
+    return shlex.split(re.sub(r"\$\{([^}]+)\}", value, cmd))

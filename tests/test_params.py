@@ -303,3 +303,15 @@ def test_stages_are_entry_points_not_an_installed_package():
                          cwd=ROOT)
     assert res.returncode == 0 and "Usage: glocal train" in res.stdout and "--sigma" in res.stdout, res.stderr
     assert "import stages" not in (ROOT / "glocal_cli" / "cli.py").read_text()
+
+
+def test_stage_command_interpolates_as_dvc_and_names_a_missing_key():
+    from glocal_cli.params import stage_command
+
+    params = {"grid": {"b": {"seeds": "0,1", "profile": "paper"}}, "data": {"raw_dir": "data/raw"}}
+    cmd = "glocal train -P ${grid.b.profile} --seeds ${grid.b.seeds} --lr0 ${item.v.lr0} ${item.v.args} --data-dir ${data.raw_dir}"
+    argv = stage_command(cmd, params, {"v": {"lr0": 0.001, "args": "--inner-optimizer sgd --schedule cosine"}})
+    assert argv == ["glocal", "train", "-P", "paper", "--seeds", "0,1", "--lr0", "0.001", "--inner-optimizer", "sgd",
+                    "--schedule", "cosine", "--data-dir", "data/raw"]
+    with pytest.raises(UserError, match=r"\$\{grid.b.steps\} is not defined"):
+        stage_command("glocal train --steps ${grid.b.steps}", params)

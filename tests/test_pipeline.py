@@ -313,25 +313,11 @@ def test_dvc_queue_with_two_workers_keeps_every_cell(tmp_path, shared_data):
         assert [r["status"] for r in summary["runs"]] == ["complete", "complete"]
 
 
-def _render(cmd: str, params: dict, item: dict) -> list:
-    """A dvc.yaml cmd with ``${item.…}`` and ``${a.b}`` interpolated as DVC does, split into argv."""
-    import re
-    import shlex
-
-    def value(match):
-        keys = match.group(1).split(".")
-        node = item if keys[0] == "item" else params
-        for k in keys[1:] if keys[0] == "item" else keys:
-            node = node[k]
-        return str(node)
-
-    return shlex.split(re.sub(r"\$\{([^}]+)\}", value, cmd))
-
-
 @pytest.mark.parametrize("stage", ["evidence", "baselines"])
 def test_every_variant_command_parses_and_passes_no_flag_its_method_ignores(stage, monkeypatch):
     """Each variant of the grid's stage builds its config through `glocal train`'s own parsing, without a warning."""
     from glocal_cli import cli
+    from glocal_cli.params import stage_command
 
     monkeypatch.chdir(REPO)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -339,6 +325,6 @@ def test_every_variant_command_parses_and_passes_no_flag_its_method_ignores(stag
     variants = params["grid"][stage]["variants"]
     assert len(variants) >= 5
     for v in variants:
-        argv = _render(spec["cmd"], params, {"variant": v})
+        argv = stage_command(spec["cmd"], params, {"variant": v})
         assert argv[:2] == ["glocal", "train"]
         assert cli.check_command(argv[1:]) == [], (v, argv)

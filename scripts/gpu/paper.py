@@ -16,6 +16,7 @@ keeps everything before it:
     OUT/paper_scale.md    its table: per-seed accuracies, glocal − local and its standard error
     OUT/runs.tar.gz       each run's metrics.json, history.csv, dmd.npz and the seeds summaries
     OUT/bench.json, OUT/verify.json, OUT/verify.md   part c
+    OUT/baselines.md      part d: the What-should-I-use table (with part a's none / local / glocal)
     OUT/log.txt           the commands, their output, nvidia-smi, times
 
 Parts, in order, with the device time each is expected to take (from the H200 window times of
@@ -30,7 +31,10 @@ and compilation a command; an H100 is extrapolated at about 1.3x an H200):
     c     glocal bench (Table 4, paper settings) + reduced paper      ~5 min   ~6.5 min
             verify (LeNet, T = 20 000, seed 0, lr0 1e-3 and 0.1,
             expected-global reference)
-    d     baselines at T = 20 000 (issue 19; see --help)              ~4 min   ~5 min
+    d     baselines at T = 20 000: the `baselines` stage's lines      ~12 min  ~16 min
+            (dvc.yaml, grid.baselines) at the paper profile, 5 seeds,
+            every variant but none / local / glocal (18 commands, ~40 s
+            each): a command of its own (`--parts d --budget 560`)
 
 A device command may run 10 minutes and the first must end within 9: run part a alone first
 (`--parts a --budget 520`), then `--parts b,c` in a second command with what is left. Each part
@@ -67,8 +71,9 @@ ESTIMATES_H200 = {
     ("a", "none"): 45, ("a", "local"): 95, ("a", "glocal"): 185, ("a", "glocal-mean"): 185,
     ("b", "none"): 25, ("b", "local"): 45, ("b", "glocal"): 90,
     ("c", "bench"): 120, ("c", "verify"): 180,
-    ("d", "baselines"): 240,
 }
+#: part d: each baselines command (method none, a fixed inner optimizer, 5 seeds): start-up and compile + 400 windows
+BASELINE_ESTIMATE_H200 = 40
 VARIANTS = {"none": ("none", None), "local": ("local", None), "glocal": ("glocal", "glocal"),
             "glocal-mean": ("glocal", "mean")}
 
@@ -104,14 +109,47 @@ def plan(parts, data: str, runs: Path, out: Path, dry: bool) -> list:
                   ["--profile", "paper", "--seeds", "0", "--windows-per-seed", "3", "--lr0s", "0.001,0.1"]
         steps += [("c", "bench", bench), ("c", "verify", verify)]
     if "d" in parts:
-        steps += [("d", "baselines", baselines_argv(data, runs, dry))]
+        steps += [("d", name, argv) for name, argv in baselines_plan(data, runs, dry)]
     return steps
 
 
-def baselines_argv(data: str, runs: Path, dry: bool) -> list:
-    """Part d: the baselines at the paper's scale (issue 19). Until that stage exists, the tuned-free
-    reference point: plain SGD at the paper profile's fixed lr0 0.1 (Fig. 2's best fixed rate)."""
-    return train_argv("none", 0.1, "0" if dry else "0,1,2,3,4", data, runs / "baselines", dry)
+def baselines_plan(data: str, runs: Path, dry: bool) -> list:
+    """Part d: the `baselines` stage's own lines (dvc.yaml, grid.baselines) at the paper profile (issue 19).
+
+    Every variant except none / local / glocal (part a runs those at the same setting), in
+    params.yaml's order, 5 seeds in one program each (dry run: the quick profile, one seed).
+    ``[(name, argv after `glocal`)]``; a tuned grid's lr0s are separate commands.
+    """
+    import yaml
+
+    sys.path.insert(0, str(ROOT))
+    from glocal_cli.params import stage_command
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    grid = params["grid"]["baselines"]
+    grid.update(profile="quick" if dry else "paper", seeds="0" if dry else "0,1,2,3,4")
+    params["data"]["raw_dir"] = data
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["baselines"]["cmd"]
+    steps = []
+    for v in grid["variants"]:
+        if v["name"] in ("none", "local", "glocal"):
+            continue
+        argv = stage_command(cmd, params, {"variant": v})[1:]
+        argv = [a.replace("data/runs/", str(runs) + "/", 1) if a.startswith("data/runs/") else a for a in argv]
+        steps.append((f"{v['name']}-lr{v['lr0']}", argv))
+    return steps
+
+
+def baselines_markdown(runs: Path) -> str:
+    """The report's "What should I use?" table from part d's runs and part a's none / local / glocal at lr0 1e-3."""
+    from glocal_cli.report import baselines
+    from glocal_cli.report.collect import collect_runs, group_runs
+
+    found, _ = collect_runs(runs)
+    groups = [g for g in group_runs(found).values() if g.family == "baselines" or
+              (g.family == "evidence" and g.lr0 == 1e-3 and g.method in ("none", "local", "glocal"))]
+    text, _ = baselines.baselines_table(groups)
+    return text
 
 
 def _log(out: Path, text: str) -> None:
@@ -133,6 +171,11 @@ def save_results(runs: Path, out: Path, device: str, note: str) -> None:
             (out / "paper_scale.md").write_text(paper_scale.markdown(record) + "\n")
     except Exception as e:  # noqa: BLE001 (a partial result must not stop the job)
         _log(out, f"paper_scale: not written ({type(e).__name__}: {e})")
+    try:
+        if (runs / "baselines").is_dir():
+            (out / "baselines.md").write_text(baselines_markdown(runs) + "\n")
+    except Exception as e:  # noqa: BLE001
+        _log(out, f"baselines.md: not written ({type(e).__name__}: {e})")
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         for p in sorted(runs.rglob("*")):
             if p.is_file() and (p.name in ("metrics.json", "history.csv", "dmd.npz", "verify.json", "verify.md")
@@ -221,7 +264,7 @@ def main(argv=None) -> int:
     failures = 0
     for part, name, cmd in plan(parts, args.data_dir, runs, out, args.dry_run):
         left = args.budget - (time.monotonic() - t0)
-        need = ESTIMATES_H200[(part, name)] * speed
+        need = ESTIMATES_H200.get((part, name), BASELINE_ESTIMATE_H200) * speed
         if need > left:
             _log(out, f"[{part}/{name}] skipped: expected {need:.0f} s, {left:.0f} s left of the budget")
             continue
