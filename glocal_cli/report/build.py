@@ -45,6 +45,19 @@ def _lr_tag(lr0: float) -> str:
     return f"lr{lr0:g}"
 
 
+def _emit(path: Path, title: str, text: str, tabs: dict, sections: list) -> None:
+    """Write a table file, list it, and add it as a section of results/README.md."""
+    atomic.write_text(path, text)
+    tabs[path.name] = path
+    sections.append(f"## {title}\n\n{text}")
+
+
+def _put_all(summary: dict, prefix: str, numbers: dict) -> None:
+    """``_put`` every number of a table under ``prefix/``."""
+    for k, v in numbers.items():
+        _put(summary, f"{prefix}/{k}", v)
+
+
 def _put(summary: Dict[str, float], key: str, value) -> None:
     if isinstance(value, (int, float)) and math.isfinite(value):
         summary[key] = float(value) if isinstance(value, float) else int(value)
@@ -274,11 +287,8 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
         fname = "evidence.md" if len({(g.dataset, g.lr0) for g in ev}) == 1 else f"evidence_{ds}_{_lr_tag(lr0)}.md"
         head = (f"LeNet / {ds}, initial lr {lr0:g}, T = {', '.join(map(str, steps))} inner steps; final test accuracy "
                 "over paired seeds (each seed: same split, initialization and batches for every variant)\n\n")
-        atomic.write_text(tab_dir / fname, head + text)
-        tabs[fname] = tab_dir / fname
-        sections.append("## Does glocal beat local?\n\n" + head + text)
-        for k, v in numbers.items():
-            _put(summary, f"evidence/{ds}/{_lr_tag(lr0)}/{k}", v)
+        _emit(tab_dir / fname, "Does glocal beat local?", head + text, tabs, sections)
+        _put_all(summary, f"evidence/{ds}/{_lr_tag(lr0)}", numbers)
     if not ev:
         notes.append("no evidence runs: the glocal-vs-local table is skipped")
 
@@ -305,11 +315,8 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
                 f"{_timing_note(timing)}), and from each run's own steady windows (hours apart on a shared machine: "
                 "it moves with the load).\n\n")
         fname = "baselines.md" if len({g.dataset for g in bl}) == 1 else f"baselines_{ds}.md"
-        atomic.write_text(tab_dir / fname, head + text)
-        tabs[fname] = tab_dir / fname
-        sections.append("## What should I use?\n\n" + head + text)
-        for k, v in numbers.items():
-            _put(summary, f"baselines/{ds}/{k}", v)
+        _emit(tab_dir / fname, "What should I use?", head + text, tabs, sections)
+        _put_all(summary, f"baselines/{ds}", numbers)
     if not bl:
         notes.append("no baselines runs: the what-should-I-use table is skipped (`dvc repro baselines baselines_cost && dvc repro -f report`)")
 
