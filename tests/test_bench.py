@@ -76,6 +76,7 @@ def _tiny(shared_data, **kw):
                                 train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}}, **kw)
 
 
+@pytest.mark.slow  # ~75 s; default: test_run_bench_tiny
 @pytest.mark.realdata
 def test_seed_groups_and_train_overhead_are_reported(shared_data):
     s = _tiny(shared_data, seed_counts=(1, 2), train_windows=3)

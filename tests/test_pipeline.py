@@ -141,6 +141,7 @@ def test_dvc_renders_one_stage_per_setting_with_every_seed_in_its_command(tmp_pa
     assert res.returncode != 0 and "Cannot interpolate data of type 'list'" in res.stderr, res.stderr
 
 
+@pytest.mark.slow  # ~3 min; default: the rendered stages, every variant's command, params tests
 @pytest.mark.e2e
 @pytest.mark.realdata
 def test_dvc_repro_quick_fashion_mnist(tmp_path, shared_data):

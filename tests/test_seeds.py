@@ -191,6 +191,7 @@ def _assert_rows_close(a, b, rtol=2e-4):
             assert x == pytest.approx(y, rel=rtol, abs=1e-6, nan_ok=True), (k, ra, rb)
 
 
+@pytest.mark.slow  # ~60 s each; default: test_group_of_two_equals_two_single_runs (the same property, smaller)
 @pytest.mark.parametrize("method", ["local", "glocal"])  # none's fused window: test_group_of_two_equals_two_single_runs
 def test_two_seeds_in_one_program_equal_two_single_runs(tmp_path, tiny_data, method):
     singles = [run_training(_cfg(tmp_path / f"single{s}", method, seed=s)) for s in (0, 1)]
@@ -214,6 +215,7 @@ def test_two_seeds_in_one_program_equal_two_single_runs(tmp_path, tiny_data, met
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow  # ~60 s; default: test_baselines' test_resume_after_a_stop_is_bitwise (a group of two)
 def test_group_resumes_all_seeds_together(tmp_path, tiny_data):
     cfgs = seed_configs(_cfg(tmp_path / "r{seed}", "glocal"), [0, 3])
     whole = run_seeds(seed_configs(_cfg(tmp_path / "w{seed}", "glocal"), [0, 3]))

@@ -48,7 +48,7 @@ def read_history(path):
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("method", ["none", "local", "glocal"])
+@pytest.mark.parametrize("method", ["none", pytest.param("local", marks=pytest.mark.slow), "glocal"])  # local: ~35 s
 def test_short_run_learns(tmp_path, small_cfg, method):
     cfg = small_cfg(tmp_path, method)
     metrics = run_training(cfg)
@@ -93,6 +93,7 @@ def test_short_run_learns(tmp_path, small_cfg, method):
     assert not (tmp_path / method / "checkpoint.json").exists() and not list((tmp_path / method).glob("checkpoint.*"))
 
 
+@pytest.mark.slow  # ~95 s; default: test_reliability's interrupt + exact resume, test_baselines' bitwise group resume
 @pytest.mark.realdata
 def test_resume_equals_uninterrupted(tmp_path, small_cfg):
     whole = run_training(small_cfg(tmp_path, "local", out=str(tmp_path / "whole")))
