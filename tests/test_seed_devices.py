@@ -139,7 +139,6 @@ def _assert_seed_folders_equal(one: Path, many: Path, n_dev: int, seeds: list) -
                                    rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.slow  # ~45 s; default: test_sharded_group_equals_one_device_on_2_and_4_devices
 @pytest.mark.e2e
 def test_cli_seeds_on_4_devices_equal_one_device(tmp_path):
     """`glocal train --seeds 0,1,2,3` on 4 fake CPU devices (the default: every device) writes the one-device run's
