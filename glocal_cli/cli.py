@@ -165,13 +165,26 @@ def check_command(argv: List[str]) -> List[str]:
     config is built (params file, profile and flags), so a job prepared for later
     (``scripts/gpu/paper.py --check``) is known to start.
     """
+    if argv[0] == "train":
+        return parse_train(argv[1:])[2]
+    _context(argv)
+    return []
+
+
+def parse_train(argv: List[str]):
+    """``glocal train ARGV`` parsed as the command line would, not run: ``train_settings``' triple.
+
+    A job that trains outside the command (``scripts/baselines_cost.py``) builds the
+    config of a dvc.yaml stage line through this, params file and profile included.
+    """
+    return train_settings(_context(["train", *argv]).params)
+
+
+def _context(argv: List[str]):
+    """The click context of ``glocal ARGV`` (options parsed and validated)."""
     from typer.main import get_command
 
-    command = get_command(app).commands[argv[0]]
-    ctx = command.make_context(argv[0], list(argv[1:]))
-    if argv[0] == "train":
-        return train_settings(ctx.params)[2]
-    return []
+    return get_command(app).commands[argv[0]].make_context(argv[0], list(argv[1:]))
 
 
 train.__signature__ = inspect.Signature(_setting_options())

@@ -16,7 +16,6 @@ SEEDS default "0": every variant stays in memory, about 0.4 GB each with one see
 
 from __future__ import annotations
 
-import shlex
 import statistics
 import sys
 import time
@@ -26,31 +25,23 @@ import jax
 import yaml
 
 from glocal_cli import atomic
-from glocal_cli.config import from_mapping
+from glocal_cli.cli import parse_train
+from glocal_cli.params import stage_command
 from glocal_cli.seeds import SeedGroupRunner
 from glocal_cli.tasks import build_task
-from glocal_cli.train import load_splits
-
-
-def variant_flags(args: str) -> dict:
-    """``"--inner-optimizer sgd --schedule cosine"`` (a variant's ``args`` in params.yaml) as settings."""
-    words = shlex.split(args)
-    if len(words) % 2 or not all(w.startswith("--") for w in words[::2]):
-        raise ValueError(f"variant args {args!r}: expected --name value pairs")
-    return {k[2:].replace("-", "_"): v for k, v in zip(words[::2], words[1::2])}
+from glocal_cli.train import load_splits, seed_configs
 
 
 def main(data_dir: str, rounds: int = 3, seeds: str = "0") -> dict:
     params = yaml.safe_load(open("params.yaml"))
-    grid, train = params["grid"]["baselines"], params["train"]
-    setting = dict(params["profiles"][grid["profile"]])  # steps, tau, sigma, m, batch size, validation fraction
+    params["data"]["raw_dir"] = data_dir
+    cmd = yaml.safe_load(open("dvc.yaml"))["stages"]["baselines"]["cmd"]
     seeds_ = [int(s) for s in seeds.split(",")]
-    rounds = max(1, min(rounds, setting["steps"] // setting["tau"] - 1))  # windows of one run: the compiling one + rounds
     runners = {}
-    for v in grid["variants"]:
-        base = dict(train, **setting, **variant_flags(v["args"]), dataset=grid["dataset"], lr0=v["lr0"],
-                    method=v["method"], data_dir=data_dir)
-        cfgs = [from_mapping(dict(base, seed=s)) for s in seeds_]
+    for v in params["grid"]["baselines"]["variants"]:
+        # the stage's own line, parsed as `glocal train` parses it (params file, profile, flags)
+        cfg = parse_train(stage_command(cmd, params, {"variant": v})[2:])[0]
+        cfgs = seed_configs(cfg, seeds_)
         name = cfgs[0].variant  # the report's label: none, local, glocal, prodigy, sgd-cosine, ...
         if name in runners:  # another lr0 of a grid: the same work per window
             continue
@@ -63,6 +54,8 @@ def main(data_dir: str, rounds: int = 3, seeds: str = "0") -> dict:
         jax.block_until_ready(gs)
         print(f"{name}: compiled and ran one window in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         runners[name] = [runner, gs, []]
+    tau, windows = cfg.hpo.tau, cfg.hpo.steps // cfg.hpo.tau
+    rounds = max(1, min(rounds, windows - 1))  # windows of one run: the compiling one + rounds
     for r in range(rounds):
         for name, entry in runners.items():
             runner, gs, times = entry
@@ -72,9 +65,8 @@ def main(data_dir: str, rounds: int = 3, seeds: str = "0") -> dict:
             times.append(time.perf_counter() - t0)
             entry[1] = gs
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-    windows = setting["steps"] // setting["tau"]
-    step_s = statistics.median(runners["none"][2]) / setting["tau"]
-    out = {"device": jax.devices()[0].device_kind, "seeds": seeds_, "rounds": rounds, "tau": setting["tau"],
+    step_s = statistics.median(runners["none"][2]) / tau
+    out = {"device": jax.devices()[0].device_kind, "seeds": seeds_, "rounds": rounds, "tau": tau,
            "windows": windows, "none_step_s": step_s, "variants": {}}
     for name, (_, _, times) in runners.items():
         med = statistics.median(times)
