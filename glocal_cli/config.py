@@ -21,6 +21,7 @@ from glocal_cli import settings
 from glocal_cli.data.registry import ALIASES, DATASETS, canonical_name
 from glocal_cli.errors import UserError
 from glocal_cli.hpo import OUTER_PANEL, PERF_PANEL, RUN_PANEL, HPOConfig
+from glocal_cli.inner_optim import INNER_OPTIMIZERS, SCHEDULED, SCHEDULES
 from glocal_cli.settings import section, setting
 
 TASKS = ("optimizer", "reweight")
@@ -39,11 +40,6 @@ HYPER_PANEL, DATA_PANEL, OUTPUT_PANEL, INNER_PANEL = "Hyperparameters", "Data", 
 EVAL_CHUNK = 1000  # examples per chunk of a full-batch evaluation (validation loss, test accuracy)
 VAL_PRECISIONS = ("float32", "bfloat16")  # of the full-batch validation loss (the meta criterion)
 REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
-# glocal_cli.inner_optim.INNER_OPTIMIZERS / SCHEDULES / SCHEDULED (kept here so that config does not import JAX)
-INNER_OPTIMIZERS = ("learnable_sgd", "sgd", "adam", "hd", "prodigy", "dadapt_adamw", "schedule_free_sgd",
-                    "mechanize_sgd", "dog")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
-SCHEDULED = ("sgd", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
