@@ -9,12 +9,29 @@ Markers (registered in pyproject.toml):
   missing. Such tests get the folder from the ``shared_data`` fixture.
 """
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import jax
-import pytest
+# One XLA compilation cache for the whole run (JAX's persistent cache, set before JAX is imported):
+# many tests compile the same program (a LeNet window of the same shapes, a runner rebuilt on resume),
+# and it is then compiled once. The xdist workers and the CLI subprocesses of end-to-end tests inherit
+# the environment, so they share it. A cache folder the caller set is used as it is and kept.
+_OWN_XLA_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_XLA_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="glocal-tests-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # small programs too
 
-from data_fixtures import real_data_dir, shared_datasets_dir
+import jax  # noqa: E402  (after the cache settings)
+import pytest  # noqa: E402
+
+from data_fixtures import real_data_dir, shared_datasets_dir  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _OWN_XLA_CACHE is not None:  # the process that made it (with xdist: the controller, after its workers)
+        shutil.rmtree(_OWN_XLA_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
