@@ -52,6 +52,30 @@ def shared_data() -> Path:
     return path
 
 
+#: Images kept of each split by ``small_real_data``.
+SMALL_TRAIN, SMALL_TEST = 6000, 1000
+
+
+@pytest.fixture(scope="session")
+def small_real_data(shared_data, tmp_path_factory) -> Path:
+    """A prepared folder (``mnist.npz``, ``fashion_mnist.npz``) of the real datasets cut to their first
+    ``SMALL_TRAIN`` training and ``SMALL_TEST`` test images, for tests that train end to end and check
+    what training does: reading and splitting 60 000 images and evaluating 10 000 test images a window
+    cost those tests more than the training they check. The readers of the original files are tested on
+    the whole files (test_data_real)."""
+    import numpy as np
+
+    from glocal_cli.data import load_dataset
+
+    out = tmp_path_factory.mktemp("small_real_data")
+    for name in ("mnist", "fashion_mnist"):
+        ds = load_dataset(name, shared_data)
+        np.savez(out / f"{name}.npz", train_images=ds.train_images[:SMALL_TRAIN],
+                 train_labels=ds.train_labels[:SMALL_TRAIN].astype(np.uint8),
+                 test_images=ds.test_images[:SMALL_TEST], test_labels=ds.test_labels[:SMALL_TEST].astype(np.uint8))
+    return out
+
+
 @pytest.fixture
 def run_cli(capsys):
     """``run_cli(args) -> (exit code, stdout, non-blank stderr lines)`` of ``glocal ARGS`` in this process."""

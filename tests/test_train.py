@@ -14,9 +14,9 @@ from glocal_cli.train import run_training
 
 
 @pytest.fixture
-def small_cfg(shared_data):
-    """``(tmp_path, method, **overrides) -> TrainConfig``: a 60-step Fashion-MNIST run."""
-    return lambda tmp_path, method, **kw: _small_cfg(shared_data, tmp_path, method, **kw)
+def small_cfg(small_real_data):
+    """``(tmp_path, method, **overrides) -> TrainConfig``: a 60-step run on real Fashion-MNIST images (6 000 of them)."""
+    return lambda tmp_path, method, **kw: _small_cfg(small_real_data, tmp_path, method, **kw)
 
 
 def _small_cfg(data, tmp_path, method, **kw):

@@ -279,11 +279,11 @@ def test_cli_bad_input_writes_nothing(tmp_path, capsys):
 
 
 @needs_data
-def test_tiny_classifier_outputs(tmp_path):
+def test_tiny_classifier_outputs(tmp_path, small_real_data):
     """The command on a tiny problem: files, JSON keys, value ranges, and the estimators' input is the window's."""
     from glocal_cli.commands import verify as stage
 
-    res = stage.run(profile="quick", data_dir=DATA, out=tmp_path, lr0s="0.1")
+    res = stage.run(profile="quick", data_dir=small_real_data, out=tmp_path, lr0s="0.1")
     for name in ("verify.json", "verify.md", "verify.png"):
         assert (tmp_path / name).stat().st_size > 0
     data = json.loads((tmp_path / "verify.json").read_text())
