@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_fixtures import real_data_dir
 from glocal_cli import quadratic, verify
 from glocal_cli.cli import main
 from glocal_cli.estimators import ESTIMATORS
@@ -19,7 +18,6 @@ from glocal_cli.hpo import HPOConfig, HPORunner, InnerProblem
 from glocal_cli.hypergrad import make_window_fn
 from signals import linear_signal
 
-DATA = real_data_dir()
 needs_data = pytest.mark.realdata
 STATS = {"n", "cosine_mean", "cosine_median", "rel_err_median", "rel_err_mean", "sign_agreement",
          "sign_agreement_per_component", "fallbacks", "fallback_reasons", "closer_than_local",
@@ -327,13 +325,13 @@ def test_tiny_classifier_outputs(tmp_path, small_real_data):
 
 
 @needs_data
-def test_estimator_input_is_the_windows_local_hypergradients():
+def test_estimator_input_is_the_windows_local_hypergradients(small_real_data):
     """The tangent run's first chunk equals the glocal run's window (same state, φ, batches); on the classifier
     the unified loop reproduces the old TangentRunner loop; one order's expected-global run is the old loop on
     the batches of seed ORDER_SEED + o."""
     from glocal_cli.data.splits import epoch_batch_indices
 
-    s = verify.profile_settings("quick", data_dir=str(DATA))
+    s = verify.profile_settings("quick", data_dir=str(small_real_data))
     cfg, _, task = verify._classifier_task(s, 0, 0.1)
     runner = HPORunner(task.problem, cfg.resolved_hpo())
     hs = runner.init(task.phi0)
