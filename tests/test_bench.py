@@ -84,6 +84,24 @@ def test_run_bench_tiny(tmp_path, small_real_data, monkeypatch):
     assert f"glocal/local = {res['glocal_over_local']:.2f}" in lines[1] and "extrapolated" in lines[3]
 
 
+@pytest.mark.realdata
+def test_the_bench_times_lenet(small_real_data):
+    """What test_run_bench_tiny replaces by an MLP: the bench's own task is LeNet (its parameters), on the setting's data."""
+    import jax
+
+    from glocal_cli.models import get_model
+
+    s = bench.bench_settings(data_dir=str(small_real_data), batch_size=16, val_fraction=0.01,
+                             train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}})
+    task, splits = bench.build_lenet_task(s, 8)
+    lenet = get_model("lenet", 10, s.train.resolved_conv_impl())
+    shapes = jax.eval_shape(lambda: lenet.init(jax.random.PRNGKey(0), splits.train_x[:1]))["params"]
+    got = task.params_of(task.problem.init_state)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(shapes)
+    assert [a.shape for a in jax.tree_util.tree_leaves(got)] == [a.shape for a in jax.tree_util.tree_leaves(shapes)]
+    assert len(splits.train_x) + len(splits.val_x) == 6000 and task.phi0.shape == (3,)
+
+
 def _tiny(shared_data, **kw):
     return bench.bench_settings(data_dir=str(shared_data), batch_size=16, val_fraction=0.01, windows=2,
                                 train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}}, **kw)
