@@ -26,7 +26,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402  (after the cache settings)
 import pytest  # noqa: E402
 
-from data_fixtures import real_data_dir, shared_datasets_dir  # noqa: E402
+from data_fixtures import real_data_dir, shared_datasets_dir, write_mnist_files  # noqa: E402
 
 
 def pytest_unconfigure(config):
@@ -63,16 +63,15 @@ def small_real_data(shared_data, tmp_path_factory) -> Path:
     what training does: reading and splitting 60 000 images and evaluating 10 000 test images a window
     cost those tests more than the training they check. The readers of the original files are tested on
     the whole files (test_data_real)."""
-    import numpy as np
+    from glocal_cli.data import load_dataset, prepare_dataset
 
-    from glocal_cli.data import load_dataset
-
-    out = tmp_path_factory.mktemp("small_real_data")
+    src, out = tmp_path_factory.mktemp("small_real_originals"), tmp_path_factory.mktemp("small_real_data")
     for name in ("mnist", "fashion_mnist"):
         ds = load_dataset(name, shared_data)
-        np.savez(out / f"{name}.npz", train_images=ds.train_images[:SMALL_TRAIN],
-                 train_labels=ds.train_labels[:SMALL_TRAIN].astype(np.uint8),
-                 test_images=ds.test_images[:SMALL_TEST], test_labels=ds.test_labels[:SMALL_TEST].astype(np.uint8))
+        cut = (ds.train_images[:SMALL_TRAIN, ..., 0], ds.train_labels[:SMALL_TRAIN],
+               ds.test_images[:SMALL_TEST, ..., 0], ds.test_labels[:SMALL_TEST])
+        write_mnist_files(src / name, *cut)  # in the original format, then prepared as `glocal download` does
+        prepare_dataset(name, src / name, out, verify=False)  # a cut set has no official checksums
     return out
 
 

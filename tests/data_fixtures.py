@@ -57,19 +57,24 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def write_idx_gz(path: Path, array: np.ndarray) -> Path:
-    """Write ``array`` as a gzip-compressed idx file."""
-    with gzip.open(path, "wb") as f:
+    """Write ``array`` as a gzip-compressed idx file (level 1: a test file, written fast)."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(idx_bytes(array))
     return path
 
 
+def write_mnist_files(folder: Path, train_x, train_y, test_x, test_y) -> None:
+    """The four MNIST-family ``.gz`` files of these arrays (uint8 images ``[N, 28, 28]``, labels ``[N]``) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arr in zip(IDX_NAMES, (train_x, train_y, test_x, test_y)):
+        write_idx_gz(folder / name, arr)
+
+
 def write_mnist_like(folder: Path, n_train: int = 50, n_test: int = 20, seed: int = 0):
     """The four MNIST-family ``.gz`` files (28x28 images, 10 classes) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
     tr_x, tr_y = _random(n_train, (28, 28), 10, seed)
     te_x, te_y = _random(n_test, (28, 28), 10, seed + 1)
-    for name, arr in zip(IDX_NAMES, (tr_x, tr_y, te_x, te_y)):
-        write_idx_gz(folder / name, arr)
+    write_mnist_files(folder, tr_x, tr_y, te_x, te_y)
     return tr_x[..., None], tr_y, te_x[..., None], te_y
 
 
