@@ -54,7 +54,8 @@ def main(data_dir: str, rounds: int = 3, seeds: str = "0") -> dict:
         jax.block_until_ready(gs)
         print(f"{name}: compiled and ran one window in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         runners[name] = [runner, gs, []]
-    tau, windows = cfg.hpo.tau, cfg.hpo.steps // cfg.hpo.tau
+    h = runners["none"][0].cfg  # the profile's τ and T, the same for every variant (none's step time is the unit)
+    tau, windows = h.tau, h.steps // h.tau
     rounds = max(1, min(rounds, windows - 1))  # windows of one run: the compiling one + rounds
     for r in range(rounds):
         for name, entry in runners.items():
