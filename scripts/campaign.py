@@ -1,0 +1,222 @@
+"""The paper-scale CPU campaign (issue 30): Fig. 2's setting, seeds 0-4 of none / local / glocal, unit by unit.
+
+Every run of the campaign trains with the code of ONE commit (``pinned_commit`` in the plan),
+checked out as a git worktree outside this checkout, with its own locked virtual environment;
+so the table pairs runs of one training code, whatever main does meanwhile. Checkpoints stay
+in the campaign folder (outside the work tree: a machine that is kept resumes them); each
+finished unit's records (``metrics.json``, ``history.csv``, ``dmd.npz`` per seed) are copied to
+``docs/records/paper_scale_cpu/<variant>/seed<k>/`` and committed at once, so a fresh machine
+loses nothing but the unit in progress.
+
+The plan (committed): ``docs/records/paper_scale_cpu/campaign.json``: the pinned commit, the
+command, the units in order and, for each finished unit, its wall time and the machine's load
+while it ran (the 1-minute load average sampled every minute).
+
+Usage (from the repository root, any Python 3.9+; the worktree's venv is made with uv)::
+
+    python scripts/campaign.py status          # which units are done, running, left
+    python scripts/campaign.py run             # run the units left, one after the other (resumes)
+    python scripts/campaign.py run --one       # only the next unit
+    nohup python scripts/campaign.py run > ../campaign/driver.log 2>&1 &
+
+``--dir`` (default ``../campaign``) holds ``code/`` (the worktree), ``runs/<unit>/seed<k>/`` and
+``logs/``. A unit whose folders are locked by a running ``glocal train`` is waited for, not started
+twice. A unit is "done" when its records are in ``docs/records`` with status ``complete``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "docs" / "records" / "paper_scale_cpu"
+PLAN = RECORDS / "campaign.json"
+RECORD_FILES = ("metrics.json", "history.csv", "dmd.npz")
+LOAD_EVERY_S = 60.0
+
+
+def load_plan() -> dict:
+    return json.loads(PLAN.read_text())
+
+
+def save_plan(plan: dict) -> None:
+    tmp = PLAN.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(plan, indent=1) + "\n")
+    os.replace(tmp, PLAN)
+
+
+def record_dir(method: str, seed: int) -> Path:
+    return RECORDS / method / f"seed{seed}"
+
+
+def seed_done(method: str, seed: int) -> bool:
+    m = record_dir(method, seed) / "metrics.json"
+    return m.is_file() and json.loads(m.read_text()).get("status") == "complete"
+
+
+def unit_done(unit: dict) -> bool:
+    return all(seed_done(unit["method"], s) for s in unit["seeds"])
+
+
+def run_folder(base: Path, unit: dict, seed: int) -> Path:
+    return base / "runs" / unit["name"] / f"seed{seed}"
+
+
+def locked(folder: Path) -> bool:
+    """Whether a running ``glocal train`` holds ``folder``'s lock (it is released when the process dies)."""
+    lock = folder / ".glocal.lock"
+    if not lock.is_file():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def ensure_code(base: Path, commit: str) -> Path:
+    """The worktree at the pinned commit with its locked virtual environment; returns its ``glocal``."""
+    code = base / "code"
+    if not (code / ".git").exists():
+        base.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", str(code), commit], cwd=ROOT, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=code, capture_output=True, text=True, check=True).stdout.strip()
+    if head != commit:
+        raise SystemExit(f"error: {code} is at {head}, the plan pins {commit}; remove the worktree or fix the plan")
+    glocal = code / ".venv" / "bin" / "glocal"
+    if not glocal.exists():
+        subprocess.run([sys.executable, "-m", "venv", ".venv"], cwd=code, check=True)
+        py = code / ".venv" / "bin" / "python"
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "uv>=0.13"], cwd=code, check=True)
+        subprocess.run([str(code / ".venv" / "bin" / "uv"), "sync", "--locked", "--inexact", "--active", "--extra", "all",
+                        "-q"], cwd=code, check=True, env={**os.environ, "VIRTUAL_ENV": str(code / ".venv")})
+    return glocal
+
+
+def command(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -> List[str]:
+    return [str(glocal), "train", *plan["args"], "--method", unit["method"],
+            "--seeds", ",".join(map(str, unit["seeds"])), "--data-dir", str(data_dir),
+            "--out", str(base / "runs" / unit["name"])]
+
+
+def adopt(unit: dict, base: Path) -> List[Path]:
+    """Copy a finished unit's per-seed records into docs/records; returns the copied folders."""
+    out = []
+    for s in unit["seeds"]:
+        src = run_folder(base, unit, s)
+        metrics = json.loads((src / "metrics.json").read_text())
+        if metrics.get("status") != "complete":
+            raise SystemExit(f"error: {src} ended {metrics.get('status')!r}: {metrics.get('failure')}")
+        dst = record_dir(unit["method"], s)
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (src / name).is_file():
+                shutil.copy2(src / name, dst / name)
+        out.append(dst)
+    return out
+
+
+def commit_records(unit: dict, paths: List[Path], info: dict) -> None:
+    """Commit the unit's records and the plan (only those paths; whatever else is staged stays staged)."""
+    rel = [str(p.relative_to(ROOT)) for p in paths + [PLAN]]
+    subprocess.run(["git", "add", "--", *rel], cwd=ROOT, check=True)
+    msg = (f"campaign: unit {unit['name']} ({unit['method']}, seeds {','.join(map(str, unit['seeds']))}) at the pinned "
+           f"commit: {info['wall_s'] / 60:.0f} min, load {info['load_mean']:.1f} (max {info['load_max']:.1f})")
+    done = subprocess.run(["git", "commit", "-q", "-m", msg, "--only", "--", *rel], cwd=ROOT)
+    print("committed" if done.returncode == 0 else "could not commit (commit the records by hand)", rel, flush=True)
+
+
+def run_unit(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -> None:
+    logs = base / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    folders = [run_folder(base, unit, s) for s in unit["seeds"]]
+    loads: List[float] = []
+    t0 = time.time()
+    if any(locked(f) for f in folders):
+        print(f"{unit['name']}: already running; waiting for it", flush=True)
+        while any(locked(f) for f in folders):
+            loads.append(os.getloadavg()[0])
+            time.sleep(LOAD_EVERY_S)
+    finished = all((f / "metrics.json").is_file() and json.loads((f / "metrics.json").read_text()).get("status")
+                   == "complete" for f in folders)
+    if not finished:
+        cmd = command(plan, unit, base, glocal, data_dir)
+        print(f"{unit['name']}: {' '.join(cmd)}", flush=True)
+        with open(logs / f"{unit['name']}.log", "a") as log:
+            proc = subprocess.Popen(cmd, cwd=glocal.parent.parent.parent, stdout=log, stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                loads.append(os.getloadavg()[0])
+                try:
+                    proc.wait(timeout=LOAD_EVERY_S)
+                except subprocess.TimeoutExpired:
+                    pass
+        if proc.returncode != 0:
+            raise SystemExit(f"error: {unit['name']} exited {proc.returncode} (log {logs / (unit['name'] + '.log')})")
+    walls = [json.loads((f / "metrics.json").read_text())["wall_s"] for f in folders]
+    info = {"wall_s": max(walls), "load_mean": sum(loads) / len(loads) if loads else float("nan"),
+            "load_max": max(loads) if loads else float("nan"), "load_samples": len(loads),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
+    paths = adopt(unit, base)
+    plan = load_plan()
+    plan.setdefault("finished", {})[unit["name"]] = info
+    save_plan(plan)
+    commit_records(unit, paths, info)
+
+
+def status(plan: dict, base: Path) -> List[Dict]:
+    rows = []
+    for u in plan["units"]:
+        folders = [run_folder(base, u, s) for s in u["seeds"]]
+        if unit_done(u):
+            state = "done"
+        elif any(locked(f) for f in folders):
+            state = "running"
+        else:
+            state = "left"
+        where = ""
+        ck = folders[0] / "checkpoint.json"
+        if state != "done" and ck.is_file():
+            where = f" (checkpoint at window {json.loads(ck.read_text())['outer_step']})"
+        rows.append({"unit": u["name"], "state": state, "detail": where, **plan.get("finished", {}).get(u["name"], {})})
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("status", "run"))
+    ap.add_argument("--dir", type=Path, default=ROOT.parent / "campaign", help="campaign folder (outside the work tree)")
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    ap.add_argument("--one", action="store_true", help="run only the next unit")
+    a = ap.parse_args(argv)
+    plan = load_plan()
+    base = a.dir.resolve()
+    if a.action == "status":
+        for r in status(plan, base):
+            wall = f"  {r['wall_s'] / 60:.0f} min, load {r['load_mean']:.1f}" if "wall_s" in r else ""
+            print(f"{r['unit']:>14}  {r['state']}{r['detail']}{wall}")
+        return 0
+    glocal = ensure_code(base, plan["pinned_commit"])
+    for unit in plan["units"]:
+        if unit_done(unit):
+            continue
+        run_unit(plan, unit, base, glocal, a.data_dir.resolve())
+        if a.one:
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
