@@ -213,6 +213,11 @@ def hankel_dmd_fit(
     return HankelFit(eigs, modes, b, unit_scale, r, residual, H.shape[1])
 
 
+def near_one(eigs: np.ndarray, tol: float) -> np.ndarray:
+    """``[r]`` bool: the eigenvalues counted as ``λ ≈ 1``, ``|λ - 1| <= tol``."""
+    return np.abs(eigs - 1.0) <= tol
+
+
 def paper_estimate(fit: HankelFit, *, tol: float = DEFAULT_TOL, if_empty: str = "nearest") -> DMDResult:
     """Eq. 20 from a fit: the real part of the first block of ``Σ_{λ_j near 1} b_j φ_j``.
 
@@ -222,12 +227,12 @@ def paper_estimate(fit: HankelFit, *, tol: float = DEFAULT_TOL, if_empty: str = 
     """
     eigs, modes, b, unit_scale = fit.eigenvalues, fit.modes, fit.amplitudes, fit.scale
     q = unit_scale.shape[0]
-    dist = np.abs(eigs - 1.0)
-    unit = dist <= tol
+    unit = near_one(eigs, tol)
     selection = "tol"
     if not np.any(unit):
         if if_empty == "nearest":
             # the nearest eigenvalue and every one as near (its conjugate has the same |λ - 1|)
+            dist = np.abs(eigs - 1.0)
             unit = dist <= dist.min() * (1.0 + 1e-9) + 1e-15
             selection = "nearest"
         else:
@@ -238,6 +243,59 @@ def paper_estimate(fit: HankelFit, *, tol: float = DEFAULT_TOL, if_empty: str = 
         est_c.real.copy(), eigs, float(np.max(np.abs(eigs))), fit.rank, fit.residual, False, "",
         int(np.sum(unit)), selected=eigs[unit], imag_norm=float(np.linalg.norm(est_c.imag)), selection=selection,
     )
+
+
+def _checked(hypergrads, mode: Optional[str], horizon: Optional[int], tol: Optional[float], if_empty: str):
+    """``(h [σ, q] float64, mode, tol)`` with the defaults filled in; a ``ValueError`` on a bad argument."""
+    h = np.asarray(hypergrads, dtype=np.float64)
+    if h.ndim != 2:
+        raise ValueError(f"hypergrads must be [sigma, q], got shape {h.shape}")
+    if h.shape[0] < 1:
+        raise ValueError("hypergrads must hold at least one hypergradient")
+    if mode is None:
+        mode = "paper" if horizon is None else "horizon"
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if (mode == "horizon") != (horizon is not None):
+        raise ValueError(f"horizon (got {horizon!r}) is needed by mode 'horizon' and only by it (mode {mode!r})")
+    if horizon is not None and horizon < 0:
+        raise ValueError(f"horizon must be >= 0 or None, got {horizon}")
+    if tol is None:
+        tol = DEFAULT_TOL if mode == "paper" else STRICT_TOL
+    if if_empty not in IF_EMPTY:
+        raise ValueError(f"if_empty must be one of {', '.join(IF_EMPTY)}, got {if_empty!r}")
+    return h, mode, tol
+
+
+def _fallback(last: np.ndarray, reason: str, eigs=np.zeros((0,), np.complex128), radius=0.0, rank=0,
+              residual=float("nan"), n_unit=0) -> DMDResult:
+    """The last local hypergradient ``h_σ`` (its non-finite components 0), flagged with ``reason``."""
+    est = np.where(np.isfinite(last), last, 0.0)
+    return DMDResult(est, eigs, float(radius), int(rank), float(residual), True, reason, n_unit)
+
+
+def _spectrum_reason(eigs: np.ndarray, unit: np.ndarray, mode: str, tol: float) -> str:
+    """Strict / horizon modes: why the spectrum rules the extrapolation out, or ``""``."""
+    if float(np.max(np.abs(eigs))) > 1.0 + tol:  # a growing mode makes any extrapolation meaningless
+        return "diverging"
+    if mode == "strict" and np.any((np.abs(np.abs(eigs) - 1.0) <= tol) & ~unit):
+        return "oscillating"
+    if mode == "strict" and not np.any(unit):
+        return "no_unit_eigenvalue"
+    return ""
+
+
+def _readout(fit: HankelFit, unit: np.ndarray, mode: str, m: int, horizon: Optional[int]):
+    """``(complex estimate [q] in scaled units, selected eigenvalues, selection)`` of the strict (mean of the
+    m blocks of the modes near 1) or the horizon mode (last block of all modes, ``horizon`` steps ahead)."""
+    eigs, modes, b = fit.eigenvalues, fit.modes, fit.amplitudes
+    q = fit.scale.shape[0]
+    if mode == "strict":
+        g = modes[:, unit] @ b[unit]
+        return g.reshape(m, q).mean(axis=0), eigs[unit], "tol"
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = modes @ (b * eigs ** int(horizon))
+    return g.reshape(m, q)[-1], eigs, "all"
 
 
 def hankel_dmd_estimate(
@@ -285,80 +343,39 @@ def hankel_dmd_estimate(
       A :class:`DMDResult`; ``estimate`` is ``[q]`` float64 and always finite
       when the last local hypergradient is finite.
     """
-    h = np.asarray(hypergrads, dtype=np.float64)
-    if h.ndim != 2:
-        raise ValueError(f"hypergrads must be [sigma, q], got shape {h.shape}")
-    sigma, q = h.shape
-    if sigma < 1:
-        raise ValueError("hypergrads must hold at least one hypergradient")
-    if mode is None:
-        mode = "paper" if horizon is None else "horizon"
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if (mode == "horizon") != (horizon is not None):
-        raise ValueError(f"horizon (got {horizon!r}) is needed by mode 'horizon' and only by it (mode {mode!r})")
-    if horizon is not None and horizon < 0:
-        raise ValueError(f"horizon must be >= 0 or None, got {horizon}")
-    if tol is None:
-        tol = DEFAULT_TOL if mode == "paper" else STRICT_TOL
-    if if_empty not in IF_EMPTY:
-        raise ValueError(f"if_empty must be one of {', '.join(IF_EMPTY)}, got {if_empty!r}")
+    h, mode, tol = _checked(hypergrads, mode, horizon, tol, if_empty)
     last = h[-1]
-    empty = np.zeros((0,), np.complex128)
-
-    def fallback(reason, eigs=empty, radius=0.0, rank=0, residual=float("nan"), n_unit=0):
-        est = np.where(np.isfinite(last), last, 0.0)
-        return DMDResult(est, eigs, float(radius), int(rank), float(residual), True, reason, n_unit)
-
     if not np.all(np.isfinite(h)):
-        return fallback("non_finite")
-    n_snap = sigma - m + 1
-    if m < 1 or n_snap < 3:
-        return fallback("too_short")
-
+        return _fallback(last, "non_finite")
+    if m < 1 or h.shape[0] - m + 1 < 3:
+        return _fallback(last, "too_short")
     fit = hankel_dmd_fit(h, m, rank_rtol=rank_rtol, max_rank=max_rank, scale=scale, robust=robust)
     if fit is None:
-        return fallback("rank_zero")
-    eigs, modes, b, unit_scale = fit.eigenvalues, fit.modes, fit.amplitudes, fit.scale
-    r, residual = fit.rank, fit.residual
+        return _fallback(last, "rank_zero")
+    eigs = fit.eigenvalues
+    unit = near_one(eigs, tol)
     radius = float(np.max(np.abs(eigs)))
-    dist = np.abs(eigs - 1.0)
-    unit = dist <= tol
-    n_unit = int(np.sum(unit))
-    diag = dict(eigs=eigs, radius=radius, rank=r, residual=residual, n_unit=n_unit)
+    diag = dict(eigs=eigs, radius=radius, rank=fit.rank, residual=fit.residual, n_unit=int(np.sum(unit)))
 
     if mode == "paper":
-        if n_unit == 0 and if_empty == "local":
-            return fallback("no_unit_eigenvalue", **diag)
+        if not np.any(unit) and if_empty == "local":
+            return _fallback(last, "no_unit_eigenvalue", **diag)
         res = paper_estimate(fit, tol=tol, if_empty=if_empty)
         if not np.all(np.isfinite(res.estimate)):
-            return fallback("non_finite_estimate", **diag)
+            return _fallback(last, "non_finite_estimate", **diag)
         return res
 
-    if radius > 1.0 + tol:  # a growing mode makes any extrapolation meaningless
-        return fallback("diverging", **diag)
-    if mode == "strict":
-        if np.any((np.abs(np.abs(eigs) - 1.0) <= tol) & ~unit):
-            return fallback("oscillating", **diag)
-        if n_unit == 0:
-            return fallback("no_unit_eigenvalue", **diag)
-        g = modes[:, unit] @ b[unit]
-        est_c = g.reshape(m, q).mean(axis=0)
-        selected, selection = eigs[unit], "tol"
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            g = modes @ (b * eigs ** int(horizon))
-        est_c = g.reshape(m, q)[-1]
-        selected, selection = eigs, "all"
-
+    reason = _spectrum_reason(eigs, unit, mode, tol)
+    if reason:
+        return _fallback(last, reason, **diag)
+    est_c, selected, selection = _readout(fit, unit, mode, m, horizon)
     if not np.all(np.isfinite(est_c)):
         reason = "diverging" if mode == "horizon" and radius > 1.0 else "non_finite_estimate"
-        return fallback(reason, **diag)
+        return _fallback(last, reason, **diag)
     est = est_c.real
-    imag = float(np.linalg.norm(est_c.imag * unit_scale))
     if np.linalg.norm(est_c.imag) > imag_rtol * max(np.linalg.norm(est), np.finfo(float).tiny):
-        return fallback("complex_estimate", **diag)
+        return _fallback(last, "complex_estimate", **diag)
     return DMDResult(
-        est * unit_scale, eigs, radius, r, residual, False, "", n_unit,
-        selected=selected, imag_norm=imag, selection=selection,
+        est * fit.scale, eigs, radius, fit.rank, fit.residual, False, "", diag["n_unit"],
+        selected=selected, imag_norm=float(np.linalg.norm(est_c.imag * fit.scale)), selection=selection,
     )
