@@ -55,8 +55,9 @@ def run(cfg: TrainConfig, console: Optional[Console] = None, stop_after: Optiona
     where = cfgs[0].run_dir() if len(cfgs) == 1 else f"{len(cfgs)} folders ({cfgs[0].run_dir()}, ...)"
     console.print(
         f"[bold]glocal train[/] {cfg.dataset} / {cfg.model} / {cfg.task} / method [cyan]{h.method}[/]"
-        f"  T={h.steps} τ={h.tau} σ={h.sigma} m={h.m} {seed_text} lr0={cfg.lr0:g} -> {where}"
+        f"  T={h.steps} τ={h.tau} σ={h.sigma} m={h.m} {seed_text} lr0={cfg.lr0:g}"
     )
+    _folder_line(console, f"-> {where}")
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -126,7 +127,7 @@ SUMMARY_KEYS = ("status", "test_accuracy", "test_balanced_accuracy", "test_loss"
 
 def _seeds_table(console: Console, cfgs: List[TrainConfig], all_metrics: List[dict]) -> None:
     """Several seeds' results as one table, a column per seed (and each failure's reason below)."""
-    table = Table(title=f"{len(cfgs)} seeds in one program: {', '.join(str(c.run_dir()) for c in cfgs)}")
+    table = Table(title=f"{len(cfgs)} seeds in one program")
     table.add_column("metric")
     for c in cfgs:
         table.add_column(f"seed {c.seed}", justify="right")
@@ -136,9 +137,17 @@ def _seeds_table(console: Console, cfgs: List[TrainConfig], all_metrics: List[di
     for name in names:
         table.add_row(name, *(_fmt(m["hyperparams"].get(name, "")) for m in all_metrics))
     console.print(table)
+    for c in cfgs:
+        _folder_line(console, f"seed {c.seed}: {c.run_dir()}")
     for c, m in zip(cfgs, all_metrics):
         if m["status"] != "complete":
-            console.print(f"[yellow]seed {c.seed} {m['status']}[/]: {m['failure']} (recorded in {c.run_dir() / 'metrics.json'})")
+            console.print(f"[yellow]seed {c.seed} {m['status']}[/]: {m['failure']} (recorded in {c.run_dir() / 'metrics.json'})",
+                          soft_wrap=True)
+
+
+def _folder_line(console: Console, text: str) -> None:
+    """A line naming a run folder, never wrapped (a narrow terminal or a pipe must not break a path)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _summary(console: Console, cfg: TrainConfig, metrics: dict) -> None:
@@ -149,7 +158,7 @@ def _summary(console: Console, cfg: TrainConfig, metrics: dict) -> None:
     if metrics.get("status") == "stopped":
         console.print(f"stopped after outer step {metrics['outer_step']}; run again to resume")
         return
-    table = Table(title=f"{cfg.run_dir()}")
+    table = Table(title="result")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in SUMMARY_KEYS:
@@ -157,5 +166,6 @@ def _summary(console: Console, cfg: TrainConfig, metrics: dict) -> None:
     for name, value in metrics["hyperparams"].items():
         table.add_row(name, _fmt(value))
     console.print(table)
+    _folder_line(console, f"run folder: {cfg.run_dir()}")
     if metrics["status"] != "complete":
-        console.print(f"[yellow]run {metrics['status']}[/]: {metrics['failure']} (recorded in metrics.json)")
+        console.print(f"[yellow]run {metrics['status']}[/]: {metrics['failure']} (recorded in metrics.json)", soft_wrap=True)
