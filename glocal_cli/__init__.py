@@ -12,10 +12,11 @@ The public API (imported lazily, so ``import glocal_cli`` does not load JAX):
   ``step(state, phi [q], batch, data) -> state``, ``val_loss(state, data) ->
   scalar``, ``batches(start, n) -> batch pytree [n, ...]``, ``data``.
 * :class:`HPOConfig`, :class:`HPORunner`, :class:`HPOState`,
-  :class:`WindowRecord`, :func:`run` — the outer loop.
+  :class:`WindowRecord`, :func:`run` — the outer loop; :class:`Method` and
+  :data:`METHOD_CLASSES` — the methods as objects (:mod:`glocal_cli.methods`).
 * :class:`SeedGroupRunner` — several seeds of one setting (problems that differ
   only in ``init_state``, ``data`` and ``batches``) advanced as one vmapped, jitted
-  window; :class:`GroupWindow` its per-window record. On a GPU, pass
+  window (its :class:`WindowRecord` has a leading seed axis). On a GPU, pass
   ``conv_batching="blockdiag"`` (what ``glocal train`` does with
   ``--conv-batching auto``): the seeds' convolutions (``models.conv.seed_conv``)
   then run ungrouped.
@@ -42,14 +43,15 @@ _EXPORTS = {
     # the problem definition and the outer loop
     "InnerProblem": "glocal_cli.hpo",
     "HPOConfig": "glocal_cli.hpo",
-    "HPORunner": "glocal_cli.hpo",
     "HPOState": "glocal_cli.hpo",
-    "WindowRecord": "glocal_cli.hpo",
-    "HypergradToEnd": "glocal_cli.hpo",
-    "run": "glocal_cli.hpo",
     "METHODS": "glocal_cli.hpo",
-    "SeedGroupRunner": "glocal_cli.seeds",
-    "GroupWindow": "glocal_cli.seeds",
+    "HPORunner": "glocal_cli.runner",
+    "SeedGroupRunner": "glocal_cli.runner",
+    "run": "glocal_cli.runner",
+    "WindowRecord": "glocal_cli.methods",
+    "HypergradToEnd": "glocal_cli.methods",
+    "Method": "glocal_cli.methods",
+    "METHOD_CLASSES": "glocal_cli.methods",
     # learnable inner optimizers
     "LearnableOptimizer": "glocal_cli.inner_optim",
     "learnable_sgd": "glocal_cli.inner_optim",
@@ -87,16 +89,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # static type checkers see the real names
     from glocal_cli.dmd import DMDResult, hankel_dmd_estimate
-    from glocal_cli.hpo import (
-        METHODS,
-        HPOConfig,
-        HPORunner,
-        HPOState,
-        HypergradToEnd,
-        InnerProblem,
-        WindowRecord,
-        run,
-    )
+    from glocal_cli.hpo import METHODS, HPOConfig, HPOState, InnerProblem
     from glocal_cli.hypergrad import (
         WindowOutput,
         forward_window,
@@ -105,4 +98,5 @@ if TYPE_CHECKING:  # static type checkers see the real names
         window_hypergrads,
     )
     from glocal_cli.inner_optim import LearnableOptimizer, hyperparams_from_phi, learnable_sgd, logit
-    from glocal_cli.seeds import GroupWindow, SeedGroupRunner
+    from glocal_cli.methods import METHOD_CLASSES, HypergradToEnd, Method, WindowRecord
+    from glocal_cli.runner import HPORunner, SeedGroupRunner, run

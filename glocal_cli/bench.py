@@ -2,7 +2,7 @@
 
 LeNet on Fashion-MNIST with the paper's settings (τ 50, σ 20, m 10, batch 128,
 10 % validation held out and evaluated full-batch). Every method runs through
-the product's own code path (:class:`~glocal_cli.hpo.HPORunner`), compiled
+the path ``glocal train`` runs (the runner :func:`glocal_cli.train.make_runner` builds, one seed), compiled
 first (compile time reported separately), then timed window by window in
 round-robin order (none, local, glocal, W, V, none, ...) so that load from
 other processes hits every method alike; the median per method is reported.
@@ -10,7 +10,7 @@ other processes hits every method alike; the median per method is reported.
 Two components are timed alongside, in the same run:
 
 * ``W``: a window of τ steps with the q forward-mode tangents and no
-  validation evaluation (``HPORunner.window_fn(n_record=0)``);
+  validation evaluation (``methods.chunk_fn(method, 0)``, a chunk of global's retraining);
 * ``V``: one validation evaluation with tangents, ``h = ∇ℓ̃(θ)·Z``
   (a full-batch gradient of the validation loss contracted with the q tangents).
 
@@ -132,70 +132,88 @@ def build_lenet_task(s: BenchSettings, steps: int):
     return build_task(cfg, splits), splits
 
 
+def _runner(cfg: TrainConfig, task):
+    """``(runner, state)``: the group of one seed that ``glocal train`` would run for ``cfg``
+    (:func:`glocal_cli.train.make_runner`, under the runtime ``cfg`` resolves to)."""
+    from glocal_cli import train
+    from glocal_cli.runtime import resolve
+
+    runner = train.make_runner([cfg], [task.problem], resolve(cfg.resolved_hpo(), cfg))
+    return runner, runner.init([task.phi0])
+
+
+def _timer(runner, state) -> Callable[[], None]:
+    """One window of ``runner``, from ``state`` on (the state advances with each call), waited for."""
+    box = [state]
+
+    def one():
+        box[0], _ = runner.run_window(box[0])
+        _block(box[0])
+
+    return one
+
+
+def _components(s: BenchSettings, task, runtime) -> Dict[str, Callable[[], None]]:
+    """``W`` (τ steps with the q tangents, no validation: a chunk of global's retraining, as the runner
+    compiles it) and ``V`` (one validation with tangents, ``h = ∇ℓ̃(θ)·Z``, on W's tangents: call W first)."""
+    from glocal_cli.hypergrad import tangent_hypergrad
+    from glocal_cli.methods import chunk_fn
+
+    prob, h = task.problem, s.train.hpo
+    local = _runner(_lenet_cfg(s, 2 * h.tau, method="local"), task)[0]
+    w_fn = local.program(chunk_fn(local.method, 0))
+    v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d, runtime.val_grad)[0])
+    one = lambda x: jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], x)  # noqa: E731  (a seed axis)
+    args = (one(prob.init_state), one(jnp.asarray(task.phi0)), one(prob.batches(0, h.tau)), local.data)
+    tangents = {}
+
+    def run_w():  # its first call (the compiling one) leaves the tangents V contracts with
+        out = w_fn(*args, None)
+        _block(out.state)
+        tangents.setdefault("Z", jax.tree_util.tree_map(lambda a: a[0], out.tangents))
+
+    return {"W": run_w, "V": lambda: _block(v_fn(prob.init_state, prob.data, tangents["Z"]))}
+
+
+V_REPEATS = 3  # V is short: timed this many times a round
+
+
+def _time_round_robin(timers: Dict[str, Callable[[], None]], windows: int, say) -> tuple:
+    """``(first, times)``: each timer's compiling call, then ``windows`` rounds of every timer in turn
+    (round-robin, so that load from other processes hits them alike)."""
+    say("compiling " + " / ".join(timers))
+    first = {k: _timed(fn) for k, fn in timers.items()}
+    times = {k: [] for k in timers}
+    for r in range(windows):
+        say(f"timing window {r + 1}/{windows}")
+        for k, fn in timers.items():
+            times[k].extend(_timed(fn) for _ in range(V_REPEATS if k == "V" else 1))
+    return first, times
+
+
 def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None) -> Dict:
     """Run the benchmark; returns the results dict (also what ``--out`` writes)."""
     say = progress or (lambda msg: None)
-    from glocal_cli.hpo import HPORunner
-    from glocal_cli.hypergrad import tangent_hypergrad
+    from glocal_cli.runtime import resolve
 
     h = s.train.resolved_hpo()
     n_windows_run = 1 + s.windows  # compiling window + timed ones
     steps = max(n_windows_run * h.tau, h.tau * 2)
     task, splits = build_lenet_task(s, steps)
-    prob = task.problem
     q = int(task.phi0.shape[0])
+    runtime = resolve(h, s.train)
 
-    # The runners share their compiled window functions (same problem, same (n_record, mode)).
-    base = HPORunner(prob, dataclasses.replace(h, method="local", steps=steps))
-    runners, states = {}, {}
-    for method in ("none", "local", "glocal"):
-        runners[method] = base.with_config(dataclasses.replace(h, method=method, steps=steps))
-        states[method] = runners[method].init(task.phi0)
-
-    # W and V: the two components of a window, on the same inner state.
-    w_fn = base.window_fn(0, "forward")
-    v_fn = jax.jit(lambda st, d, Z: tangent_hypergrad(prob.val_loss, st, Z, d, h.resolved_val_grad())[0])
-    phi = jnp.asarray(task.phi0)
-    batches = prob.batches(0, h.tau)
-
-    def run_w():
-        out = w_fn(prob.init_state, phi, batches, prob.data)
-        _block(out.state)
-        return out
-
-    def run_v(Z):
-        return _block(v_fn(prob.init_state, prob.data, Z))
-
-    def run_method(method):
-        states[method], _ = runners[method].run_window(states[method])
-        _block(states[method].inner)
-
-    first, times = {}, {k: [] for k in ("none", "local", "glocal", "W", "V")}
-    say("compiling none / local / glocal / W / V")
-    for method in ("none", "local", "glocal"):
-        first[method] = _timed(lambda: run_method(method))
-    t = time.perf_counter()
-    w_out = run_w()
-    first["W"] = time.perf_counter() - t
-    Z = w_out.tangents  # nonzero tangents for V
-    first["V"] = _timed(lambda: run_v(Z))
-
-    for r in range(s.windows):
-        say(f"timing window {r + 1}/{s.windows}")
-        for method in ("none", "local", "glocal"):
-            times[method].append(_timed(lambda: run_method(method)))
-        times["W"].append(_timed(run_w))
-        times["V"].extend(_timed(lambda: run_v(Z)) for _ in range(3))
-
+    # each method as glocal train runs it: a group of one seed built by train.make_runner
+    timers = {m: _timer(*_runner(_lenet_cfg(s, steps, method=m), task)) for m in ("none", "local", "glocal")}
+    timers.update(_components(s, task, runtime))
+    first, times = _time_round_robin(timers, s.windows, say)
     med = {k: statistics.median(v) for k, v in times.items()}
     compile_s = {k: max(first[k] - med[k], 0.0) for k in first}
 
     # global: one outer step over a short horizon, extrapolated to S x T.
     say(f"timing global (one outer step, T={s.global_steps})")
     g_steps = max(h.tau, (s.global_steps // h.tau) * h.tau)
-    # its (0, forward) and (1, forward) windows are W's and local's (compiled already)
-    g_runner = base.with_config(dataclasses.replace(h, method="global", steps=g_steps, global_outer_steps=2))
-    g_state = g_runner.init(task.phi0)
+    g_runner, g_state = _runner(_lenet_cfg(s, g_steps, method="global", global_outer_steps=2), task)
     g_first = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))
     g_time = _timed(lambda: _block(g_runner.run_window(g_state)[0].inner))
     compile_s["global"] = max(g_first - g_time, 0.0)
@@ -205,21 +223,16 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
     per1000 = {m: med[m] * 1000.0 / h.tau for m in ("none", "local", "glocal")}
     per1000["global"] = per_step_global * S * 1000.0  # S retrains of every step, per 1000 run steps
     run_T = {m: per1000[m] * h.steps / 1000.0 for m in METHOD_ORDER}
-
-    W, V = med["W"], med["V"]
-    floor = (W + h.sigma * V) / (W + V)
-    glocal_over_local = med["glocal"] / med["local"]
-    dev = jax.devices()[0]
     return {
         "settings": settings.to_flat(s),  # flat: steps is T of the extrapolated run
         "q": q,
         "n_val": int(len(splits.val_x)),
-        "device": f"{dev.platform}:{dev.device_kind}",
-        "cpu_count": __import__("os").cpu_count(),
+        **_device(),
+        "runtime": runtime.to_dict(),
         "window_s": {m: med[m] for m in ("none", "local", "glocal")},
         "window_samples_s": times,
-        "W_s": W,
-        "V_s": V,
+        "W_s": med["W"],
+        "V_s": med["V"],
         "val_evals_per_window": {"none": 0, "local": 1, "glocal": h.sigma},
         "seconds_per_1000_steps": per1000,
         "run_seconds_extrapolated": run_T,
@@ -227,6 +240,29 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
         "global_measured": {"steps": g_steps, "seconds": g_time, "outer_steps_extrapolated": S,
                             "note": f"one global outer step timed at T={g_steps}, extrapolated linearly to "
                                     f"S={S} outer steps x T={h.steps} inner steps"},
+        **_ratios(med, per1000, h.sigma),
+        "paper_table4_s": PAPER_TABLE4,
+        "seeds": time_seed_groups(s, say) if s.seed_counts else None,
+        "train": time_train(s, {m: med[m] for m in ("none", "local", "glocal")}, say) if s.train_windows else None,
+        "variants": time_variants(s, say) if s.variants else None,
+        "paper_ratios": {"local_over_none": 25.1 / 11.4, "glocal_over_local": 66.7 / 25.1,
+                         "glocal_over_none": 66.7 / 11.4, "global_over_none": 4681.1 / 11.4},
+    }
+
+
+def _device() -> Dict:
+    import os
+
+    dev = jax.devices()[0]
+    return {"device": f"{dev.platform}:{dev.device_kind}", "cpu_count": os.cpu_count()}
+
+
+def _ratios(med: Dict[str, float], per1000: Dict[str, float], sigma: int) -> Dict[str, float]:
+    """The methods' time ratios and glocal/local against its floor ``(W + σV) / (W + V)``."""
+    W, V = med["W"], med["V"]
+    floor = (W + sigma * V) / (W + V)
+    glocal_over_local = med["glocal"] / med["local"]
+    return {
         "local_over_none": med["local"] / med["none"],
         "glocal_over_local": glocal_over_local,
         "glocal_over_none": med["glocal"] / med["none"],
@@ -235,12 +271,6 @@ def run_bench(s: BenchSettings, progress: Optional[Callable[[str], None]] = None
         "floor_glocal_over_local": floor,
         "W_over_none": W / med["none"],
         "V_over_none_window": V / med["none"],
-        "paper_table4_s": PAPER_TABLE4,
-        "seeds": time_seed_groups(s, say) if s.seed_counts else None,
-        "train": time_train(s, {m: med[m] for m in ("none", "local", "glocal")}, say) if s.train_windows else None,
-        "variants": time_variants(s, say) if s.variants else None,
-        "paper_ratios": {"local_over_none": 25.1 / 11.4, "glocal_over_local": 66.7 / 25.1,
-                         "glocal_over_none": 66.7 / 11.4, "global_over_none": 4681.1 / 11.4},
     }
 
 
@@ -259,30 +289,26 @@ def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: No
     (a seed run: T = ``train.hpo.steps`` inner steps). The seeds' convolutions are
     batched as ``train.conv_batching`` says (:class:`~glocal_cli.seeds.SeedGroupRunner`).
     """
-    from glocal_cli.seeds import SeedGroupRunner
+    from glocal_cli import train
+    from glocal_cli.runtime import resolve
     from glocal_cli.tasks import build_task
-    from glocal_cli.train import load_splits
 
     h = s.train.resolved_hpo()
     steps = (1 + s.windows) * h.tau
+    runtime = resolve(h, s.train)
     tasks, datasets = [], {}
     for seed in range(max(s.seed_counts)):
         cfg = _lenet_cfg(s, steps, seed=seed)
-        tasks.append((cfg, build_task(cfg, load_splits(cfg, datasets))))
+        tasks.append((cfg, build_task(cfg, train.load_splits(cfg, datasets), runtime)))
     window_s: Dict[str, Dict[int, float]] = {m: {} for m in methods}
     errors: Dict[str, str] = {}
     for n in s.seed_counts:
         for method in window_s:
             say(f"timing {n} seed(s) in one program, {method}")
-            cfgs = [dataclasses.replace(c.resolved_hpo(), method=method) for c, _ in tasks[:n]]
-            group = SeedGroupRunner([t.problem for _, t in tasks[:n]], cfgs, s.train.resolved_conv_batching(),
-                                    s.train.conv_batching_max)
+            cfgs = [dataclasses.replace(c, hpo=dataclasses.replace(c.hpo, method=method)) for c, _ in tasks[:n]]
+            group = train.make_runner(cfgs, [t.problem for _, t in tasks[:n]], resolve(cfgs[0].resolved_hpo(), cfgs[0]))
             state = [group.init([t.phi0 for _, t in tasks[:n]])]
-
-            def one():
-                state[0], _ = group.run_window(state[0])
-                _block(state[0])
-
+            one = _timer(group, state)
             try:
                 one()  # compiles
                 window_s[method][n] = statistics.median(_timed(one) for _ in range(s.windows))
@@ -347,28 +373,21 @@ def time_variants(s: BenchSettings, say: Callable[[str], None] = lambda m: None)
     (e.g. ``val_chunk=1000``, ``val_batch=5``); ``"baseline"`` is the config as is.
     """
     from glocal_cli.config import from_mapping
-    from glocal_cli.hpo import HPORunner
 
     out = {}
-    h = s.train.resolved_hpo()
-    steps = (1 + s.windows) * h.tau
+    steps = (1 + s.windows) * s.train.hpo.tau
     for text in ("",) + tuple(s.variants):
         name = text or "baseline"
         base = from_mapping(parse_variant(text), s.train) if text else s.train
         vs = dataclasses.replace(s, train=base)
         task, _ = build_lenet_task(vs, steps)
-        hh = base.resolved_hpo()
         times = {}
         try:
             for method in ("local", "glocal"):
                 say(f"timing variant {name}: {method}")
-                runner = HPORunner(task.problem, dataclasses.replace(hh, method=method, steps=steps))
-                state = [runner.init(task.phi0)]
-
-                def one():
-                    state[0], _ = runner.run_window(state[0])
-                    _block(state[0].inner)
-
+                cfg = _lenet_cfg(vs, steps, method=method)
+                runner, state = _runner(cfg, task)
+                one = _timer(runner, [state])
                 one()
                 times[method] = statistics.median(_timed(one) for _ in range(s.windows))
         except Exception as e:  # e.g. out of device memory: recorded, the other variants still run
@@ -408,7 +427,6 @@ def results_table(res: Dict):
 
 def summary_lines(res: Dict) -> list[str]:
     """Plain-text ratio summary under the table."""
-    s = res["settings"]
     return [
         f"W (window with tangents, no validation) = {res['W_s']:.3f} s; V (one validation evaluation with "
         f"tangents) = {res['V_s']:.3f} s",

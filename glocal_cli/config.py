@@ -185,32 +185,6 @@ class TrainConfig:
                                    val_batch=h.sgld.val_batch or self.batch_size)
         return dataclasses.replace(h, outer_lr=self.resolved_outer_lr(), sgld=sgld)
 
-    def resolved_conv_impl(self) -> str:
-        """``conv_impl`` with ``auto`` resolved by the default JAX backend."""
-        if self.conv_impl != "auto":
-            return self.conv_impl
-        import jax
-
-        return "patches" if jax.default_backend() == "cpu" else "lax"
-
-    def resolved_conv_batching(self) -> str:
-        """``conv_batching`` with auto resolved by the default JAX backend: blockdiag on a GPU, else grouped.
-
-        What :class:`~glocal_cli.seeds.SeedGroupRunner` gets. On one H200
-        (docs/performance.md), five LeNet seeds in one program took 2.35× / 3.01× / 4.27×
-        the window of one seed (none / local / glocal) batched block-diagonally against
-        3.53× / 3.92× / 4.89× grouped (measured with the registry rule that
-        ``models.conv.seed_conv`` replaced; both give those windows convolutions of the
-        same shapes, not yet timed with seed_conv). On the
-        CPU the default convolution (patches + matmul) has no convolution with mapped
-        weights, so the choice changes nothing there.
-        """
-        if self.conv_batching != "auto":
-            return self.conv_batching
-        import jax
-
-        return "blockdiag" if jax.default_backend() == "gpu" else "grouped"
-
     def resolved_seed_devices(self) -> list:
         """The devices a seed group is split over: the first ``seed_devices`` of ``jax.local_devices()`` (the
         default backend's), or all of them (0).

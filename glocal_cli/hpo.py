@@ -1,44 +1,29 @@
-"""HPO drivers: ``none``, ``local``, ``glocal`` and ``global`` on one code path.
+"""The outer loop's settings and state: :class:`HPOConfig`, :class:`InnerProblem`, :class:`HPOState`.
 
 Hyperparameters ``φ`` are updated every τ inner steps with an optax outer
-optimizer (Adam by default) fed with a hypergradient:
-
-* ``none``: φ fixed, plain training (no tangents);
-* ``local``: the local hypergradient at the window's end, ``h_τ``;
-* ``glocal``: the window's last σ local hypergradients go through the
-  estimator named by ``HPOConfig.estimator`` (:mod:`glocal_cli.estimators`;
-  default ``glocal``: the paper's Eq. 20 by Hankel DMD). Its diagnostics and
-  any fallback to ``h_τ`` are recorded per window;
-* ``global``: every outer step retrains from ``θ_0`` for all T steps with
-  tangents carried across windows, and uses ``h_T``;
-* ``sgld``: the window's τ steps are SGLD samples of ``exp(−L_T/T₀)`` and the
-  hypergradient is the adjoint-forward Monte-Carlo estimate of
-  :mod:`glocal_cli.sgld` (needs ``InnerProblem.train_loss``).
-
-The inner problem is an :class:`InnerProblem`; the driver is
-:class:`HPORunner`, whose :meth:`HPORunner.run_window` advances an explicit
-:class:`HPOState` pytree by one window (one outer step for ``global``) and
-returns a :class:`WindowRecord`. The caller owns the loop, so it can show
-progress, evaluate, checkpoint and resume between windows.
+optimizer (Adam by default) fed with a hypergradient. The methods (``none``,
+``local``, ``glocal``, ``global``, ``sgld``) are objects of
+:mod:`glocal_cli.methods`; :class:`~glocal_cli.runner.HPORunner` and
+:class:`~glocal_cli.runner.SeedGroupRunner` (:mod:`glocal_cli.runner`) advance an
+explicit :class:`HPOState` pytree window by window.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from glocal_cli import dmd
 from glocal_cli.errors import UserError
-from glocal_cli.estimators import ESTIMATORS, Estimate, make_estimator, needs_window
+from glocal_cli.estimators import ESTIMATORS, needs_window
 from glocal_cli.hypergrad import MODES as GRAD_MODES
 from glocal_cli.hypergrad import VAL_GRADS
-from glocal_cli.hypergrad import choose_mode, make_train_fn, make_window_fn
 from glocal_cli.settings import check_choices, section, setting
 
 METHODS = ("none", "local", "glocal", "global", "sgld")
@@ -195,23 +180,6 @@ class HPOConfig:
             if not 1 <= self.sgld.thin <= self.tau:
                 raise UserError(f"sgld thin must be in [1, tau={self.tau}], got {self.sgld.thin}")
 
-    def resolved_val_grad(self) -> str:
-        """``val_grad`` with auto resolved by the default JAX backend: reverse on CPU, forward elsewhere.
-
-        Same ``h`` up to rounding. Measured (docs/performance.md): on an H200 the σ = 20
-        validations of a glocal window take 38 ms forward against 56 ms reverse
-        (glocal/local 1.93 against 2.41); on a CPU the two cost the same within noise.
-        """
-        if self.val_grad != "auto":
-            return self.val_grad
-        return "reverse" if jax.default_backend() == "cpu" else "forward"
-
-    def resolved_val_batch(self, n_record: int) -> int:
-        """Validations batched after the window's scan: ``val_batch``, or auto = 0 on CPU (in the scan), all on an accelerator."""
-        if self.val_batch >= 0:
-            return self.val_batch
-        return 0 if jax.default_backend() == "cpu" else n_record
-
     @property
     def lr(self) -> float:
         """The outer learning rate: ``outer_lr``, or 0.1 when unset (a TrainConfig sets its task's)."""
@@ -241,7 +209,8 @@ def outer_optimizer(spec: Union[str, optax.GradientTransformation], lr: float) -
 
     ``spec`` is any ``optax.GradientTransformation`` (used as given; ``lr`` is
     ignored), or a name from :data:`OUTER_OPTIMIZERS` (``adam``, ``sgd``,
-    ``rmsprop``) built with learning rate ``lr``.
+    ``rmsprop``) built with learning rate ``lr``: the same object for the same
+    ``(name, lr)``, so the programs compiled with it are shared.
     """
     if isinstance(spec, optax.GradientTransformation):
         return spec
@@ -249,7 +218,12 @@ def outer_optimizer(spec: Union[str, optax.GradientTransformation], lr: float) -
         raise UserError(
             f"outer optimizer must be an optax.GradientTransformation or one of {', '.join(OUTER_OPTIMIZERS)}, got {spec!r}"
         )
-    return OUTER_OPTIMIZERS[spec](lr)
+    return _named_outer_optimizer(spec, float(lr))
+
+
+@functools.lru_cache(maxsize=None)
+def _named_outer_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    return OUTER_OPTIMIZERS[name](lr)
 
 
 def outer_update(tx: optax.GradientTransformation, phi, outer, grad, ok):
@@ -263,24 +237,6 @@ def outer_update(tx: optax.GradientTransformation, phi, outer, grad, ok):
     return keep(new_phi, phi), jax.tree_util.tree_map(keep, new_outer, outer)
 
 
-class HypergradToEnd(NamedTuple):
-    """What :meth:`HPORunner.hypergrad_to_end` returns.
-
-    Attributes:
-      state: inner state at the end (or at the first non-finite window).
-      hypergrads: ``[1, q]`` the hypergradient ``h_T`` (NaN if not finite).
-      val_loss: validation loss at T (NaN if not finite).
-      finite: whether the state and ``h_T`` are finite.
-      steps_done: inner steps of the run reached (T, or where it stopped).
-    """
-
-    state: Any
-    hypergrads: np.ndarray
-    val_loss: float
-    finite: bool
-    steps_done: int
-
-
 class HPOState(NamedTuple):
     """Everything the outer loop carries between windows (checkpoint this).
 
@@ -289,299 +245,12 @@ class HPOState(NamedTuple):
       phi: ``[q]`` hyperparameters.
       outer: outer optimizer state.
       outer_step: number of completed outer steps (windows, or global retrains).
+      aux: the method's own state (:meth:`glocal_cli.methods.Method.init_aux`): sgld's ``z``,
+        glocal's recorded local hypergradients ``[σ, q]``, global's ``θ_0``; ``()`` for none / local.
     """
 
     inner: Any
     phi: jnp.ndarray
     outer: Any
     outer_step: int
-
-
-@dataclasses.dataclass
-class WindowRecord:
-    """Per-window (per outer step) record; all arrays are host NumPy."""
-
-    outer_step: int  # 1-based index of the completed outer step
-    step: int  # inner steps done in the current training run
-    phi: np.ndarray  # [q] φ used in this window (before the update)
-    hypergrad_local: np.ndarray  # [q] last local hypergradient (zeros for `none`)
-    hypergrad_used: np.ndarray  # [q] what the outer optimizer got
-    val_loss: float  # validation loss at the window's end (NaN for `none`)
-    finite: bool  # inner state and hypergradient finite
-    dmd: Optional[Estimate] = None  # glocal only: the estimator's result and diagnostics
-    hypergrads: Optional[np.ndarray] = None  # [n_record, q] recorded local hypergradients
-    seconds: float = 0.0
-
-
-class HPORunner:
-    """Runs the outer loop of one method on one :class:`InnerProblem`.
-
-    Holds only immutable configuration and jitted functions; the evolving
-    state is the :class:`HPOState` passed in and returned. The outer
-    optimizer is ``cfg.outer_optimizer`` (a name or any
-    ``optax.GradientTransformation``).
-
-    Example::
-
-        runner = HPORunner(problem, HPOConfig(method="glocal", steps=200, tau=20, sigma=10, m=4))
-        hs = runner.init(phi0)                   # phi0: [q]
-        while not runner.done(hs):
-            hs, record = runner.run_window(hs)   # record.hypergrad_used: [q]
-    """
-
-    def __init__(self, problem: InnerProblem, cfg: HPOConfig):
-        self.problem = problem
-        self.cfg = cfg
-        self.tx = outer_optimizer(cfg.outer_optimizer, cfg.lr)
-        self._train = make_train_fn(problem.step)
-        self._windows = {}
-        self._update = jax.jit(lambda phi, outer, grad: outer_update(self.tx, phi, outer, grad, True))
-        self.estimator = make_estimator(cfg.estimator, m=cfg.m, tol=cfg.dmd_tol, rank_rtol=cfg.dmd_rank_rtol)
-        if cfg.method == "sgld":
-            if problem.train_loss is None or problem.val_loss_batch is None:
-                raise ValueError("the sgld method needs an inner problem with train_loss and val_loss_batch")
-            self._sgld_fn = _make_sgld_fn(problem, cfg)
-
-    def with_config(self, cfg: HPOConfig, problem: Optional[InnerProblem] = None) -> "HPORunner":
-        """A runner with another config, sharing the compiled functions.
-
-        ``problem``: another problem whose ``step`` and ``val_loss`` are this one's (it may
-        differ in ``init_state``, ``data`` and ``batches``, which the compiled windows take
-        as arguments: another seed); default this runner's problem.
-        """
-        other = HPORunner(self.problem if problem is None else problem, cfg)
-        other._train = self._train
-        other._windows = self._windows
-        if cfg.outer_optimizer == self.cfg.outer_optimizer and cfg.lr == self.cfg.lr:
-            other._update = self._update
-        return other
-
-
-    def val_batch(self, n_record: int) -> int:
-        """Validation evaluations batched after the scan: auto = 0 on CPU (in the scan), all on an accelerator."""
-        return self.cfg.resolved_val_batch(n_record)
-
-    def window_fn(self, n_record: int, mode: str):
-        """The jitted window ``(state, phi [q], batches [τ, ...], data, tangents=None) -> WindowOutput``.
-
-        Records the last ``n_record`` local hypergradients (``hypergrads [n_record, q]``);
-        ``mode`` is ``"forward"`` or ``"reverse"``. Compiled once per
-        ``(n_record, mode)`` and shared with runners made by :meth:`with_config`.
-        """
-        vb = self.val_batch(n_record)
-        vg = self.cfg.resolved_val_grad()
-        key = (n_record, mode, vb, vg)
-        if key not in self._windows:
-            self._windows[key] = make_window_fn(self.problem.step, self.problem.val_loss, n_record, mode, vb, vg)
-        return self._windows[key]
-
-    _window_fn = window_fn
-
-    def init(self, phi0) -> HPOState:
-        """Outer state at the start of a run from ``phi0 [q]``."""
-        phi = jnp.asarray(phi0, dtype=jax.tree_util.tree_leaves(self.problem.init_state)[0].dtype)
-        inner = self.problem.init_state
-        if self.cfg.method == "sgld":  # (params, ..., z): the adjoint-forward state rides along
-            inner = tuple(inner) + (jax.tree_util.tree_map(jnp.zeros_like, inner[0]),)
-        return HPOState(inner, phi, self.tx.init(phi), 0)
-
-    def done(self, hs: HPOState) -> bool:
-        return hs.outer_step >= self.cfg.outer_steps
-
-    def inner_steps_done(self, hs: HPOState) -> int:
-        """Inner steps of the current training run completed at ``hs``."""
-        if self.cfg.method == "global":
-            return self.cfg.steps if hs.outer_step else 0
-        return hs.outer_step * self.cfg.tau
-
-    def run_window(self, hs: HPOState, on_chunk: Optional[Callable[[int], None]] = None):
-        """Advance by one outer step. Returns ``(new HPOState, WindowRecord)``.
-
-        ``on_chunk(n)`` is called after every ``n`` inner steps (progress).
-        """
-        cfg = self.cfg
-        q = hs.phi.shape[0]
-        mode = choose_mode(q, cfg.grad_mode)
-        phi_np = np.asarray(hs.phi, dtype=np.float64)
-
-        if cfg.method == "global":
-            inner, h_all, val, finite, step = self._global_run(hs.phi, mode, on_chunk)
-            h_local = h_all[-1]
-            used = h_local
-            rec_dmd = None
-        elif cfg.method == "sgld":
-            inner, h_all, val, finite, step = self._sgld_window(hs)
-            h_local = used = h_all[-1]
-            rec_dmd = None
-            if on_chunk is not None:
-                on_chunk(cfg.tau)
-        else:
-            start = hs.outer_step * cfg.tau
-            batches = self.problem.batches(start, cfg.tau)
-            step = start + cfg.tau
-            if cfg.method == "none":
-                inner, finite = self._train(hs.inner, hs.phi, batches, self.problem.data)
-                finite = bool(finite)
-                h_all = np.zeros((0, q))
-                h_local = used = np.zeros(q)
-                val, rec_dmd = float("nan"), None
-            else:
-                glocal = cfg.method == "glocal"
-                out = self._window_fn(cfg.n_record, mode)(hs.inner, hs.phi, batches, self.problem.data)
-                inner = out.state
-                h_all = np.asarray(out.hypergrads, dtype=np.float64)
-                val = float(out.val_losses[-1])
-                h_local = h_all[-1]
-                finite = bool(out.finite) and bool(np.all(np.isfinite(h_local)))
-                rec_dmd = None
-                used = h_local
-                if glocal:
-                    rec_dmd = self.estimator(h_all, cfg.steps - step)
-                    used = rec_dmd.value
-            if on_chunk is not None:
-                on_chunk(cfg.tau)
-
-        record = WindowRecord(
-            outer_step=hs.outer_step + 1,
-            step=step,
-            phi=phi_np,
-            hypergrad_local=np.asarray(h_local, np.float64),
-            hypergrad_used=np.asarray(used, np.float64),
-            val_loss=val,
-            finite=finite,
-            dmd=rec_dmd,
-            hypergrads=h_all,
-        )
-        if cfg.method == "none" or not finite:
-            return HPOState(inner, hs.phi, hs.outer, hs.outer_step + 1), record
-        phi, outer = self._update(hs.phi, hs.outer, jnp.asarray(used, dtype=hs.phi.dtype))
-        return HPOState(inner, phi, outer, hs.outer_step + 1), record
-
-    def _sgld_window(self, hs: HPOState):
-        """One window of :func:`glocal_cli.sgld.sgld_window`; ``hs.inner = (params, ..., z)``.
-
-        Returns ``(inner, [[mean ĝ]] [1, q], val_loss, finite, step)``. The noise and the
-        validation subsamples are pure functions of (seed, window), so a resumed run
-        repeats them exactly.
-        """
-        cfg, problem = self.cfg, self.problem
-        start = hs.outer_step * cfg.tau
-        batches = problem.batches(start, cfg.tau)
-        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), hs.outer_step)
-        params, z = hs.inner[0], hs.inner[-1]
-        if not cfg.sgld.persist_z:
-            z = jax.tree_util.tree_map(jnp.zeros_like, z)
-        out, val = self._sgld_fn(params, z, hs.phi, batches, key, problem.data, hs.inner[1:-1])
-        inner = (out.params,) + tuple(hs.inner[1:-1]) + (out.z,)
-        h = np.asarray(out.hypergrad, np.float64)[None, :]
-        finite = bool(out.finite) and bool(np.isfinite(val))
-        return inner, h, float(val), finite, start + cfg.tau
-
-    def _global_run(self, phi, mode, on_chunk):
-        """Retrain from θ_0 for T steps with φ fixed, tangents carried (see :meth:`hypergrad_to_end`)."""
-        if mode == "reverse":
-            raise ValueError("the global method needs forward mode (tangents carried over T steps)")
-        return self.hypergrad_to_end(self.problem.init_state, phi, 0, on_chunk)
-
-    def hypergrad_to_end(
-        self,
-        inner,
-        phi,
-        start: int,
-        on_chunk: Optional[Callable[[int], None]] = None,
-        record: Optional[Mapping[int, int]] = None,
-        on_record: Optional[Callable[[int, np.ndarray], None]] = None,
-    ) -> HypergradToEnd:
-        """``h_T``: train from ``inner`` at inner step ``start`` to T with φ fixed and ``Z = 0`` at ``start``.
-
-        Forward mode, tangents carried across windows of τ steps. This is the
-        one loop that carries tangents to T: the global baseline's hypergradient
-        (``start = 0``), and in ``glocal verify`` a checked window's true global
-        hypergradient together with its σ local hypergradients and the truncated
-        look-aheads (recorded on the way with ``record``).
-
-        Args:
-          inner, phi: the inner state at ``start`` and ``φ [q]`` (fixed).
-          start: inner step of ``inner``; ``T - start`` must be at least one window.
-          on_chunk: ``on_chunk(τ)`` after every window (progress).
-          record: ``{k: n}``: after the k-th window of τ steps (1-based, ``1 <= k <=
-            (T - start) / τ``), hand the last ``n >= 1`` local hypergradients of that
-            window, ``[n, q]`` host float64 (tangents counted from ``start``), to
-            ``on_record(k, h)``. Windows not named record nothing (no validation), except
-            the last, which always records ``h_T``.
-          on_record: receives the recorded windows, in order (also a non-finite one, before the run stops).
-
-        Returns a :class:`HypergradToEnd` ``(state, hypergrads [1, q], val_loss,
-        finite, steps_done)``; stops at the first window whose state or recorded
-        hypergradients are non-finite.
-        """
-        cfg = self.cfg
-        n = (cfg.steps - start) // cfg.tau
-        if n < 1:
-            raise ValueError(f"start must leave at least one window before T={cfg.steps}, got {start}")
-        record = {int(k): int(v) for k, v in (record or {}).items()}
-        bad = {k: v for k, v in record.items() if not 1 <= k <= n or v < 1}
-        if bad:
-            raise ValueError(f"record must map windows 1..{n} to counts >= 1, got {bad}")
-        n_record = {**record, n: max(record.get(n, 0), 1)}
-        tangents = None
-        for w in range(n):
-            k = w + 1
-            batches = self.problem.batches(start + w * cfg.tau, cfg.tau)
-            out = self.window_fn(n_record.get(k, 0), "forward")(inner, phi, batches, self.problem.data, tangents)
-            inner, tangents = out.state, out.tangents
-            if on_chunk is not None:
-                on_chunk(cfg.tau)
-            finite = bool(out.finite)
-            if k in n_record:
-                h = np.asarray(out.hypergrads, np.float64)
-                finite = finite and bool(np.all(np.isfinite(h)))
-                if k in record and on_record is not None:
-                    on_record(k, h[-record[k]:])
-            if not finite:
-                q = phi.shape[0]
-                return HypergradToEnd(inner, np.full((1, q), np.nan), float("nan"), False, start + k * cfg.tau)
-        return HypergradToEnd(inner, h[-1:], float(out.val_losses[-1]), True, cfg.steps)
-
-
-def _make_sgld_fn(problem: InnerProblem, cfg: HPOConfig):
-    """Jitted ``(params, z, phi, batches, key, data, rest) -> (SGLDWindow, full val loss)``.
-
-    ``T₀ = sgld.temperature / n_train`` (the tasks' training loss is a mean, so a
-    temperature of 1 is the Bayesian posterior of the summed loss). The validation
-    subsample of each step (``sgld.val_batch`` indices, with replacement) comes from
-    ``key``; the window's reported validation loss is the full one at its end.
-    """
-    from glocal_cli import sgld
-
-    c = cfg.sgld
-    temp = c.temperature / problem.n_train if problem.n_train else c.temperature
-    step = DEFAULT_SGLD_STEP if c.step_size is None else c.step_size
-    val_batch = DEFAULT_SGLD_VAL_BATCH if c.val_batch is None else c.val_batch
-    settings = sgld.SGLDSettings(step, temp, c.burn_in, c.thin, c.damping)
-    n_val = max(int(problem.n_val), 1)
-
-    def val_loss(params, phi, idx, data):
-        return problem.val_loss_batch(params, idx, data)
-
-    def fn(params, z, phi, batches, key, data, rest):
-        k_noise, k_val = jax.random.split(key)
-        val_idx = jax.random.randint(k_val, (cfg.tau, val_batch), 0, n_val)
-        out = sgld.sgld_window(problem.train_loss, val_loss, params, z, phi, batches, val_idx, k_noise, data, settings)
-        full = problem.val_loss((out.params,) + tuple(rest), data)
-        return out, full
-
-    return jax.jit(fn)
-
-
-def run(problem: InnerProblem, cfg: HPOConfig, phi0) -> tuple[HPOState, List[WindowRecord]]:
-    """Run a whole method to the end (no checkpoints); stops at the first non-finite window."""
-    runner = HPORunner(problem, cfg)
-    hs = runner.init(phi0)
-    records: List[WindowRecord] = []
-    while not runner.done(hs):
-        hs, rec = runner.run_window(hs)
-        records.append(rec)
-        if not rec.finite:
-            break
-    return hs, records
+    aux: Any = ()

@@ -36,6 +36,9 @@ from jax.flatten_util import ravel_pytree
 from glocal_cli.config import EVAL_CHUNK, TrainConfig
 from glocal_cli.data.splits import Splits, epoch_batch_indices
 from glocal_cli.hpo import InnerProblem
+from glocal_cli.methods import METHOD_CLASSES
+from glocal_cli.runtime import Runtime
+from glocal_cli.runtime import resolve as resolve_runtime
 from glocal_cli.inner_optim import baseline_optimizer, eval_params, learnable_sgd, logit
 from glocal_cli.models import MetaMLP, get_model
 
@@ -266,16 +269,22 @@ def _fixed_optimizer_task(cfg: TrainConfig, splits: Splits, model, params0) -> T
                  params_of=lambda s: eval_params(name, s[1], s[0]))
 
 
-def optimizer_task(cfg: TrainConfig, splits: Splits) -> Task:
+def _model(cfg: TrainConfig, splits: Splits, runtime: Optional[Runtime]):
+    """The config's network; its convolutions as ``runtime`` resolved them (default: on the default backend)."""
+    impl = (runtime or resolve_runtime(cfg.resolved_hpo(), cfg)).conv_impl
+    return get_model(cfg.model, splits.num_classes, impl)
+
+
+def optimizer_task(cfg: TrainConfig, splits: Splits, runtime: Optional[Runtime] = None) -> Task:
     """The optimizer-hyperparameter task (LeNet on MNIST-family, WRN-28-2 on CIFAR)."""
-    return optimizer_task_for_model(cfg, splits, get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl()))
+    return optimizer_task_for_model(cfg, splits, _model(cfg, splits, runtime))
 
 
 def optimizer_task_for_model(cfg: TrainConfig, splits: Splits, model) -> Task:
     """:func:`optimizer_task` with any Flax classifier ``model`` (``x [B, ...] -> logits [B, C]``)."""
     key = jax.random.PRNGKey(cfg.seed)
     params0 = _jit_init(model, key, jnp.asarray(splits.train_x[:1]))["params"]  # eager init is slow
-    if cfg.hpo.method == "sgld":
+    if METHOD_CLASSES[cfg.hpo.method].samples:
         return _sgld_weight_decay_task(cfg, splits, model, params0)
     if cfg.inner_optimizer != "learnable_sgd":
         return _fixed_optimizer_task(cfg, splits, model, params0)
@@ -298,9 +307,9 @@ def optimizer_task_for_model(cfg: TrainConfig, splits: Splits, model) -> Task:
     return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0)
 
 
-def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
+def reweight_task(cfg: TrainConfig, splits: Splits, runtime: Optional[Runtime] = None) -> Task:
     """The data-reweighting task: ``splits`` must already be the long-tailed train / balanced val."""
-    model = get_model(cfg.model, splits.num_classes, cfg.resolved_conv_impl())
+    model = _model(cfg, splits, runtime)
     meta = MetaMLP()
     k_model, k_meta = jax.random.split(jax.random.PRNGKey(cfg.seed))
     params0 = _jit_init(model, k_model, jnp.asarray(splits.train_x[:1]))["params"]
@@ -308,7 +317,7 @@ def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
     phi0, unravel = ravel_pytree(meta0)
     opt = optax.sgd(0.01, momentum=0.9)
     reduce = jnp.sum if cfg.reweight_loss == "sum" else jnp.mean
-    plain = cfg.hpo.method == "none"  # the baseline: plain cross entropy
+    plain = not METHOD_CLASSES[cfg.hpo.method].tunes  # the baseline: plain cross entropy
 
     def train_loss(params, phi, idx, data):
         x, y = data["train_x"][idx], data["train_y"][idx]
@@ -342,6 +351,6 @@ def reweight_task(cfg: TrainConfig, splits: Splits) -> Task:
     return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0, train_loss=train_loss, health=health)
 
 
-def build_task(cfg: TrainConfig, splits: Splits) -> Task:
-    """The task named by ``cfg.task``."""
-    return {"optimizer": optimizer_task, "reweight": reweight_task}[cfg.task](cfg, splits)
+def build_task(cfg: TrainConfig, splits: Splits, runtime: Optional[Runtime] = None) -> Task:
+    """The task named by ``cfg.task``; its model as ``runtime`` resolved (default: on the default backend)."""
+    return {"optimizer": optimizer_task, "reweight": reweight_task}[cfg.task](cfg, splits, runtime)

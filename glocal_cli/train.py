@@ -1,4 +1,4 @@
-"""One training run with HPO: data, task, outer loop, evaluation, checkpoints, outputs.
+"""One training run with HPO: the seeds' data and tasks, the window loop, evaluation and outputs.
 
 Outputs in the run directory (all written atomically):
 
@@ -7,7 +7,8 @@ Outputs in the run directory (all written atomically):
   accuracy and loss, wall, compile and training time, the mean steady window time
   (``window_s``: after the compiling window, host work included), DMD fallbacks, final
   hyperparameters, the seeds trained in the same program (``seeds_in_program``) and the
-  devices they were split over (``seed_devices``), the config;
+  devices they were split over (``seed_devices``), the backend choices resolved once at the
+  run's start (``runtime``, :mod:`glocal_cli.runtime`), the config;
 * ``history.csv``: one row a window (outer step): φ and the hyperparameter
   values, local and used hypergradient, validation loss, test accuracy every
   ``eval_every`` windows; for glocal the estimator's diagnostics (estimator,
@@ -15,51 +16,46 @@ Outputs in the run directory (all written atomically):
   norm of the discarded imaginary part, fallback and its reason);
 * ``dmd.npz``: per-window DMD eigenvalues and recorded local hypergradients
   (glocal, ``q <= 32``), for the eigenvalue figure;
-* ``checkpoint.json`` + ``checkpoint.<step>.npz`` while the run is in progress:
-  the :class:`~glocal_cli.hpo.HPOState` arrays (npz, read with
-  ``allow_pickle=False``) and a JSON manifest with the config, the history so far
-  and the arrays' sha256. A killed run started again with the same config
-  resumes from it and ends with the same result as an uninterrupted run. No
-  pickle is ever read; a ``checkpoint.pkl`` of an older version is ignored.
+* ``checkpoint.json`` + ``checkpoint.<step>.npz`` while the run is in progress
+  (:mod:`glocal_cli.checkpoint`): a killed run started again with the same config
+  under the same runtime resumes from it and ends with the same result as an
+  uninterrupted run.
 * ``.glocal.lock``: held while a run writes the folder (a second run refuses).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import fcntl
-import hashlib
-import io
-import json
 import math
 import os
-import re
 import time
-import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
 
 from glocal_cli import atomic, provenance
+from glocal_cli.checkpoint import (CHECKPOINT, LEGACY_CHECKPOINT, CheckpointRejected, load_checkpoint,
+                                   remove_checkpoint, save_checkpoint)
 from glocal_cli.config import TrainConfig
 from glocal_cli.data import load_dataset
 from glocal_cli.data.imbalance import make_long_tailed
 from glocal_cli.data.splits import Splits, make_splits, splits_from_indices
 from glocal_cli.errors import Interrupted, UserError
-from glocal_cli.hpo import HPOState, WindowRecord
-from glocal_cli.seeds import SeedGroupRunner, stack_states
+from glocal_cli.history import history_row, rows_to_csv
+from glocal_cli.hpo import HPOState
+from glocal_cli.methods import WindowRecord
+from glocal_cli.runner import SeedGroupRunner
+from glocal_cli.runtime import Runtime
+from glocal_cli.runtime import resolve as resolve_runtime
+from glocal_cli.seeds import stack_states
 from glocal_cli.settings import parse_list
 from glocal_cli.tasks import Task, build_task
 
-CHECKPOINT = "checkpoint.json"  # manifest; the arrays are in checkpoint.<outer step>.npz
-CHECKPOINT_FORMAT = 1
-LEGACY_CHECKPOINT = "checkpoint.pkl"  # pickle checkpoints of older versions: never opened
 LOCK = ".glocal.lock"
-MAX_COMPONENTS = 8  # per-component history columns up to this many hyperparameters
 
 
 def load_splits(cfg: TrainConfig, datasets: Optional[dict] = None) -> Splits:
@@ -79,201 +75,6 @@ def load_splits(cfg: TrainConfig, datasets: Optional[dict] = None) -> Splits:
         )
         return splits_from_indices(ds, train_idx, val_idx)
     return make_splits(ds, cfg.seed, cfg.val_fraction)
-
-
-def history_row(rec: WindowRecord, hyperparams: Dict[str, float], test_acc: Optional[float]) -> dict:
-    """A flat dict for ``history.csv`` from a window record."""
-    q = rec.phi.shape[0]
-    row = {"outer_step": rec.outer_step, "step": rec.step, "val_loss": rec.val_loss}
-    row.update({k: v for k, v in hyperparams.items()})
-    if q <= MAX_COMPONENTS:
-        for i in range(q):
-            row[f"phi_{i}"] = float(rec.phi[i])
-            row[f"h_local_{i}"] = float(rec.hypergrad_local[i])
-            row[f"h_used_{i}"] = float(rec.hypergrad_used[i])
-    row["h_local_norm"] = float(np.linalg.norm(rec.hypergrad_local))
-    row["h_used_norm"] = float(np.linalg.norm(rec.hypergrad_used))
-    row["test_accuracy"] = "" if test_acc is None else test_acc
-    d = rec.dmd
-    row["estimator"] = "" if d is None else d.estimator
-    row["dmd_selected"] = "" if d is None else format_eigenvalues(d.selected)
-    row["dmd_n_selected"] = "" if d is None else d.n_selected
-    row["dmd_n_unit"] = row["dmd_n_selected"]  # the former name, read by older reports
-    row["dmd_selection"] = "" if d is None else d.selection
-    row["dmd_spectral_radius"] = "" if d is None or not math.isfinite(d.spectral_radius) else d.spectral_radius
-    row["dmd_rank"] = "" if d is None else d.rank
-    row["dmd_residual"] = "" if d is None or not math.isfinite(d.residual) else d.residual
-    row["dmd_imag_norm"] = "" if d is None else d.imag_norm
-    row["dmd_fallback"] = "" if d is None else int(d.fallback)
-    row["dmd_reason"] = "" if d is None else d.reason
-    row["seconds"] = rec.seconds
-    return row
-
-
-def format_eigenvalues(eigs: np.ndarray) -> str:
-    """``[k]`` complex eigenvalues as ``"0.98+0.01j;0.98-0.01j"`` (6 significant digits), ``""`` when empty."""
-    return ";".join(f"{complex(z).real:.6g}{complex(z).imag:+.6g}j" for z in np.asarray(eigs).ravel())
-
-
-def rows_to_csv(rows: List[dict]) -> str:
-    """CSV text with the union of the rows' keys (first-seen order)."""
-    fields: List[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def comparable_config(cfg_dict: dict) -> dict:
-    """A config dict with ``data_dir`` and ``out`` as absolute normalised paths.
-
-    Two invocations of the same run (``--out runs/a`` and ``--out $PWD/runs/a``)
-    compare equal.
-    """
-    d = dict(cfg_dict)
-    for key in ("data_dir", "out"):
-        if d.get(key):
-            d[key] = os.path.normpath(os.path.abspath(str(d[key])))
-    return d
-
-
-def _with_defaults(saved: dict, defaults: dict) -> dict:
-    """``saved`` with the settings it lacks (added since it was written) at their defaults, nested sections too.
-
-    A setting introduced after a checkpoint was written did not exist for that run,
-    so the run had its default behaviour; the checkpoint stays usable when the new
-    setting is left at its default, and is rejected when it is not.
-    """
-    out = dict(saved)
-    for key, value in defaults.items():
-        if key not in out:
-            out[key] = value
-        elif isinstance(value, dict) and isinstance(out[key], dict):
-            out[key] = _with_defaults(out[key], value)
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _state_leaves(hs: HPOState) -> list:
-    """The array leaves of an :class:`HPOState` without ``outer_step`` (a Python int)."""
-    return jax.tree_util.tree_leaves((hs.inner, hs.phi, hs.outer))
-
-
-def save_checkpoint(run_dir: Path, hs: HPOState, cfg: TrainConfig, rows: List[dict], eigs: List[np.ndarray],
-                    hypergrads: List[np.ndarray], seconds: float, group: Optional[dict] = None) -> None:
-    """Write a checkpoint without pickle: arrays in ``checkpoint.<step>.npz``, the rest in ``checkpoint.json``.
-
-    The arrays file is written first under a new name; the JSON manifest (config,
-    outer step, history rows, the arrays file's name and sha256) is then replaced
-    atomically, and older arrays files are removed. A kill at any point leaves
-    either the previous or the new checkpoint, never a mixed one.
-    """
-    arrays = {f"state_{i:04d}": np.asarray(x) for i, x in enumerate(jax.device_get(_state_leaves(hs)))}
-    arrays.update({f"eig_{i:06d}": np.asarray(e) for i, e in enumerate(eigs)})
-    arrays.update({f"hg_{i:06d}": np.asarray(h) for i, h in enumerate(hypergrads)})
-    name = f"checkpoint.{int(hs.outer_step)}.npz"
-    atomic.save_npz(run_dir / name, **arrays)
-    manifest = {
-        "format": CHECKPOINT_FORMAT,
-        "config": comparable_config(cfg.to_dict()),
-        "outer_step": int(hs.outer_step),
-        "arrays": name,
-        "sha256": _sha256(run_dir / name),
-        "n_state": len(_state_leaves(hs)),
-        "n_eigs": len(eigs),
-        "n_hypergrads": len(hypergrads),
-        "rows": atomic.plain(rows),
-        "seconds": float(seconds),
-        "group": atomic.plain(group or {}),
-    }
-    atomic.write_text(run_dir / CHECKPOINT, json.dumps(manifest))
-    for old in run_dir.glob("checkpoint.*.npz"):
-        if old.name != name:
-            old.unlink()
-
-
-def remove_checkpoint(run_dir: Path) -> None:
-    """Delete the manifest and every arrays file of a finished run."""
-    (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    for old in run_dir.glob("checkpoint.*.npz"):
-        old.unlink()
-
-
-class CheckpointRejected(Exception):
-    """A checkpoint present but not usable; the message says why in one line."""
-
-
-def load_checkpoint(run_dir: Path, cfg: TrainConfig, template: HPOState) -> Optional[dict]:
-    """The checkpoint of ``run_dir`` for ``cfg``, or None when there is none.
-
-    Nothing in the files chooses a type: the arrays are read with
-    ``allow_pickle=False`` after their sha256 is checked against the manifest,
-    and poured into the tree structure of ``template`` (``runner.init(phi0)``),
-    leaf by leaf with matching shape and dtype. Raises :class:`CheckpointRejected`
-    (one line) when the checkpoint is corrupt or was written by another config.
-    """
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("unknown format")
-        saved_cfg = manifest["config"]
-        if not isinstance(saved_cfg, dict):
-            raise ValueError("config is not a mapping")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointRejected(f"{path} is corrupt ({type(e).__name__}: {str(e)[:80]})") from None
-    current = comparable_config(cfg.to_dict())
-    saved_cfg = _with_defaults(saved_cfg, type(cfg)().to_dict())
-    differ = sorted(k for k in set(current) | set(saved_cfg) if current.get(k) != saved_cfg.get(k))
-    if differ:
-        raise CheckpointRejected(f"{path} was written by another config (differs in: {', '.join(differ)})")
-    try:
-        name = str(manifest["arrays"])
-        if not re.fullmatch(r"checkpoint\.\d+\.npz", name):
-            raise ValueError(f"bad arrays file name {name!r}")
-        npz = run_dir / name
-        if _sha256(npz) != manifest["sha256"]:
-            raise ValueError(f"sha256 of {name} does not match the manifest")
-        leaves, treedef = jax.tree_util.tree_flatten((template.inner, template.phi, template.outer))
-        n_state, n_eigs, n_hg = int(manifest["n_state"]), int(manifest["n_eigs"]), int(manifest["n_hypergrads"])
-        if n_state != len(leaves):
-            raise ValueError(f"{n_state} state arrays, the model has {len(leaves)}")
-        with np.load(npz, allow_pickle=False) as z:
-            restored = []
-            for i, ref in enumerate(leaves):
-                a = z[f"state_{i:04d}"]
-                ref = np.asarray(ref)
-                if a.shape != ref.shape or a.dtype != ref.dtype:
-                    raise ValueError(f"state array {i}: {a.dtype}{list(a.shape)}, expected {ref.dtype}{list(ref.shape)}")
-                restored.append(a)
-            eigs = [z[f"eig_{i:06d}"] for i in range(n_eigs)]
-            hypergrads = [z[f"hg_{i:06d}"] for i in range(n_hg)]
-        outer_step = int(manifest["outer_step"])
-        rows = manifest["rows"]
-        seconds = float(manifest["seconds"])
-        group = manifest.get("group", {})
-        if not isinstance(group, dict):
-            raise ValueError("group is not a mapping")
-        if not isinstance(rows, list) or len(rows) != outer_step or outer_step < 1:
-            raise ValueError("history rows do not match the outer step")
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as e:
-        raise CheckpointRejected(f"{path} is corrupt ({type(e).__name__}: {str(e)[:80]})") from None
-    inner, phi, outer = jax.tree_util.tree_unflatten(treedef, [jax.device_put(a) for a in restored])
-    hs = HPOState(inner, phi, outer, outer_step)
-    return {"hpo_state": hs, "rows": rows, "eigs": eigs, "hypergrads": hypergrads, "seconds": seconds,
-            "group": group}
 
 
 class Progress:
@@ -422,7 +223,7 @@ class _Snapshot(NamedTuple):
     """The loop's state, replaced in one assignment (a Ctrl-C never sees half of it).
 
     ``runs`` hold the rows up to ``gs.outer_step - len(pending)``; ``pending`` are the
-    windows since, still on the device.
+    windows since (:class:`~glocal_cli.methods.WindowRecord`, leaves ``[S, ...]``), still on the device.
     """
 
     gs: HPOState
@@ -436,7 +237,7 @@ def _resume(runs: List[SeedRun], runner: SeedGroupRunner, gs: HPOState, progress
     found = []
     for s, r in enumerate(runs):
         try:
-            found.append(load_checkpoint(r.run_dir, r.cfg, runner.slice(gs, s)))
+            found.append(load_checkpoint(r.run_dir, r.cfg, runner.runtime, runner.slice(gs, s)))
         except CheckpointRejected as e:
             progress.note(f"checkpoint not used, starting from window 0: {e}")
             found.append(None)
@@ -460,138 +261,169 @@ def _resume(runs: List[SeedRun], runner: SeedGroupRunner, gs: HPOState, progress
     return gs, max(c["seconds"] for c in found)
 
 
+def _record_window(r: SeedRun, rec: WindowRecord, next_phi, test_acc: Optional[float], keep_hg: bool) -> None:
+    """Append one seed's window to its history; a non-finite window makes it ``diverged``, a φ that fails
+    the task's health check ``collapsed`` (its rows stop there)."""
+    hp = r.task.hyperparams(rec.phi) if rec.finite else {}
+    r.rows.append(atomic.plain(history_row(rec, hp, test_acc)))
+    if rec.dmd is not None:
+        r.eigs.append(np.asarray(rec.dmd.eigenvalues))
+        if keep_hg:
+            r.hypergrads.append(rec.hypergrads)
+    if not rec.finite:
+        r.status, r.outer_steps = "diverged", rec.outer_step
+        r.failure = f"non-finite parameters or hypergradient at outer step {rec.outer_step} (inner step {rec.step})"
+        return
+    unhealthy = r.task.health(np.asarray(next_phi)) if r.task.health is not None else ""
+    if unhealthy:  # e.g. a collapsed meta MLP: a failure status, never a result
+        r.status, r.outer_steps = "collapsed", rec.outer_step
+        r.failure = f"{unhealthy} (after outer step {rec.outer_step}, inner step {rec.step})"
+
+
 def _flush(snap: _Snapshot, runner: SeedGroupRunner, cfg: TrainConfig, seconds: float) -> tuple:
     """The seeds' records with the pending windows added (fetched from the device in one transfer).
 
-    A seed whose window is non-finite becomes ``diverged``, one whose φ fails the
-    task's health check ``collapsed``; their rows stop there. The test set is
-    evaluated when the last pending window is an evaluation window.
+    The test set is evaluated when the last pending window is an evaluation window.
     """
-    host = jax.device_get([w.arrays for w in snap.pending])
+    host = jax.device_get(snap.pending)
     runs = [r.copy() for r in snap.runs]
     n_outer = runner.cfg.outer_steps
     per_window = seconds / max(len(snap.pending), 1)
-    keep_hg = runner.cfg.method == "glocal" and snap.gs.phi.shape[-1] <= 32
-    for i, (w, a) in enumerate(zip(snap.pending, host)):
-        last_pending = i == len(snap.pending) - 1
+    keep_hg = runner.method.name == "glocal" and snap.gs.phi.shape[-1] <= 32
+    for i, win in enumerate(host):
+        last_pending = i == len(host) - 1
+        evaluate = last_pending and cfg.eval_every and (win.outer_step % cfg.eval_every == 0 or win.outer_step == n_outer)
         for s, r in enumerate(runs):
             if r.status != "running":
                 continue
-            rec = WindowRecord(
-                outer_step=w.outer_step, step=w.step, phi=np.asarray(a.phi[s], np.float64),
-                hypergrad_local=np.asarray(a.hypergrad_local[s], np.float64),
-                hypergrad_used=np.asarray(a.hypergrad_used[s], np.float64), val_loss=float(a.val_loss[s]),
-                finite=bool(a.finite[s]), dmd=None if w.estimates is None else w.estimates[s],
-                hypergrads=np.asarray(a.hypergrads[s], np.float64), seconds=per_window)
+            rec = win.seed(s)._replace(seconds=per_window)
             test_acc = None
-            if (rec.finite and last_pending and cfg.eval_every
-                    and (w.outer_step % cfg.eval_every == 0 or w.outer_step == n_outer)):
+            if rec.finite and evaluate:
                 params = r.task.params_of(runner.slice(snap.gs, s).inner)
                 test_acc = runs[0].task.evaluate(params, r.splits.test_x, r.splits.test_y)["accuracy"]
-            hp = r.task.hyperparams(rec.phi) if rec.finite else {}
-            r.rows.append(atomic.plain(history_row(rec, hp, test_acc)))
-            if rec.dmd is not None:
-                r.eigs.append(np.asarray(rec.dmd.eigenvalues))
-                if keep_hg:
-                    r.hypergrads.append(rec.hypergrads)
-            if not rec.finite:
-                r.status, r.outer_steps = "diverged", w.outer_step
-                r.failure = f"non-finite parameters or hypergradient at outer step {w.outer_step} (inner step {w.step})"
-                continue
-            unhealthy = r.task.health(np.asarray(a.phi_next[s])) if r.task.health is not None else ""
-            if unhealthy:  # e.g. a collapsed meta MLP: a failure status, never a result
-                r.status, r.outer_steps = "collapsed", w.outer_step
-                r.failure = f"{unhealthy} (after outer step {w.outer_step}, inner step {w.step})"
+            _record_window(r, rec, rec.phi_next, test_acc, keep_hg)
     return tuple(runs)
 
 
 def _save_group(snap: _Snapshot, runner: SeedGroupRunner, seconds: float) -> None:
     seeds = [r.cfg.seed for r in snap.runs]
     for s, r in enumerate(snap.runs):
-        save_checkpoint(r.run_dir, runner.slice(snap.gs, s), r.cfg, r.rows, r.eigs, r.hypergrads, seconds,
-                        group=r.group_info(seeds))
+        save_checkpoint(r.run_dir, runner.slice(snap.gs, s), r.cfg, runner.runtime, r.rows, r.eigs, r.hypergrads,
+                        seconds, group=r.group_info(seeds))
 
 
-def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional[int]) -> List[dict]:
-    t_start = time.perf_counter()
+def _build_group(cfgs: List[TrainConfig], progress: Progress):
+    """``(runs, runner)``: each seed's data and task, and the group's runner under one resolved runtime."""
     for c in cfgs:
         if (c.run_dir() / LEGACY_CHECKPOINT).exists():
             progress.note(f"ignoring {c.run_dir() / LEGACY_CHECKPOINT} (pickle checkpoint of an older version, never opened)")
+    runtime = resolve_runtime(cfgs[0].resolved_hpo(), cfgs[0])
     runs, datasets = [], {}
     for c in cfgs:
         splits = load_splits(c, datasets)
-        runs.append(SeedRun(c, splits, build_task(c, splits)))
+        runs.append(SeedRun(c, splits, build_task(c, splits, runtime)))
+    return runs, make_runner(cfgs, [r.task.problem for r in runs], runtime)
+
+
+def make_runner(cfgs: Sequence[TrainConfig], problems: Sequence, runtime: Runtime) -> SeedGroupRunner:
+    """The runner of a group of seeds (``cfgs``, one problem each) under ``runtime``: what ``glocal train``
+    runs, and what ``glocal bench`` times (it builds its runners here too)."""
     cfg = cfgs[0]
-    runner = SeedGroupRunner([r.task.problem for r in runs], [c.resolved_hpo() for c in cfgs],
-                             cfgs[0].resolved_conv_batching(), cfgs[0].conv_batching_max,
-                             devices=cfg.resolved_seed_devices())
-    hpo_cfg = runner.cfg
+    return SeedGroupRunner(list(problems), [c.resolved_hpo() for c in cfgs], conv_batching_max=cfg.conv_batching_max,
+                           devices=cfg.resolved_seed_devices(), runtime=runtime)
+
+
+class _Clock:
+    """The loop's times: the compiling first window, the steady windows after it, the time before a resume."""
+
+    def __init__(self, before: float):
+        self.start, self.before, self.n_run = time.perf_counter(), before, 0
+        self.first_s = self.first_end = math.nan
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def window_done(self, gs, t0: float) -> None:
+        self.n_run += 1
+        if self.n_run == 1:  # the compiling window, timed to the end
+            jax.block_until_ready(gs)
+            self.first_end = time.perf_counter()
+            self.first_s = self.first_end - t0
+
+    def summary(self) -> dict:
+        """``wall_s``, ``compile_s`` (the first window less a steady one) and ``window_s`` (the steady window)."""
+        end = time.perf_counter()
+        n = self.n_run
+        compile_s = max(self.first_s - (end - self.first_end) / (n - 1), 0.0) if n > 2 else math.nan
+        window_s = (end - self.first_end) / (n - 1) if n > 1 else math.nan
+        return {"wall_s": self.before + end - self.start, "compile_s": compile_s, "window_s": window_s}
+
+
+def _interrupted(snap: _Snapshot, runner: SeedGroupRunner, cfg: TrainConfig, clock: _Clock, t_flush: float,
+                 saved_step: int, runs: List[SeedRun]) -> Interrupted:
+    """On Ctrl-C: flush and checkpoint what is done; the one-line :class:`Interrupted` to raise."""
+    if snap.pending:
+        snap = _Snapshot(snap.gs, _flush(snap, runner, cfg, time.perf_counter() - t_flush), ())
+    if cfg.checkpoint_every and snap.gs.outer_step > saved_step:
+        _save_group(snap, runner, clock.elapsed())
+        saved_step = snap.gs.outer_step
+    where = runs[0].run_dir / CHECKPOINT if len(runs) == 1 else f"the {len(runs)} seeds' folders"
+    if saved_step > 0 and (runs[0].run_dir / CHECKPOINT).exists():
+        return Interrupted(f"interrupted at window {saved_step}; checkpoint kept in {where}, "
+                           "run the same command again to resume")
+    return Interrupted("interrupted before the first checkpoint; nothing to resume")
+
+
+def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional[int]) -> List[dict]:
+    runs, runner = _build_group(cfgs, progress)
+    cfg = cfgs[0]
     gs, seconds_before = _resume(runs, runner, runner.init([r.task.phi0 for r in runs]), progress)
-
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - t_start
-
-    is_global = hpo_cfg.method == "global"
-    steps_per_outer = hpo_cfg.steps if is_global else hpo_cfg.tau
-    progress.start(hpo_cfg.outer_steps * steps_per_outer, gs.outer_step * steps_per_outer)
+    clock = _Clock(seconds_before)
+    per_outer = runner.method.steps_per_outer
+    progress.start(runner.cfg.outer_steps * per_outer, gs.outer_step * per_outer)
     snap = _Snapshot(gs, tuple(runs), ())
-    saved_step, n_run, first_s, t_first_end = gs.outer_step, 0, math.nan, math.nan
-    t_flush = time.perf_counter()
+    saved_step, t_flush = gs.outer_step, time.perf_counter()
     try:
         while not runner.done(snap.gs) and any(r.status == "running" for r in snap.runs):
             t0 = time.perf_counter()
-            gs, win = runner.run_window(snap.gs, on_chunk=progress.advance if is_global else None)
+            chunks = []  # inner steps a host loop reported inside the window (global's retraining)
+            gs, win = runner.run_window(snap.gs, on_chunk=lambda n: (chunks.append(n), progress.advance(n)))
             snap = _Snapshot(gs, snap.runs, snap.pending + (win,))
-            if not is_global:
-                progress.advance(steps_per_outer)
-            n_run += 1
+            progress.advance(per_outer - sum(chunks))
+            clock.window_done(gs, t0)
             k, done_now = gs.outer_step, runner.done(gs)
             stop_now = stop_after is not None and k >= stop_after and not done_now
-            eval_now = bool(cfg.eval_every) and (k % cfg.eval_every == 0 or done_now)
             ckpt_now = bool(cfg.checkpoint_every) and (k % cfg.checkpoint_every == 0 or stop_now)
-            if n_run == 1:  # the compiling window, timed to the end
-                jax.block_until_ready(gs)
-                t_first_end = time.perf_counter()
-                first_s = t_first_end - t0
-            now = time.perf_counter()
-            if (done_now or stop_now or eval_now or ckpt_now or win.estimates is not None or n_run == 1
-                    or now - t_flush >= SYNC_SECONDS):
-                snap = _Snapshot(gs, _flush(snap, runner, cfg, now - t_flush), ())
+            if _flush_now(cfg, k, done_now, stop_now or ckpt_now, win, clock, t_flush):
+                snap = _Snapshot(gs, _flush(snap, runner, cfg, time.perf_counter() - t_flush), ())
                 t_flush = time.perf_counter()
                 live = [r for r in snap.runs if r.status == "running"] or list(snap.runs)
                 last = live[0].rows[-1]
                 progress.update({"lr": last.get("lr"), "val_loss": last["val_loss"], "window": k})
                 if ckpt_now:
-                    _save_group(snap, runner, elapsed())
+                    _save_group(snap, runner, clock.elapsed())
                     saved_step = k
                 if stop_now:
                     return [{"status": "stopped", "outer_step": k} for _ in runs]
     except KeyboardInterrupt:
-        if snap.pending:
-            snap = _Snapshot(snap.gs, _flush(snap, runner, cfg, time.perf_counter() - t_flush), ())
-        if cfg.checkpoint_every and snap.gs.outer_step > saved_step:
-            _save_group(snap, runner, elapsed())
-            saved_step = snap.gs.outer_step
-        where = runs[0].run_dir / CHECKPOINT if len(runs) == 1 else f"the {len(runs)} seeds' folders"
-        if saved_step > 0 and (runs[0].run_dir / CHECKPOINT).exists():
-            raise Interrupted(f"interrupted at window {saved_step}; checkpoint kept in {where}, "
-                              "run the same command again to resume") from None
-        raise Interrupted("interrupted before the first checkpoint; nothing to resume") from None
-
-    t_end = time.perf_counter()
-    compile_s = math.nan
-    if n_run > 2:
-        compile_s = max(first_s - (t_end - t_first_end) / (n_run - 1), 0.0)
-    wall = seconds_before + t_end - t_start
-    # the loop's steady window (this process, after the compiling one): training plus every host-side cost
-    window_s = (t_end - t_first_end) / (n_run - 1) if n_run > 1 else math.nan
+        raise _interrupted(snap, runner, cfg, clock, t_flush, saved_step, runs) from None
+    times = clock.summary()
     seeds = [r.cfg.seed for r in snap.runs]
-    return [_finish(r, runner, runner.slice(snap.gs, s), wall, compile_s, window_s, seeds, snap.runs[0].task)
+    return [_finish(r, runner, runner.slice(snap.gs, s), times, seeds, snap.runs[0].task)
             for s, r in enumerate(snap.runs)]
 
 
-def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, compile_s: float, window_s: float,
-            seeds: List[int], evaluator: Task) -> dict:
+def _flush_now(cfg: TrainConfig, k: int, done: bool, save: bool, win: WindowRecord, clock: _Clock,
+               t_flush: float) -> bool:
+    """Whether the loop fetches the pending windows now: at the end, before a checkpoint or a stop, at an
+    evaluation window, after a host step (its record is on the host already), after the compiling window,
+    or when the records (progress) lag more than :data:`SYNC_SECONDS`."""
+    evaluate = bool(cfg.eval_every) and (k % cfg.eval_every == 0 or done)
+    return (done or save or evaluate or win.dmd is not None or clock.n_run == 1
+            or time.perf_counter() - t_flush >= SYNC_SECONDS)
+
+
+def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, times: dict, seeds: List[int], evaluator: Task) -> dict:
     """Write one seed's ``history.csv``, ``dmd.npz`` and ``metrics.json``; remove its checkpoint."""
     status = "complete" if r.status == "running" else r.status
     if status != "complete":
@@ -602,6 +434,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, comp
     test = evaluator.evaluate(params, r.splits.test_x, r.splits.test_y) if final_ok else nan
     val = evaluator.evaluate(params, r.splits.val_x, r.splits.val_y) if final_ok else nan
     fallbacks = [row["dmd_reason"] for row in r.rows if row.get("dmd_fallback") == 1]
+    compile_s = times["compile_s"]
     metrics = {
         "status": status,
         "failure": r.failure,
@@ -610,10 +443,10 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, comp
         "test_loss": test["loss"],
         "val_accuracy": val["accuracy"],
         "val_loss": val["loss"],
-        "wall_s": wall,
+        "wall_s": times["wall_s"],
         "compile_s": compile_s,
-        "train_s": wall - (compile_s if np.isfinite(compile_s) else 0.0),
-        "window_s": window_s,
+        "train_s": times["wall_s"] - (compile_s if np.isfinite(compile_s) else 0.0),
+        "window_s": times["window_s"],  # the loop's steady window (after the compiling one), host work included
         "outer_steps": int(hs.outer_step),
         "inner_steps": int(runner.inner_steps_done(hs)),
         "dmd_fallbacks": len(fallbacks),
@@ -622,6 +455,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, wall: float, comp
         "seeds_in_program": seeds,
         "seed_devices": runner.n_devices,
         "device": jax.devices()[0].device_kind,
+        "runtime": runner.runtime.to_dict(),
         "config": r.cfg.to_dict(),
         "provenance": provenance.collect(),
     }

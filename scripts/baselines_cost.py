@@ -27,7 +27,7 @@ import yaml
 from glocal_cli import atomic
 from glocal_cli.cli import parse_train
 from glocal_cli.params import stage_command
-from glocal_cli.seeds import SeedGroupRunner
+from glocal_cli.runner import SeedGroupRunner
 from glocal_cli.tasks import build_task
 from glocal_cli.train import load_splits, seed_configs
 

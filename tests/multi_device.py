@@ -26,7 +26,7 @@ def runner(out: str) -> None:
 
     jax.config.update("jax_enable_x64", True)
     from glocal_cli.hpo import HPOConfig
-    from glocal_cli.seeds import SeedGroupRunner
+    from glocal_cli.runner import SeedGroupRunner
     from test_seeds import _quadratic
 
     results = {"n_devices": len(jax.devices()), "runs": []}
@@ -41,10 +41,10 @@ def runner(out: str) -> None:
                 val, used, n_est = [], [], []
                 while not group.done(gs):
                     gs, win = group.run_window(gs)
-                    a = jax.device_get(win.arrays)
+                    a = jax.device_get(win)
                     val.append(a.val_loss.tolist())
                     used.append(a.hypergrad_used.tolist())
-                    n_est.append(None if win.estimates is None else len(win.estimates))
+                    n_est.append(None if win.dmd is None else len(win.dmd))
                 spread = {len(x.sharding.device_set) for x in jax.tree_util.tree_leaves((gs.inner, gs.phi, gs.outer))}
                 results["runs"].append({
                     "method": method, "n_seeds": n_seeds, "devices_given": n_dev,

@@ -262,8 +262,9 @@ def test_resume_after_a_stop_is_bitwise(tmp_path, tiny_data):
 def test_every_optimizer_state_survives_a_checkpoint_bitwise(tmp_path, name):
     """The optimizer state after two steps (counts, bool flags, schedule-free's z, DoG's x0, ...)
     is written and read back leaf for leaf, same dtype and bits."""
+    from glocal_cli.checkpoint import load_checkpoint, save_checkpoint
     from glocal_cli.hpo import HPOState
-    from glocal_cli.train import load_checkpoint, save_checkpoint
+    from glocal_cli.runtime import resolve
 
     cfg = _cfg(tmp_path, name)
     params, grad = _problem()
@@ -274,8 +275,9 @@ def test_every_optimizer_state_survives_a_checkpoint_bitwise(tmp_path, name):
         u, state = tx.update(jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), grad(p, t)), state, p)
         p = optax.apply_updates(p, u)
     phi = jnp.zeros(3, jnp.float32)
-    save_checkpoint(tmp_path, HPOState((p, state), phi, (), 2), cfg, [{}, {}], [], [], 1.0)
-    loaded = load_checkpoint(tmp_path, cfg, HPOState((params, tx.init(params)), phi, (), 0))["hpo_state"]
+    runtime = resolve(cfg.resolved_hpo(), cfg)
+    save_checkpoint(tmp_path, HPOState((p, state), phi, (), 2), cfg, runtime, [{}, {}], [], [], 1.0)
+    loaded = load_checkpoint(tmp_path, cfg, runtime, HPOState((params, tx.init(params)), phi, (), 0))["hpo_state"]
     assert loaded.outer_step == 2
     for a, b in zip(jax.tree_util.tree_leaves((p, state)), jax.tree_util.tree_leaves(loaded.inner)):
         assert np.asarray(a).dtype == np.asarray(b).dtype

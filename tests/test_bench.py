@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from glocal_cli import bench
+from glocal_cli.config import from_mapping
 
 
 def test_settings():
@@ -85,6 +86,39 @@ def test_run_bench_tiny(tmp_path, small_real_data, monkeypatch):
 
 
 @pytest.mark.realdata
+def test_the_bench_times_the_runner_glocal_train_runs(small_real_data, monkeypatch):
+    """Every window the bench times is a window of a runner built by train.make_runner, the factory that
+    glocal train's own groups come from: none / local / glocal / global each (fails if the two paths part)."""
+    from glocal_cli import runner as runner_mod
+    from glocal_cli import train
+
+    built, timed = [], []
+    real_make, real_run = train.make_runner, runner_mod.SeedGroupRunner.run_window
+
+    def make(*args, **kw):
+        built.append(real_make(*args, **kw))
+        return built[-1]
+
+    def run_window(self, gs, on_chunk=None):
+        timed.append(self)
+        return real_run(self, gs, on_chunk)
+
+    monkeypatch.setattr(train, "make_runner", make)
+    monkeypatch.setattr(runner_mod.SeedGroupRunner, "run_window", run_window)
+    monkeypatch.setattr(bench, "build_lenet_task", _mlp_task)
+    s = bench.bench_settings(data_dir=str(small_real_data), batch_size=16, val_fraction=0.01, windows=1, global_steps=8,
+                             train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}}, seed_counts=(),
+                             train_windows=0)
+    bench.run_bench(s)
+    assert timed and all(any(r is b for b in built) for r in timed)
+    assert {r.method.name for r in timed} == {"none", "local", "glocal", "global"}
+    built.clear()
+    cfg = from_mapping({"data_dir": str(small_real_data), "method": "glocal", "steps": 8, "tau": 4, "sigma": 4, "m": 2})
+    runs, runner = train._build_group([cfg], train.Progress())
+    assert built == [runner]  # glocal train's group comes from the same factory
+
+
+@pytest.mark.realdata
 def test_the_bench_times_lenet(small_real_data):
     """What test_run_bench_tiny replaces by an MLP: the bench's own task is LeNet (its parameters), on the setting's data."""
     import jax
@@ -94,7 +128,9 @@ def test_the_bench_times_lenet(small_real_data):
     s = bench.bench_settings(data_dir=str(small_real_data), batch_size=16, val_fraction=0.01,
                              train={"hpo": {"tau": 4, "sigma": 4, "m": 2, "steps": 40}})
     task, splits = bench.build_lenet_task(s, 8)
-    lenet = get_model("lenet", 10, s.train.resolved_conv_impl())
+    from glocal_cli.runtime import resolve
+
+    lenet = get_model("lenet", 10, resolve(s.train.hpo, s.train).conv_impl)
     shapes = jax.eval_shape(lambda: lenet.init(jax.random.PRNGKey(0), splits.train_x[:1]))["params"]
     got = task.params_of(task.problem.init_state)
     assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(shapes)

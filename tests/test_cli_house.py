@@ -183,6 +183,16 @@ def _module_imports() -> dict:
     return graph
 
 
+MAX_FILE_LINES = 600
+
+
+def test_no_file_of_the_package_is_longer_than_600_lines():
+    """A room holds one concern: a file past 600 lines is cut into named parts (issue 27)."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "glocal_cli").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES}
+    assert not long, long
+
+
 def test_no_import_circle_in_the_package():
     graph = _module_imports()
     assert graph["glocal_cli.tasks"] >= {"glocal_cli.config"}  # the walk sees imports
@@ -210,3 +220,18 @@ def test_no_private_jax_in_the_package():
     if text.returncode not in (0, 1):
         pytest.skip("not a git checkout")
     assert text.stdout == "", text.stdout
+
+
+@pytest.mark.realdata
+def test_train_piped_shows_the_run_folder_unbroken(small_real_data, tmp_path):
+    """`glocal train ... | cat` in a narrow terminal: the closing lines name the run folder in one piece."""
+    import os
+
+    out = tmp_path / "a-rather-long-folder-name-for-a-run-of-glocal-train" / "fashion_mnist-optimizer-none-lr0.1-seed0"
+    cmd = (f"{sys.executable} -m glocal_cli.cli train --method none --steps 4 --tau 2 --batch-size 16 --val-fraction 0.02 --lr0 0.1 "
+           f"--data-dir {small_real_data} --out {out} | cat")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COLUMNS": "60"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"run folder: {out}" in done.stdout.splitlines(), done.stdout
+    assert any(line.endswith(str(out)) for line in done.stdout.splitlines() if line.startswith("->"))

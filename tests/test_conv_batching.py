@@ -177,10 +177,14 @@ def test_settings():
 
 
 def test_auto_is_blockdiag_on_a_gpu_only(monkeypatch):
+    from glocal_cli.runtime import resolve
+
     cfg = from_mapping({})
     assert cfg.conv_batching == "auto"
-    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert cfg.resolved_conv_batching() == "grouped"
+    assert resolve(cfg.hpo, cfg, backend="cpu").conv_batching == "grouped"
+    assert resolve(cfg.hpo, cfg, backend="gpu").conv_batching == "blockdiag"
+    assert resolve(cfg.hpo, cfg, backend="tpu").conv_batching == "grouped"
+    grouped = from_mapping({"conv_batching": "grouped"})
+    assert resolve(grouped.hpo, grouped, backend="gpu").conv_batching == "grouped"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert cfg.resolved_conv_batching() == "blockdiag"
-    assert from_mapping({"conv_batching": "grouped"}).resolved_conv_batching() == "grouped"
+    assert resolve(cfg.hpo, cfg).conv_batching == "blockdiag"  # the default backend when none is named

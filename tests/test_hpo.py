@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from glocal_cli import dmd, quadratic
-from glocal_cli.hpo import HPOConfig, HPORunner, run
+from glocal_cli.hpo import HPOConfig
+from glocal_cli.runner import HPORunner, run
 from glocal_cli.hypergrad import window_hypergrads
 
 

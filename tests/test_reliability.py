@@ -25,15 +25,9 @@ from glocal_cli import cli
 from glocal_cli.config import TrainConfig, from_mapping
 from glocal_cli.errors import DataNotAvailable, Interrupted, UserError
 from glocal_cli.hpo import HPOState
-from glocal_cli.train import (
-    CHECKPOINT,
-    CheckpointRejected,
-    Progress,
-    load_checkpoint,
-    run_lock,
-    run_training,
-    save_checkpoint,
-)
+from glocal_cli.checkpoint import CHECKPOINT, CheckpointRefused, CheckpointRejected, load_checkpoint, save_checkpoint
+from glocal_cli.runtime import Runtime
+from glocal_cli.train import Progress, run_lock, run_training
 
 from data_fixtures import real_data_dir
 
@@ -68,6 +62,9 @@ def _rows(n):
             for k in range(1, n + 1)]
 
 
+RT = Runtime(backend="cpu", val_grad="reverse", val_batch=0, conv_impl="patches", conv_batching="grouped")
+
+
 def _cfg(out, **kw):
     kw.setdefault("data_dir", "data/raw")
     return from_mapping(dict(out=str(out), **kw))
@@ -76,7 +73,7 @@ def _cfg(out, **kw):
 def _leaves(hs):
     import jax
 
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves((hs.inner, hs.phi, hs.outer))]
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves((hs.inner, hs.phi, hs.outer, hs.aux))]
 
 
 # ------------------------------------------------------------------ 1, 2: checkpoints
@@ -89,12 +86,12 @@ def test_checkpoint_roundtrip_is_bitwise_and_paths_are_normalised(tmp_path, monk
     hs = _advanced(2)
     eigs = [np.array([1.0 + 0.5j, 0.3 + 0j]), np.array([0.9 + 0j])]
     hgs = [np.ones((6, 3)), 2 * np.ones((6, 3))]
-    save_checkpoint(run, hs, _cfg("runs/a"), _rows(2), eigs, hgs, 12.5)
+    save_checkpoint(run, hs, _cfg("runs/a"), RT, _rows(2), eigs, hgs, 12.5)
     assert not list(run.glob("*.pkl"))
     manifest = json.loads((run / CHECKPOINT).read_text())
     assert re.fullmatch(r"[0-9a-f]{64}", manifest["sha256"])
     # the same run given an absolute --out (and data dir) resumes
-    got = load_checkpoint(run, _cfg(str(run), data_dir=str(tmp_path / "data" / "raw")), _template())
+    got = load_checkpoint(run, _cfg(str(run), data_dir=str(tmp_path / "data" / "raw")), RT, _template())
     assert got["hpo_state"].outer_step == 2
     for a, b in zip(_leaves(got["hpo_state"]), _leaves(hs)):
         assert a.dtype == b.dtype and np.array_equal(a, b)
@@ -104,25 +101,49 @@ def test_checkpoint_roundtrip_is_bitwise_and_paths_are_normalised(tmp_path, monk
     assert [e.tolist() for e in got["eigs"]] == [e.tolist() for e in eigs]
     assert np.array_equal(got["hypergrads"][1], hgs[1])
     # a newer checkpoint replaces the arrays file of the older one
-    save_checkpoint(run, _advanced(3), _cfg("runs/a"), _rows(3), eigs, hgs, 13.0)
+    save_checkpoint(run, _advanced(3), _cfg("runs/a"), RT, _rows(3), eigs, hgs, 13.0)
     assert sorted(p.name for p in run.glob("checkpoint.*.npz")) == ["checkpoint.3.npz"]
 
 
 def test_checkpoint_of_another_config_names_the_keys(tmp_path):
-    save_checkpoint(tmp_path, _advanced(1), _cfg(tmp_path), _rows(1), [], [], 1.0)
+    save_checkpoint(tmp_path, _advanced(1), _cfg(tmp_path), RT, _rows(1), [], [], 1.0)
     with pytest.raises(CheckpointRejected, match=r"another config \(differs in: lr0, steps\)"):
-        load_checkpoint(tmp_path, _cfg(tmp_path, lr0=0.5, steps=40000), _template())
+        load_checkpoint(tmp_path, _cfg(tmp_path, lr0=0.5, steps=40000), RT, _template())
 
 
 def test_checkpoint_from_before_a_setting_existed_resumes_at_its_default(tmp_path):
     """A setting added after the checkpoint was written: the run resumes when it is at its default, not otherwise."""
-    save_checkpoint(tmp_path, _advanced(1), _cfg(tmp_path), _rows(1), [], [], 1.0)
+    save_checkpoint(tmp_path, _advanced(1), _cfg(tmp_path), RT, _rows(1), [], [], 1.0)
     man = json.loads((tmp_path / CHECKPOINT).read_text())
     del man["config"]["seed_devices"]  # as written before --seed-devices existed
     (tmp_path / CHECKPOINT).write_text(json.dumps(man))
-    assert load_checkpoint(tmp_path, _cfg(tmp_path), _template())["hpo_state"].outer_step == 1
+    assert load_checkpoint(tmp_path, _cfg(tmp_path), RT, _template())["hpo_state"].outer_step == 1
     with pytest.raises(CheckpointRejected, match=r"differs in: seed_devices\)"):
-        load_checkpoint(tmp_path, _cfg(tmp_path, seed_devices=1), _template())
+        load_checkpoint(tmp_path, _cfg(tmp_path, seed_devices=1), RT, _template())
+
+
+def test_checkpoint_under_other_numerics_is_refused_in_one_line(tmp_path):
+    """A checkpoint written under one resolved runtime (a CPU's) is refused under another (a GPU's): a UserError
+    (exit 2) naming each choice that differs, never a silent resume with other numerics."""
+    save_checkpoint(tmp_path, _advanced(1), _cfg(tmp_path), RT, _rows(1), [], [], 1.0)
+    gpu = Runtime(backend="gpu", val_grad="forward", val_batch=6, conv_impl="lax", conv_batching="blockdiag")
+    with pytest.raises(CheckpointRefused) as err:
+        load_checkpoint(tmp_path, _cfg(tmp_path), gpu, _template())
+    msg = str(err.value)
+    assert isinstance(err.value, UserError) and "\n" not in msg and "other numerics" in msg
+    for part in ("backend: 'cpu' -> 'gpu'", "val_grad: 'reverse' -> 'forward'", "conv_impl: 'patches' -> 'lax'"):
+        assert part in msg
+    same = Runtime(**RT.to_dict())
+    assert load_checkpoint(tmp_path, _cfg(tmp_path), same, _template())["hpo_state"].outer_step == 1
+
+
+def test_checkpoint_of_an_older_format_is_not_used(tmp_path):
+    save_checkpoint(tmp_path, _advanced(1), _cfg(tmp_path), RT, _rows(1), [], [], 1.0)
+    man = json.loads((tmp_path / CHECKPOINT).read_text())
+    man["format"] = 1
+    (tmp_path / CHECKPOINT).write_text(json.dumps(man))
+    with pytest.raises(CheckpointRejected, match="format 1 of another glocal version"):
+        load_checkpoint(tmp_path, _cfg(tmp_path), RT, _template())
 
 
 def _corrupt(kind, run: Path, marker: Path):
@@ -163,10 +184,10 @@ def test_damaged_checkpoint_is_rejected_in_one_line(tmp_path, kind):
     marker = tmp_path / "PWNED"
     run = tmp_path / "run"
     run.mkdir()
-    save_checkpoint(run, _advanced(2), _cfg(run), _rows(2), [np.ones(2)], [], 3.0)
+    save_checkpoint(run, _advanced(2), _cfg(run), RT, _rows(2), [np.ones(2)], [], 3.0)
     _corrupt(kind, run, marker)
     with pytest.raises(CheckpointRejected) as err:
-        load_checkpoint(run, _cfg(run), _template())
+        load_checkpoint(run, _cfg(run), RT, _template())
     msg = str(err.value)
     assert "corrupt" in msg and "\n" not in msg
     assert not marker.exists()

@@ -23,7 +23,8 @@ from glocal_cli.config import from_mapping
 from glocal_cli.data import prepare_dataset
 from glocal_cli.errors import UserError
 from glocal_cli.hpo import HPOConfig
-from glocal_cli.seeds import SeedGroupRunner, seed_layout
+from glocal_cli.runner import SeedGroupRunner
+from glocal_cli.seeds import seed_layout
 from data_fixtures import write_mnist_like
 from test_seeds import _assert_rows_close, _history, _quadratic
 
@@ -55,18 +56,20 @@ def test_seed_layout_gives_each_device_the_fewest_seeds_with_the_least_padding(n
 
 
 def test_one_device_keeps_the_unsharded_program():
-    """One device (or a method that runs seed after seed) builds no mesh: arrays are placed and padded as before."""
+    """One device builds no mesh, for every method: arrays are placed and padded as before."""
     cfgs = [HPOConfig(method="local", steps=20, tau=10, outer_lr=0.05, seed=s) for s in range(3)]
     group = SeedGroupRunner([_quadratic(s) for s in range(3)], cfgs, devices=jax.devices()[:1])
     assert group.mesh is None and group.n_devices == 1 and group.n_padded == 3
     gs = group.init([np.zeros(2, np.float32)] * 3)
     assert group.placed(gs) is gs and group.place(group.data) is group.data
     assert group.batches(0, 10).shape[0] == 3
-    many = [jax.devices()[0]] * 4  # a method run seed after seed never splits its seeds
-    sequential = SeedGroupRunner([_quadratic(s) for s in range(3)],
-                                [HPOConfig(method="global", steps=20, tau=10, outer_lr=0.05, seed=s) for s in range(3)],
-                                devices=many)
-    assert sequential.mesh is None and sequential.n_padded == 3
+    for method in ("global", "sgld"):  # their seeds are one program too (global: its chunks of tau steps)
+        cfgs = [HPOConfig(method=method, steps=20, tau=10, outer_lr=0.05, seed=s) for s in range(3)]
+        problems = [_quadratic(s) for s in range(3)]
+        if method == "sgld":
+            continue  # the quadratic has no training loss; sgld's group: tests/test_sgld_train.py
+        group = SeedGroupRunner(problems, cfgs, devices=jax.devices()[:1])
+        assert group.mesh is None and group.n_padded == 3
 
 
 def test_seed_devices_setting():

@@ -10,8 +10,9 @@ import pytest
 from glocal_cli import cli
 from glocal_cli.config import from_mapping
 from glocal_cli.errors import UserError
-from glocal_cli.hpo import HPOConfig, HPORunner, InnerProblem
-from glocal_cli.seeds import SeedGroupRunner, seed_slice, stack_trees
+from glocal_cli.hpo import HPOConfig, InnerProblem
+from glocal_cli.runner import HPORunner, SeedGroupRunner
+from glocal_cli.seeds import seed_slice, stack_trees
 from glocal_cli.train import CHECKPOINT, Progress, parse_seeds, run_seeds, run_training, seed_configs
 
 
@@ -58,7 +59,7 @@ def test_group_of_two_equals_two_single_runs(method):
         wins = []
         while not group.done(gs):
             gs, win = group.run_window(gs)
-            wins.append(jax.device_get(win.arrays))
+            wins.append(jax.device_get(win))
         for s in range(2):
             hs, recs = _single(problems[s], cfgs[s], phi0, 6)
             np.testing.assert_allclose(np.asarray(seed_slice(gs.inner, s)), np.asarray(hs.inner), rtol=1e-12)
@@ -82,7 +83,7 @@ def test_a_diverging_seed_keeps_its_phi_and_spares_the_others():
     while not group.done(gs):
         before = np.asarray(gs.phi)
         gs, win = group.run_window(gs)
-        a = jax.device_get(win.arrays)
+        a = jax.device_get(win)
         finite.append(a.finite.tolist())
         if not a.finite[1]:
             np.testing.assert_array_equal(np.asarray(gs.phi[1]), before[1])  # not updated with a NaN
@@ -115,7 +116,7 @@ def test_val_grad_forward_reaches_both_runners(method, monkeypatch):
             gs = group.init([phi0, phi0])
             gs, win = group.run_window(gs)
             hs, recs = _single(problems[0], cfgs[0], phi0, 1)
-            out[vg] = (np.asarray(win.arrays.hypergrads), recs[0].hypergrads)
+            out[vg] = (np.asarray(win.hypergrads), recs[0].hypergrads)
         assert set(seen) == {"reverse", "forward"}
         np.testing.assert_allclose(out["forward"][0], out["reverse"][0], rtol=1e-12)
         np.testing.assert_allclose(out["forward"][1], out["reverse"][1], rtol=1e-12)
@@ -280,8 +281,8 @@ def test_a_failing_seed_stops_alone_and_stays_failed_across_resume(tmp_path, tin
 
     real_build = train_mod.build_task
 
-    def build(cfg, splits):
-        task = real_build(cfg, splits)
+    def build(cfg, splits, runtime=None):
+        task = real_build(cfg, splits, runtime)
         return task._replace(health=lambda phi: "sick for the test") if cfg.seed == 1 else task
 
     monkeypatch.setattr(train_mod, "build_task", build)

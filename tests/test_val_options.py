@@ -72,7 +72,9 @@ def trained(splits):
 def test_default_is_the_old_loss_bitwise(splits, trained):
     """val_chunk 0 (auto: 1000) and float32: the loss and gradient of the code before these settings."""
     _, cfg = _task(splits)
-    assert cfg.val_chunk == 0 and cfg.val_precision == "float32" and cfg.hpo.resolved_val_grad() == "reverse"
+    from glocal_cli.runtime import resolve
+
+    assert cfg.val_chunk == 0 and cfg.val_precision == "float32" and resolve(cfg.hpo).val_grad == "reverse"
     assert cfg.resolved_val_chunk() == 1000
     task, states, tangents, ref = trained
     model = get_model("lenet", 10, "patches")
@@ -150,10 +152,14 @@ def test_bad_values(kw, needle):
 
 def test_val_grad_auto_is_reverse_on_cpu_forward_on_an_accelerator(monkeypatch):
     from glocal_cli.hpo import HPOConfig
+    from glocal_cli.runtime import resolve
 
-    cfg = HPOConfig()
-    assert cfg.val_grad == "auto" and cfg.resolved_val_grad() == "reverse" and cfg.resolved_val_batch(20) == 0
+    cfg = HPOConfig()  # glocal: records sigma = 20
+    rt = resolve(cfg)
+    assert cfg.val_grad == "auto" and (rt.backend, rt.val_grad, rt.val_batch) == ("cpu", "reverse", 0)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert cfg.resolved_val_grad() == "forward" and cfg.resolved_val_batch(20) == 20
-    assert HPOConfig(val_grad="reverse").resolved_val_grad() == "reverse"
-    assert HPOConfig(val_batch=3).resolved_val_batch(20) == 3
+    rt = resolve(cfg)
+    assert (rt.backend, rt.val_grad, rt.val_batch) == ("gpu", "forward", 20)
+    assert resolve(HPOConfig(method="local")).val_batch == 1  # all the window records
+    assert resolve(HPOConfig(val_grad="reverse")).val_grad == "reverse"
+    assert resolve(HPOConfig(val_batch=3)).val_batch == 3

@@ -14,7 +14,8 @@ import pytest
 from glocal_cli import quadratic, verify
 from glocal_cli.cli import main
 from glocal_cli.estimators import ESTIMATORS
-from glocal_cli.hpo import HPOConfig, HPORunner, InnerProblem
+from glocal_cli.hpo import HPOConfig, InnerProblem
+from glocal_cli.runner import HPORunner
 from glocal_cli.hypergrad import make_window_fn
 from signals import linear_signal
 
@@ -332,7 +333,7 @@ def test_estimator_input_is_the_windows_local_hypergradients(small_real_data):
     from glocal_cli.data.splits import epoch_batch_indices
 
     s = verify.profile_settings("quick", data_dir=str(small_real_data))
-    cfg, _, task = verify._classifier_task(s, 0, 0.1)
+    cfg, _, task = verify.classifier_task(s, 0, 0.1)
     runner = HPORunner(task.problem, cfg.resolved_hpo())
     hs = runner.init(task.phi0)
     hs, _ = runner.run_window(hs)

@@ -53,7 +53,7 @@ if "check" not in parts:
     sys.exit(0)
 
 # 2. the same 2-seed glocal group, grouped and block-diagonal: learned hyperparameters after 3 windows
-from glocal_cli.seeds import SeedGroupRunner  # noqa: E402
+from glocal_cli.runner import SeedGroupRunner  # noqa: E402
 from glocal_cli.tasks import build_task  # noqa: E402
 from glocal_cli.train import load_splits  # noqa: E402
 

@@ -15,7 +15,7 @@ import time
 import jax
 
 from glocal_cli import bench
-from glocal_cli.seeds import SeedGroupRunner
+from glocal_cli.runner import SeedGroupRunner
 from glocal_cli.tasks import build_task
 from glocal_cli.train import load_splits
 

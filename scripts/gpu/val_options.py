@@ -36,6 +36,7 @@ from jax import lax
 
 from glocal_cli.config import from_mapping
 from glocal_cli.hypergrad import make_train_fn, make_window_fn, tangent_hypergrad
+from glocal_cli.runtime import resolve
 from glocal_cli.tasks import build_task
 from glocal_cli.train import load_splits
 
@@ -138,7 +139,7 @@ def main() -> None:
     print(json.dumps({"device": str(jax.devices()[0]), "n_val": n_val, "snapshots": sigma,
                       "train_steps": args.train_steps, "prep_s": prep_s, "q": int(phi.shape[0]),
                       "results": results, "failed": failed,
-                      "peak_device_GB": stats.get("peak_bytes_in_use", float("nan")) / 1e9, "memory_sigma": ms, "conv_impl": base.resolved_conv_impl(), "memory": memory}, indent=1))
+                      "peak_device_GB": stats.get("peak_bytes_in_use", float("nan")) / 1e9, "memory_sigma": ms, "conv_impl": resolve(base.hpo, base).conv_impl, "memory": memory}, indent=1))
 
 
 if __name__ == "__main__":
