@@ -20,7 +20,10 @@ itself and can be placed in any ``optax.chain`` (which forwards ``phi``).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple, Sequence
+import functools
+import inspect
+import math
+from typing import Callable, Dict, Mapping, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -113,7 +116,7 @@ def learnable_sgd(learn: Sequence[str] = SGD_HPARAMS, fixed: Dict[str, float] | 
 def hyperparams_from_phi(
     optimizer: optax.GradientTransformation,
     names: Sequence[str],
-    transform: Callable[[jnp.ndarray], jnp.ndarray] = jax.nn.sigmoid,
+    transform: Callable[[jnp.ndarray], jnp.ndarray] | Mapping[str, Callable] = jax.nn.sigmoid,
 ) -> LearnableOptimizer:
     """Drive the hyperparameters ``names`` of an ``optax.inject_hyperparams`` optimizer by ``φ``.
 
@@ -126,7 +129,8 @@ def hyperparams_from_phi(
         (its numeric hyperparameters are the ones that can be named).
       names: hyperparameters learned from ``phi``, in the order of ``phi [q]``.
       transform: elementwise map from ``phi_i`` to the value (default sigmoid,
-        values in (0, 1); use ``jnp.exp`` for positive values without a bound).
+        values in (0, 1); use ``jnp.exp`` for positive values without a bound), or a
+        mapping ``{name: transform}`` with one for each name.
 
     Returns:
       a :class:`LearnableOptimizer` whose state is the inject_hyperparams state
@@ -134,6 +138,9 @@ def hyperparams_from_phi(
       tangents for integer leaves).
     """
     names = tuple(names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"hyperparameters {list(names)} name one twice")
+    transforms = {n: transform[n] for n in names} if isinstance(transform, Mapping) else {n: transform for n in names}
 
     def init(params):
         state = optimizer.init(params)
@@ -145,7 +152,7 @@ def hyperparams_from_phi(
         return state
 
     def hyperparams(phi):
-        return {n: transform(phi[i]) for i, n in enumerate(names)}
+        return {n: transforms[n](phi[i]) for i, n in enumerate(names)}
 
     def update(grads, state, params=None, *, phi, **extra):
         hp = dict(state.hyperparams)
@@ -279,9 +286,115 @@ def baseline_optimizer(name: str, *, lr0: float, momentum: float, weight_decay: 
 def eval_params(name: str, opt_state, params):
     """The parameters to evaluate (validation and test): ``params``, or for ``schedule_free_sgd``
     ``optax.contrib.schedule_free_eval_params(opt_state, params)`` (the averaged iterate x, as
-    its authors prescribe; training steps take gradients at the interpolation y)."""
+    its authors prescribe; training steps take gradients at the interpolation y). ``opt_state``
+    may be the optimizer's own or that of its :func:`optax.inject_hyperparams` wrapper."""
     if name == "schedule_free_sgd":
         from optax import contrib
 
-        return contrib.schedule_free_eval_params(opt_state, params)
+        inner = opt_state.inner_state if hasattr(opt_state, "hyperparams") else opt_state  # unwrap inject_hyperparams
+        return contrib.schedule_free_eval_params(inner, params)
     return params
+
+
+# ----------------------------------------------------------------------------------------------
+# The optimizers the hypergradient methods tune besides the paper's SGD (``--inner-optimizer NAME
+# --learn NAMES`` with methods local / glocal / global): optax / optax.contrib optimizers whose named
+# hyperparameters φ drives through :func:`hyperparams_from_phi`.
+
+LR = "lr"  # this package's name of an optimizer's learning rate (optax: ``learning_rate``)
+#: ``value = transform(φ_i)`` keeps a learned hyperparameter in its valid range; ``(transform, inverse, range)``
+TRANSFORMS = {
+    "sigmoid": (jax.nn.sigmoid, logit, (0.0, 1.0)),
+    "exp": (jnp.exp, np.log, (0.0, math.inf)),
+}
+#: hyperparameters that live in [0, 1) (momenta, averaging rates): sigmoid; every other one is positive: exp
+#: (a learning rate, also a multiplier such as Prodigy's that may exceed 1; weight decay; eps)
+UNIT_INTERVAL = ("momentum", "b1", "b2", "beta3")
+
+
+def transform_of(name: str) -> str:
+    """The transform of a learned hyperparameter: ``sigmoid`` for :data:`UNIT_INTERVAL`, else ``exp``."""
+    return "sigmoid" if name in UNIT_INTERVAL else "exp"
+
+
+def _optax_name(name: str) -> str:
+    return "learning_rate" if name == LR else name
+
+
+def _sgd_with_weight_decay(learning_rate, momentum, weight_decay):
+    """The ``sgd`` baseline's arithmetic (weight decay added to the gradient, then heavy-ball SGD), injectable."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum))
+
+
+def _learned_wd(wd: float, learned: frozenset, otherwise) -> dict:
+    return {"weight_decay": wd} if "weight_decay" in learned else ({} if otherwise is None else {"weight_decay": otherwise})
+
+
+#: ``--inner-optimizer`` values the methods local / glocal / global tune besides ``learnable_sgd``, each with
+#: ``(lr0, momentum0, weight_decay0, learned names) -> {argument: value}``: what it is built with (the rest
+#: keep the optimizer's defaults). The learning rate starts at ``--lr0`` (Prodigy: its multiplier at 1.0, as
+#: its baseline), SGD's momentum at ``--momentum0``; a learned weight decay starts at ``--weight-decay0``
+#: (Adam is optax's AdamW, whose decoupled decay is 0 when not learned: Adam).
+TUNABLE = {
+    "sgd": lambda lr0, m, wd, learned: dict(learning_rate=lr0, momentum=m, weight_decay=wd),
+    "adam": lambda lr0, m, wd, learned: dict(learning_rate=lr0, **_learned_wd(wd, learned, 0.0)),
+    "schedule_free_sgd": lambda lr0, m, wd, learned: dict(learning_rate=lr0, **_learned_wd(wd, learned, None)),
+    "prodigy": lambda lr0, m, wd, learned: _learned_wd(wd, learned, None),
+}
+
+
+def tunable_builder(name: str) -> Callable[..., optax.GradientTransformation]:
+    """The optax builder ``(**hyperparameters) -> GradientTransformation`` of a :data:`TUNABLE` optimizer."""
+    from optax import contrib
+
+    return {"sgd": _sgd_with_weight_decay, "adam": optax.adamw, "schedule_free_sgd": contrib.schedule_free_sgd,
+            "prodigy": contrib.prodigy}[name]
+
+
+def _defaults(build: Callable) -> dict:
+    return {k: p.default for k, p in inspect.signature(build).parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+@functools.lru_cache(maxsize=None)
+def learnable_names(name: str) -> Tuple[str, ...]:
+    """The hyperparameters ``--learn`` may name for ``--inner-optimizer name``: for ``learnable_sgd`` its
+    three, else the floats of the optimizer's :func:`optax.inject_hyperparams` state (``lr`` for its
+    learning rate), in the optimizer's order."""
+    if name == "learnable_sgd":
+        return SGD_HPARAMS
+    kwargs = TUNABLE[name](1e-3, 0.9, 1e-3, frozenset({"weight_decay"}))
+    state = optax.inject_hyperparams(tunable_builder(name))(**kwargs).init({"w": jnp.zeros((1,), jnp.float32)})
+    return tuple(LR if k == "learning_rate" else k for k, v in state.hyperparams.items()
+                 if jnp.issubdtype(jnp.result_type(v), jnp.floating))
+
+
+def tunable_optimizer(name: str, learn: Sequence[str], *, lr0: float, momentum: float,
+                      weight_decay: float) -> Tuple[LearnableOptimizer, np.ndarray, Dict[str, float]]:
+    """``(optimizer, φ0 [q], start values)``: ``--inner-optimizer name`` with the hyperparameters ``learn``
+    (``q = len(learn)``, names of :func:`learnable_names`) driven by φ, each by its :func:`transform_of`.
+
+    Raises ``ValueError`` (one line) on an unknown or repeated name, or a learned hyperparameter whose start
+    lies outside its transform's range (e.g. a weight decay of 0 under ``exp``).
+    """
+    if name not in TUNABLE:
+        raise ValueError(f"inner optimizer {name!r} is not tuned by a hypergradient; choose from {', '.join(TUNABLE)}")
+    learn = tuple(learn)
+    allowed = learnable_names(name)
+    bad = [n for n in learn if n not in allowed]
+    if bad or len(set(learn)) != len(learn) or not learn:
+        what = f"has no {', '.join(bad)}" if bad else "names a hyperparameter twice" if learn else "learns nothing"
+        raise ValueError(f"--learn {','.join(learn)}: {name} {what}; it can learn {', '.join(allowed)}")
+    build = tunable_builder(name)
+    kwargs = TUNABLE[name](lr0, momentum, weight_decay, frozenset(learn))
+    values = {**_defaults(build), **kwargs}
+    start = {n: float(values[_optax_name(n)]) for n in learn}
+    for n, v in start.items():
+        lo, hi = TRANSFORMS[transform_of(n)][2]
+        if not (math.isfinite(v) and lo < v < hi):
+            raise ValueError(f"--learn {n}: {name} starts it at {v:g}, outside ({lo:g}, {hi:g}) of its "
+                             f"{transform_of(n)} transform")
+    base = optax.inject_hyperparams(build)(**kwargs)
+    transforms = {_optax_name(n): TRANSFORMS[transform_of(n)][0] for n in learn}
+    opt = hyperparams_from_phi(base, [_optax_name(n) for n in learn], transforms)
+    phi0 = np.asarray([TRANSFORMS[transform_of(n)][1](start[n]) for n in learn], np.float64)
+    return opt, phi0, start
