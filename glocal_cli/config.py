@@ -21,7 +21,8 @@ from glocal_cli import settings
 from glocal_cli.data.registry import ALIASES, DATASETS, canonical_name
 from glocal_cli.errors import UserError
 from glocal_cli.hpo import OUTER_PANEL, PERF_PANEL, RUN_PANEL, HPOConfig
-from glocal_cli.inner_optim import INNER_OPTIMIZERS, SCHEDULED, SCHEDULES
+from glocal_cli.inner_optim import INNER_OPTIMIZERS, SCHEDULED, SCHEDULES, TUNABLE, learnable_names, tunable_optimizer
+from glocal_cli.methods import METHOD_CLASSES
 from glocal_cli.settings import section, setting
 
 TASKS = ("optimizer", "reweight")
@@ -39,6 +40,9 @@ REWEIGHT_ONLY = ("reweight",)
 HYPER_PANEL, DATA_PANEL, OUTPUT_PANEL, INNER_PANEL = "Hyperparameters", "Data", "Output", "Inner optimizer"
 EVAL_CHUNK = 1000  # examples per chunk of a full-batch evaluation (validation loss, test accuracy)
 VAL_PRECISIONS = ("float32", "bfloat16")  # of the full-batch validation loss (the meta criterion)
+#: ``--learn``'s help: each optimizer's names (from the optimizer itself) and the transform each gets
+LEARN_HELP = ("learnable_sgd: " + ",".join(LEARNABLE) + " (each sigmoid(phi)); " + "; ".join(
+    f"{n}: {','.join(learnable_names(n))}" for n in TUNABLE) + " (momentum, b1, b2: sigmoid(phi), the rest exp(phi))")
 REWEIGHT_SGLD_STEP = 0.1  # SGLD step of the reweight task: 0.01 / (1 - 0.9), SGD's effective step with momentum 0.9
 
 
@@ -54,14 +58,16 @@ class TrainConfig:
     lr0: float = setting(1e-3, "initial inner learning rate", panel=HYPER_PANEL, tasks=("optimizer",))
     momentum0: float = setting(0.1, "initial momentum", panel=HYPER_PANEL, tasks=("optimizer",))
     weight_decay0: float = setting(1e-3, "initial weight decay", panel=HYPER_PANEL, tasks=("optimizer",))
-    learn: tuple = setting(LEARNABLE, "learned hyperparameters (optimizer task), e.g. lr,momentum,weight_decay",
-                           panel=HYPER_PANEL, tasks=("optimizer",))
+    learn: tuple = setting(LEARNABLE, "learned hyperparameters (optimizer task), each named once; "
+                                      + LEARN_HELP, panel=HYPER_PANEL, tasks=("optimizer",))
     val_fraction: float = setting(0.1, "held-out validation fraction", panel=DATA_PANEL, tasks=("optimizer",))
     inner_optimizer: str = setting(
-        "learnable_sgd", "the inner optimizer: learnable_sgd (the paper's SGD; the only one local / glocal / global / "
-                         "sgld tune) | sgd | adam | hd (Baydin's hypergradient descent) | prodigy | dadapt_adamw | "
-                         "schedule_free_sgd | mechanize_sgd | dog (optax / optax.contrib, method none; docs/baselines.md)",
-        choices=INNER_OPTIMIZERS, panel=INNER_PANEL, methods=("none",), tasks=("optimizer",))
+        "learnable_sgd", "the inner optimizer: learnable_sgd (the paper's SGD, every method) | sgd | adam | "
+                         "schedule_free_sgd | prodigy (method none, or local / glocal / global tuning its --learn "
+                         "hyperparameters) | hd (Baydin's hypergradient descent) | dadapt_adamw | mechanize_sgd | dog "
+                         "(method none) (optax / optax.contrib; docs/baselines.md)",
+        choices=INNER_OPTIMIZERS, panel=INNER_PANEL, methods=("none", "local", "glocal", "global"),
+        tasks=("optimizer",))
     schedule: str = setting(
         "constant", "learning-rate schedule of --inner-optimizer sgd | adam over the T steps: constant | cosine "
                     "(to 0 at T) | warmup_cosine (linear warmup over 5 % of T, then cosine)",
@@ -114,13 +120,11 @@ class TrainConfig:
         settings.check_choices(self)
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        for name in ("lr0", "momentum0", "weight_decay0"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise UserError(f"--{name.replace('_', '-')} must be in (0, 1) (it is sigmoid(phi)), got {value}")
-        bad = [x for x in self.learn if x not in LEARNABLE]
-        if bad or not self.learn:
-            raise UserError(f"--learn {','.join(self.learn)!r}: choose from {', '.join(LEARNABLE)}")
+        self._check_start_values()
+        if self.inner_optimizer == "learnable_sgd" or not METHOD_CLASSES[self.hpo.method].tunes:
+            bad = [x for x in self.learn if x not in LEARNABLE]
+            if bad or not self.learn or len(set(self.learn)) != len(self.learn):
+                raise UserError(f"--learn {','.join(self.learn)}: choose each of {', '.join(LEARNABLE)} at most once")
         if self.hpo.method == "sgld" and self.task == "optimizer":
             bad = [x for x in self.learn if x not in SGLD_LEARNABLE]
             if bad:
@@ -147,13 +151,40 @@ class TrainConfig:
         if not self.data_dir:
             raise UserError("--data-dir must not be empty")
 
+    def _check_start_values(self) -> None:
+        """The start values in the range the optimizer gives them: learnable_sgd's are ``sigmoid(φ)`` (in
+        (0, 1)); another optimizer's learning rate and weight decay are positive (``exp(φ)`` when learned: a
+        schedule-free SGD at lr 1.0 or a Prodigy multiplier above 1 are fine), a momentum in (0, 1)."""
+        sigmoid = self.inner_optimizer == "learnable_sgd"
+        for name in ("lr0", "momentum0", "weight_decay0"):
+            value, flag = getattr(self, name), settings.flag(name)
+            if (sigmoid or name == "momentum0") and not 0.0 < value < 1.0:
+                why = "it is sigmoid(phi)" if sigmoid else "a momentum"
+                raise UserError(f"{flag} must be in (0, 1) ({why}), got {value}")
+            if not (math.isfinite(value) and value > 0.0):
+                raise UserError(f"{flag} must be a finite number > 0 for --inner-optimizer {self.inner_optimizer}, "
+                                f"got {value}")
+
     def _check_inner_optimizer(self) -> None:
-        """A fixed inner optimizer only with method none on the optimizer task; a schedule only for sgd / adam."""
-        name = self.inner_optimizer
-        if name != "learnable_sgd" and (self.hpo.method != "none" or self.task != "optimizer"):
-            raise UserError(
-                f"--inner-optimizer {name} needs --method none and --task optimizer (got --method {self.hpo.method}, "
-                f"--task {self.task}); the hypergradient methods tune the paper's learnable_sgd")
+        """Which optimizer each method reads: learnable_sgd every method; a fixed optimizer method none (the
+        optimizer task); the :data:`~glocal_cli.inner_optim.TUNABLE` ones also local / glocal / global, with
+        ``learn`` naming hyperparameters they have; a schedule only for sgd / adam under method none."""
+        name, method = self.inner_optimizer, self.hpo.method
+        if name != "learnable_sgd":
+            tuned = METHOD_CLASSES[method].tunes
+            if self.task != "optimizer" or (tuned and (name not in TUNABLE or METHOD_CLASSES[method].samples)):
+                readers = "none" if name not in TUNABLE else "none / local / glocal / global"
+                raise UserError(f"--inner-optimizer {name} is read by --method {readers} on --task optimizer (got "
+                                f"--method {method}, --task {self.task})")
+            if tuned:
+                if self.schedule != "constant":
+                    raise UserError(f"--schedule {self.schedule} applies to --method none; a hypergradient method "
+                                    "tunes the learning rate itself")
+                try:
+                    tunable_optimizer(name, self.learn, lr0=self.lr0, momentum=self.momentum0,
+                                      weight_decay=self.weight_decay0)
+                except ValueError as e:
+                    raise UserError(str(e)) from None
         if self.schedule != "constant" and name not in SCHEDULED:
             raise UserError(f"--schedule {self.schedule} applies to --inner-optimizer {' | '.join(SCHEDULED)}, "
                             f"not {name}")
@@ -234,12 +265,14 @@ def variant_name(method: str, estimator: str = "glocal", inner_optimizer: str = 
                  schedule: str = "constant") -> str:
     """``method``, except: glocal with a non-default estimator is the estimator (prefixed ``glocal-``);
     none with a fixed inner optimizer is that optimizer, with its schedule unless constant
-    (``prodigy``, ``sgd-cosine``, ``adam-warmup_cosine``)."""
+    (``prodigy``, ``sgd-cosine``, ``adam-warmup_cosine``); a hypergradient method tuning another
+    optimizer than learnable_sgd is followed by it (``local-adam``, ``glocal-schedule_free_sgd``)."""
     if method == "none" and inner_optimizer != "learnable_sgd":
         return inner_optimizer if schedule == "constant" else f"{inner_optimizer}-{schedule}"
-    if method != "glocal" or estimator == "glocal":
-        return method
-    return estimator if estimator.startswith("glocal") else f"glocal-{estimator}"
+    base = method
+    if method == "glocal" and estimator != "glocal":
+        base = estimator if estimator.startswith("glocal") else f"glocal-{estimator}"
+    return base if inner_optimizer == "learnable_sgd" else f"{base}-{inner_optimizer}"
 
 
 #: Every settable leaf: ``name -> (path, field)``, e.g. ``"sigma" -> (("hpo", "sigma"), field)``.

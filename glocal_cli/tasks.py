@@ -39,7 +39,7 @@ from glocal_cli.hpo import InnerProblem
 from glocal_cli.methods import METHOD_CLASSES
 from glocal_cli.runtime import Runtime
 from glocal_cli.runtime import resolve as resolve_runtime
-from glocal_cli.inner_optim import baseline_optimizer, eval_params, learnable_sgd, logit
+from glocal_cli.inner_optim import baseline_optimizer, eval_params, learnable_sgd, logit, tunable_optimizer
 from glocal_cli.models import MetaMLP, get_model
 
 
@@ -287,10 +287,23 @@ def optimizer_task_for_model(cfg: TrainConfig, splits: Splits, model) -> Task:
     if METHOD_CLASSES[cfg.hpo.method].samples:
         return _sgld_weight_decay_task(cfg, splits, model, params0)
     if cfg.inner_optimizer != "learnable_sgd":
+        if METHOD_CLASSES[cfg.hpo.method].tunes:
+            return _tunable_optimizer_task(cfg, splits, model, params0)
         return _fixed_optimizer_task(cfg, splits, model, params0)
     opt = learnable_sgd(cfg.learn, fixed={"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0})
     init_values = {"lr": cfg.lr0, "momentum": cfg.momentum0, "weight_decay": cfg.weight_decay0}
     phi0 = logit([init_values[n] for n in cfg.learn]).astype(np.float32)
+
+    def hyperparams(phi):
+        with jax.default_device(_HOST):  # logging: a few scalars, no round trip to an accelerator
+            values = opt.hyperparams(jnp.asarray(np.asarray(phi)))
+            return {k: float(v) for k, v in values.items()}
+
+    return _task(cfg, splits, model, params0, opt, _learnable_step(model, opt), hyperparams, phi0)
+
+
+def _learnable_step(model, opt):
+    """One SGD-like step of ``opt`` (a :class:`~glocal_cli.inner_optim.LearnableOptimizer`) with φ as its extra argument."""
 
     def step(state, phi, idx, data):
         params, opt_state = state
@@ -299,12 +312,28 @@ def optimizer_task_for_model(cfg: TrainConfig, splits: Splits, model) -> Task:
         updates, opt_state = opt.update(grads, opt_state, params, phi=phi)
         return optax.apply_updates(params, updates), opt_state
 
-    def hyperparams(phi):
-        with jax.default_device(_HOST):  # logging: a few scalars, no round trip to an accelerator
-            values = opt.hyperparams(jnp.asarray(np.asarray(phi)))
-            return {k: float(v) for k, v in values.items()}
+    return step
 
-    return _task(cfg, splits, model, params0, opt, step, hyperparams, phi0)
+
+def _tunable_optimizer_task(cfg: TrainConfig, splits: Splits, model, params0) -> Task:
+    """Optimizer task where a hypergradient method tunes ``cfg.learn`` of an optax / optax.contrib optimizer
+    (:func:`~glocal_cli.inner_optim.tunable_optimizer`: each learned value ``sigmoid(φ_i)`` or ``exp(φ_i)``).
+
+    The validation loss the hypergradient differentiates is taken at the parameters the optimizer evaluates
+    (:func:`~glocal_cli.inner_optim.eval_params`: schedule-free SGD's averaged iterate, where its test
+    accuracy is measured too), so φ is tuned for the model that is reported.
+    """
+    name = cfg.inner_optimizer
+    opt, phi0, _ = tunable_optimizer(name, cfg.learn, lr0=cfg.lr0, momentum=cfg.momentum0,
+                                     weight_decay=cfg.weight_decay0)
+
+    def hyperparams(phi):
+        with jax.default_device(_HOST):
+            values = opt.hyperparams(jnp.asarray(np.asarray(phi)))
+            return {("lr" if k == "learning_rate" else k): float(v) for k, v in values.items()}
+
+    return _task(cfg, splits, model, params0, opt, _learnable_step(model, opt), hyperparams,
+                 phi0.astype(np.float32), params_of=lambda s: eval_params(name, s[1], s[0]))
 
 
 def reweight_task(cfg: TrainConfig, splits: Splits, runtime: Optional[Runtime] = None) -> Task:

@@ -323,7 +323,10 @@ def test_kill_9_and_resume_is_bitwise_cli(tmp_path, shared_data):
 
 @pytest.mark.parametrize("args, needle", [
     (["--inner-optimizer", "adamm"], "'--inner-optimizer': 'adamm' is not one of 'learnable_sgd', 'sgd', 'adam', 'hd', 'prodigy'"),
-    (["--inner-optimizer", "prodigy", "--method", "glocal"], "--inner-optimizer prodigy needs --method none"),
+    (["--inner-optimizer", "dog", "--method", "glocal"], "--inner-optimizer dog is read by --method none on --task optimizer"),
+    (["--inner-optimizer", "prodigy", "--method", "glocal"], "--learn lr,momentum,weight_decay: prodigy has no momentum"),
+    (["--inner-optimizer", "adam", "--method", "sgld", "--learn", "weight_decay"],
+     "--inner-optimizer adam is read by --method none / local / glocal / global"),
     (["--inner-optimizer", "prodigy", "--schedule", "cosine", "--method", "none"],
      "--schedule cosine applies to --inner-optimizer sgd | adam, not prodigy"),
     (["--schedule", "linear", "--method", "none"], "'--schedule': 'linear' is not one of 'constant', 'cosine', 'warmup_cosine'"),
