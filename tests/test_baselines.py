@@ -416,6 +416,15 @@ def test_report_writes_the_baselines_table(tmp_path):
     assert tuned["cost_timed"] == pytest.approx(1800) and v["glocal"]["cost_from_runs"] == pytest.approx(1800)
     assert "lr0" not in rec["setting"] and rec["setting"]["steps"] == 600
 
+    # and as a chart for `dvc plots show` (dvc.yaml: results/plots/baselines_<dataset>.csv, bar_horizontal_sorted)
+    import csv
+
+    with open(tmp_path / "results" / "plots" / "baselines_fashion_mnist.csv") as f:
+        chart = {r["variant"]: r for r in csv.DictReader(f)}
+    assert list(chart) == ["none", "glocal", "prodigy", "sgd-cosine (tuned)"]
+    assert float(chart["prodigy"]["test_accuracy"]) == pytest.approx(s[f"{base}/prodigy/test_accuracy_mean"])
+    assert float(chart["glocal"]["minus_glocal"]) == 0 and float(chart["glocal"]["cost"]) == pytest.approx(1500)
+
 
 def test_fixed_optimizers_get_their_own_variant_and_run_folder():
     cfgs = [from_mapping(dict(method="none", inner_optimizer=o, schedule=s)) for o, s in

@@ -4,6 +4,7 @@ Layout of ``out_dir``::
 
     figures/   PNGs (trajectories per family / dataset / lr0, DMD eigenvalues, ablation, divergence)
     tables/    accuracy.md, table3_imbalanced.md, table4_runtime.md, ablation.md, evidence.md, baselines.md
+    plots/     the runs' curves per setting and the baselines table as CSV, drawn by `dvc plots` (plots.py)
     records/   one JSON record per evidence / baselines table, every seed's values (glocal_cli.report.records;
                a published result is its record copied under docs/)
     summary.json   flat {"lenet/fashion_mnist/lr0.001/glocal/test_accuracy_mean": 0.71, ...}
@@ -24,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 from glocal_cli import atomic
 from glocal_cli.errors import UserError
-from glocal_cli.report import baselines, figures, paper, tables
+from glocal_cli.report import baselines, figures, paper, plots, tables
 from glocal_cli.report.collect import Group, Run, collect_runs, group_runs
 
 FIG_NAMES = {
@@ -332,6 +333,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
         _emit(tab_dir / fname, "What should I use?", head + text, tabs, sections)
         _put_all(summary, f"baselines/{ds}", numbers)
         _record(out_dir, f"baselines_{ds}.json", baselines.baselines_record(same, timing, _command(runs_dir, out_dir)))
+        plots.write_baselines_chart(out_dir / "plots", ds, numbers)
     if not bl:
         notes.append("no baselines runs: the what-should-I-use table is skipped (`dvc repro baselines baselines_cost && dvc repro -f report`)")
 
@@ -349,6 +351,11 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
             notes.append("no run diverged: Fig. 9 shows the global run(s) instead")
     else:
         notes.append("no diverged and no global runs: Fig. 9 skipped")
+
+    # The curves `dvc plots` draws (dvc.yaml's top-level plots): per quantity and setting, over its seeds.
+    curves = attempt("plots/ (dvc plots data)", lambda: plots.write_curves(list(groups.values()), out_dir / "plots"))
+    if not curves:
+        notes.append("no run with a history: nothing for `dvc plots` under plots/")
 
     _put(summary, "runs/total", len(runs))
     _put(summary, "runs/diverged", len(diverged))
