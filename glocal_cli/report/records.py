@@ -12,11 +12,12 @@ docs' tables are generated from it (:mod:`glocal_cli.report.published`). A recor
      "pm": CONVENTION,                          # what ± means wherever this record is printed
      "variants": {"glocal": {"seeds": [0, 1, ...], "status": [...], "test_accuracy": [...],
                              "val_loss": [...], "final_lr": [...], "wall_s": [...], "outer_steps": [...],
-                             "dmd_fallbacks": [...], "dmd_windows": {"tol": [...], "nearest": [...], ...},
+                             "dmd_fallbacks": [...], "dmd_fallback_reasons": [{"diverging": 9, ...}, ...],
+                             "dmd_windows": {"tol": [...], "nearest": [...], ...},
                              "commit": [...], "dirty": [...]}, ...}}
 
 (the per-variant keys are ``glocal_cli.report.paper_scale``'s, plus ``val_loss``,
-``dmd_windows`` and ``dirty``). Only the seeds' values are stored: every mean, ± and paired
+``dmd_fallback_reasons``, ``dmd_windows`` and ``dirty``). Only the seeds' values are stored: every mean, ± and paired
 difference is computed from them when printed, by the functions below, with one convention
 (:data:`CONVENTION`).
 """
@@ -123,6 +124,7 @@ def variant_values(runs: Sequence) -> dict:
         "wall_s": [_num(r.metrics.get("wall_s")) for r in runs],
         "outer_steps": [r.metrics.get("outer_steps") for r in runs],
         "dmd_fallbacks": [r.metrics.get("dmd_fallbacks") for r in runs],
+        "dmd_fallback_reasons": [r.metrics.get("dmd_fallback_reasons") or {} for r in runs],
         "commit": [p.get("commit") for p in prov],
         "dirty": [p.get("dirty") for p in prov],
     }
