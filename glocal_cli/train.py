@@ -451,6 +451,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, times: dict, seed
         "inner_steps": int(runner.inner_steps_done(hs)),
         "dmd_fallbacks": len(fallbacks),
         "dmd_fallback_reasons": {x: fallbacks.count(x) for x in sorted(set(fallbacks))},
+        "dmd_windows": __import__("glocal_cli.windows", fromlist=["*"]).estimate_counts(r.rows),  # one line: train.py is being split
         "hyperparams": r.task.hyperparams(np.asarray(hs.phi)) if final_ok else {},
         "seeds_in_program": seeds,
         "seed_devices": runner.n_devices,

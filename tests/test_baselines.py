@@ -388,7 +388,8 @@ def test_report_writes_the_baselines_table(tmp_path):
     report = build_report(tmp_path / "runs", tmp_path / "results")
     text = (tmp_path / "results" / "tables" / "baselines.md").read_text()
     lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
-    assert "0.8500 ± 0.0082 (n=3)" in lines["sgd-cosine, tuned: best of lr0 ∈ {0.01, 0.1, 0.3} by validation loss"]
+    # the chosen runs' accuracies 0.84, 0.85, 0.86: mean ± sample std (ddof 1)
+    assert "0.8500 ± 0.0100 (n=3)" in lines["sgd-cosine, tuned: best of lr0 ∈ {0.01, 0.1, 0.3} by validation loss"]
     s = report.summary
     base = "baselines/fashion_mnist"
     assert s[f"{base}/none/cost_inner_steps_from_runs"] == pytest.approx(600)
@@ -400,8 +401,34 @@ def test_report_writes_the_baselines_table(tmp_path):
     assert s[f"{base}/sgd-cosine (tuned)/wall_s"] == pytest.approx(3 * 20.0)
     assert s[f"{base}/prodigy/diff_vs_glocal_mean"] == pytest.approx((0.10 + 0.11 + 0.09) / 3)
     assert s[f"{base}/prodigy/diff_vs_glocal_se"] == pytest.approx(np.std([0.10, 0.11, 0.09], ddof=1) / np.sqrt(3))
-    assert "| 0.1 | 0.4500 ± 0.0000 (n=3) | 0.8500 ± 0.0082 (n=3) | 0 | 0, 1, 2 |" in text
+    assert "| 0.1 | 0.4500 ± 0.0000 (n=3) | 0.8500 ± 0.0100 (n=3) | 0 | 0, 1, 2 |" in text
     assert "What should I use?" in (tmp_path / "results" / "README.md").read_text()
+
+    # the table's record: every row's seeds (a grid: the chosen runs, and every lr0), its cost; the published
+    # pages compute from it what the report's table says
+    from glocal_cli.report import records
+
+    rec = records.load(tmp_path / "results" / "records" / "baselines_fashion_mnist.json", "baselines")
+    assert list(rec["variants"]) == ["none", "glocal", "prodigy", "sgd-cosine (tuned)"] and rec["reference"] == "glocal"
+    tuned = rec["variants"]["sgd-cosine (tuned)"]
+    assert tuned["lr0"] == [0.1] * 3 and tuned["test_accuracy"] == [0.84, 0.85, 0.86]
+    assert [g["lr0"] for g in tuned["grid"]] == [0.01, 0.1, 0.3] and tuned["grid"][2]["test_accuracy"] == [0.9] * 3
+    v = rec["variants"]
+    d, se, n = records.paired(records.by_seed(v["prodigy"]), records.by_seed(v["glocal"]))
+    assert (d, se, n) == (pytest.approx(s[f"{base}/prodigy/diff_vs_glocal_mean"]),
+                          pytest.approx(s[f"{base}/prodigy/diff_vs_glocal_se"]), 3)
+    assert records.mean_std(tuned["test_accuracy"])[1] == pytest.approx(0.01)
+    assert tuned["cost_timed"] == pytest.approx(1800) and v["glocal"]["cost_from_runs"] == pytest.approx(1800)
+    assert "lr0" not in rec["setting"] and rec["setting"]["steps"] == 600
+
+    # and as a chart for `dvc plots show` (dvc.yaml: results/plots/baselines_<dataset>.csv, bar_horizontal_sorted)
+    import csv
+
+    with open(tmp_path / "results" / "plots" / "baselines_fashion_mnist.csv") as f:
+        chart = {r["variant"]: r for r in csv.DictReader(f)}
+    assert list(chart) == ["none", "glocal", "prodigy", "sgd-cosine (tuned)"]
+    assert float(chart["prodigy"]["test_accuracy"]) == pytest.approx(s[f"{base}/prodigy/test_accuracy_mean"])
+    assert float(chart["glocal"]["minus_glocal"]) == 0 and float(chart["glocal"]["cost"]) == pytest.approx(1500)
 
 
 def test_fixed_optimizers_get_their_own_variant_and_run_folder():

@@ -177,6 +177,37 @@ def test_evidence_table_paired_differences(tmp_path):
     assert (tmp_path / "results" / "tables" / "evidence.md").is_file()
     assert "evidence/fashion_mnist/lr0.001/glocal-local/diff_mean" in rep.summary
 
+    # the report's record of this table: every seed's values, from which the published pages compute the same
+    from glocal_cli.report import records
+
+    rec = records.load(tmp_path / "results" / "records" / "evidence_fashion_mnist_lr0.001.json", "evidence")
+    assert list(rec["variants"]) == ["local", "glocal", "glocal-mean"] and rec["pm"] == records.CONVENTION
+    assert rec["variants"]["glocal"]["test_accuracy"] == acc["glocal"] and rec["variants"]["glocal"]["seeds"] == [0, 1, 2]
+    assert ["glocal", "local"] in rec["pairs"] and rec["setting"]["steps"] == 40 and rec["seeds"] == [0, 1, 2]
+    v = rec["variants"]
+    mean, se, n = records.paired(records.by_seed(v["glocal"]), records.by_seed(v["local"]))
+    assert (mean, se, n) == (pytest.approx(numbers["glocal-local/diff_mean"]),
+                             pytest.approx(numbers["glocal-local/diff_se"]), 3)
+    mean, std, n = records.mean_std(v["glocal"]["test_accuracy"])
+    assert (mean, std) == (pytest.approx(np.mean(acc["glocal"])), pytest.approx(np.std(acc["glocal"], ddof=1)))
+    # these fake runs' history.csv has no estimator columns: no window split is claimed
+    assert "dmd_windows" not in rec["variants"]["glocal"]
+
+
+def test_every_table_std_is_the_sample_std():
+    """Group.stat (every report table's ±) is the sample standard deviation (ddof 1), as the README states."""
+    from glocal_cli.report.collect import Group, Run
+
+    runs = [Run(Path(f"r{i}"), "lenet", {"test_accuracy": a, "config": {"seed": i}}, {}) for i, a in
+            enumerate([0.5, 0.7, 0.9])]
+    mean, std, n = Group("lenet", "d", 0.1, "glocal", (), runs).stat("test_accuracy")
+    assert (mean, std, n) == (pytest.approx(0.7), pytest.approx(0.2), 3)
+    assert Group("lenet", "d", 0.1, "glocal", (), runs[:1]).stat("test_accuracy")[1] != Group(
+        "lenet", "d", 0.1, "glocal", (), runs[:1]).stat("test_accuracy")[1]  # one seed: NaN, printed without ±
+    from glocal_cli.report.tables import fmt_stat
+
+    assert fmt_stat(0.7, math.nan, 1) == "0.700 (n=1)" and fmt_stat(0.7, 0.2, 3) == "0.700 ± 0.200 (n=3)"
+
 
 def test_table3b_long_tailed(tmp_path):
     """Table 3b: balanced accuracy per (dataset, factor) and method; a collapsed run is counted, not averaged."""
@@ -197,8 +228,8 @@ def test_table3b_long_tailed(tmp_path):
     out = tmp_path / "results"
     rep = build_report(root, out)
     text = (out / "tables" / "table3b_long_tailed.md").read_text()
-    assert "| fashion_mnist | 50 | 0.500 ± 0.000 (n=1) | 0.510" in text
-    assert "0.520 ± 0.000 (n=1), 1 collapsed" in text  # the sgld group: one finished, one collapsed
+    assert "| fashion_mnist | 50 | 0.500 (n=1) | 0.510" in text
+    assert "0.520 (n=1), 1 collapsed" in text  # the sgld group: one finished, one collapsed
     assert "| fashion_mnist | 0.05 | sgld |" in text and "0.002" in text
     assert "Table 3b" in (out / "README.md").read_text() and "Table 3:" in (out / "README.md").read_text()
     assert rep.summary["lt/fashion_mnist/lt50/sgld/n_collapsed"] == 1

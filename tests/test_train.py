@@ -11,6 +11,7 @@ from glocal_cli.config import TrainConfig, from_mapping
 from glocal_cli.errors import UserError
 from glocal_cli.estimators import make_estimator
 from glocal_cli.train import run_training
+from glocal_cli.windows import estimate_counts
 
 
 @pytest.fixture
@@ -90,6 +91,9 @@ def test_short_run_learns(tmp_path, small_cfg, method):
             assert int(row["dmd_n_selected"]) >= 1 and len(row["dmd_selected"].split(";")) == int(row["dmd_n_selected"])
             assert float(row["dmd_spectral_radius"]) > 0 and float(row["dmd_imag_norm"]) >= 0
         assert metrics["dmd_fallbacks"] == sum(r["dmd_fallback"] == "1" for r in rows) == 0
+        # metrics.json splits the windows by how the estimate was made, as the history rows say
+        split = json.loads((tmp_path / method / "metrics.json").read_text())["dmd_windows"]
+        assert split == estimate_counts(rows) and sum(split.values()) == 3 and split["fallback"] == 0
     assert not (tmp_path / method / "checkpoint.json").exists() and not list((tmp_path / method).glob("checkpoint.*"))
 
 

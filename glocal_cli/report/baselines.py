@@ -206,3 +206,31 @@ def baselines_table(groups: Sequence[Group], timing: Optional[dict] = None) -> T
         text += markdown(["lr0", "validation loss, mean ± std", "test accuracy, mean ± std", "runs not complete",
                           "chosen for seeds"], grid_lines)
     return text, numbers
+
+
+def baselines_record(groups: Sequence[Group], timing: Optional[dict] = None, command: str = "") -> dict:
+    """The record (``glocal_cli.report.records``) of the "What should I use?" table: per row its seeds' values
+    (a tuned grid: the runs chosen by validation loss, and every lr0 of the grid), its cost and wall time."""
+    from glocal_cli.report import records
+
+    table_rows = rows(groups, timing)
+    runs = [r for row in table_rows for g in (row.grid or [row.group]) for r in g.runs]
+    rec = records.new_record("baselines", "What should I use? glocal and local against fixed, learning-rate-free and "
+                             "tuned optimizers, paired seeds (docs/baselines.md)", runs, command)
+    rec["setting"].pop("lr0", None)  # the rows differ in lr0 (each row says its own)
+    rec["reference"] = "glocal"
+    rec["variants"] = {}
+    for row in table_rows:
+        g = row.group
+        entry = {"label": row.label, "description": DESCRIPTIONS.get(g.method.replace(" (tuned)", ""), ""),
+                 **records.variant_values(g.runs),
+                 "lr0": [r.lr0 for r in sorted(g.runs, key=lambda r: r.seed)],
+                 "runs_not_complete": sum(r.status != "complete" for gg in (row.grid or [g]) for r in gg.runs),
+                 "wall_s_total": records._num(row.wall), "cost_timed": records._num(row.cost),
+                 "cost_from_runs": records._num(row.run_cost)}
+        if row.grid:
+            entry["grid"] = [{"lr0": gg.lr0, **records.variant_values(gg.runs)} for gg in row.grid]
+        rec["variants"][g.method] = entry
+    if timing:
+        rec["cost_json"] = timing
+    return rec

@@ -4,6 +4,9 @@ Layout of ``out_dir``::
 
     figures/   PNGs (trajectories per family / dataset / lr0, DMD eigenvalues, ablation, divergence)
     tables/    accuracy.md, table3_imbalanced.md, table4_runtime.md, ablation.md, evidence.md, baselines.md
+    plots/     the runs' curves per setting and the baselines table as CSV, drawn by `dvc plots` (plots.py)
+    records/   one JSON record per evidence / baselines table, every seed's values (glocal_cli.report.records;
+               a published result is its record copied under docs/)
     summary.json   flat {"lenet/fashion_mnist/lr0.001/glocal/test_accuracy_mean": 0.71, ...}
     metrics.json   the few headline numbers `dvc metrics show` prints (see :func:`headline`)
     README.md      the tables and links to the figures
@@ -22,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 from glocal_cli import atomic
 from glocal_cli.errors import UserError
-from glocal_cli.report import baselines, figures, paper, tables
+from glocal_cli.report import baselines, figures, paper, plots, tables
 from glocal_cli.report.collect import Group, Run, collect_runs, group_runs
 
 FIG_NAMES = {
@@ -50,6 +53,17 @@ def _emit(path: Path, title: str, text: str, tabs: dict, sections: list) -> None
     atomic.write_text(path, text)
     tabs[path.name] = path
     sections.append(f"## {title}\n\n{text}")
+
+
+def _command(runs_dir: Path, out_dir: Path) -> str:
+    return f"glocal report --runs {runs_dir} --out {out_dir}"
+
+
+def _record(out_dir: Path, name: str, record: dict) -> None:
+    """Write a table's record (``records/<name>``: every seed's values; ``glocal_cli.report.records``), its keys
+    in the table's order."""
+    atomic.write_text(out_dir / "records" / name,
+                      json.dumps(atomic.plain(record, nan_as_none=True), indent=1, ensure_ascii=False) + "\n")
 
 
 def _put_all(summary: dict, prefix: str, numbers: dict) -> None:
@@ -289,6 +303,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
                 "over paired seeds (each seed: same split, initialization and batches for every variant)\n\n")
         _emit(tab_dir / fname, "Does glocal beat local?", head + text, tabs, sections)
         _put_all(summary, f"evidence/{ds}/{_lr_tag(lr0)}", numbers)
+        _record(out_dir, f"evidence_{ds}_{_lr_tag(lr0)}.json", tables.evidence_record(same, _command(runs_dir, out_dir)))
     if not ev:
         notes.append("no evidence runs: the glocal-vs-local table is skipped")
 
@@ -317,6 +332,8 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
         fname = "baselines.md" if len({g.dataset for g in bl}) == 1 else f"baselines_{ds}.md"
         _emit(tab_dir / fname, "What should I use?", head + text, tabs, sections)
         _put_all(summary, f"baselines/{ds}", numbers)
+        _record(out_dir, f"baselines_{ds}.json", baselines.baselines_record(same, timing, _command(runs_dir, out_dir)))
+        plots.write_baselines_chart(out_dir / "plots", ds, numbers)
     if not bl:
         notes.append("no baselines runs: the what-should-I-use table is skipped (`dvc repro baselines baselines_cost && dvc repro -f report`)")
 
@@ -334,6 +351,11 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
             notes.append("no run diverged: Fig. 9 shows the global run(s) instead")
     else:
         notes.append("no diverged and no global runs: Fig. 9 skipped")
+
+    # The curves `dvc plots` draws (dvc.yaml's top-level plots): per quantity and setting, over its seeds.
+    curves = attempt("plots/ (dvc plots data)", lambda: plots.write_curves(list(groups.values()), out_dir / "plots"))
+    if not curves:
+        notes.append("no run with a history: nothing for `dvc plots` under plots/")
 
     _put(summary, "runs/total", len(runs))
     _put(summary, "runs/diverged", len(diverged))

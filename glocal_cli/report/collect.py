@@ -102,12 +102,13 @@ class Group:
         return "/".join(parts)
 
     def stat(self, key: str) -> Tuple[float, float, int]:
-        """(mean, std, n) of a scalar metric over the seeds whose value is finite."""
+        """(mean, sample std (ddof 1; NaN for one seed), n) of a scalar metric over the seeds whose value is
+        finite: the ± of every table (``glocal_cli.report.records.CONVENTION``)."""
         vals = np.array([r.value(key) for r in self.runs], dtype=float)
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
             return math.nan, math.nan, 0
-        return float(vals.mean()), float(vals.std()), int(vals.size)
+        return float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else math.nan, int(vals.size)
 
     def n_diverged(self) -> int:
         """Runs that started but did not complete (diverged or failed)."""

@@ -18,8 +18,11 @@ def fmt(x: float, digits: int = 3) -> str:
 
 
 def fmt_stat(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """``mean ± std (n=k)``: std is the sample standard deviation over seeds (ddof 1); one seed has no ±."""
     if n == 0:
         return "–"
+    if n == 1 or not math.isfinite(std):
+        return f"{mean:.{digits}f} (n={n})"
     return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
 
 
@@ -231,3 +234,17 @@ def evidence_tables(groups: Sequence[Group]) -> Tuple[str, Dict[str, float]]:
     text += "\n" + markdown(["paired difference (same seeds)", "mean", "standard error", "n pairs",
                              "mean / SE", "more than 2 SE above 0?"], prow)
     return text, numbers
+
+
+def evidence_record(groups: Sequence[Group], command: str = "") -> dict:
+    """The record (``glocal_cli.report.records``) of one evidence table: every variant's seeds and the pairs shown."""
+    from glocal_cli.report import records
+
+    by = {g.method: g for g in groups}
+    order = [v for v in EVIDENCE_ORDER if v in by] + sorted(set(by) - set(EVIDENCE_ORDER))
+    runs = [r for g in groups for r in g.runs]
+    rec = records.new_record("evidence", "Does glocal beat local? Paired seeds of none, local and glocal's "
+                             "estimators (docs/evidence_cpu.md)", runs, command)
+    rec["variants"] = {v: records.variant_values(by[v].runs) for v in order}
+    rec["pairs"] = [[a, b] for a, b in EVIDENCE_PAIRS if a in by and b in by]
+    return rec
