@@ -9,6 +9,11 @@
 * :func:`ablation_figure`: Fig. 5 — final test accuracy over σ × m.
 * :func:`divergence_figure`: Fig. 9 — validation loss, learning rate and
   hypergradient norm of runs that diverged (or of the global runs, if none did).
+* :func:`seed_band_plot`: Fig. 2 from per-seed curves — mean line and min–max band over
+  seeds per variant (the paper-scale page, ``glocal_cli.report.paper_scale``).
+
+Inner-step axes get at most five short tick labels (``0, 5k, 10k, 15k, 20k``):
+:func:`step_axis`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from glocal_cli import atomic  # noqa: E402
 from glocal_cli.dmd import hankel_dmd_fit  # noqa: E402
@@ -29,6 +35,52 @@ from glocal_cli.report.collect import Group, Run  # noqa: E402
 
 METHOD_COLORS = {"none": "0.45", "local": "tab:blue", "glocal": "tab:red", "global": "tab:green"}
 PANELS = (("lr", "learning rate", True), ("momentum", "momentum", False), ("weight_decay", "weight decay", True))
+
+
+def short_number(x: float, pos=None) -> str:
+    """A tick label for an inner step: ``0``, ``600``, ``2.5k``, ``20k``, ``1.2M`` (``pos``: matplotlib's, unused)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+class StepLocator(MaxNLocator):
+    """Round ticks (steps of 1, 2, 2.5, 5 × 10^k) for an inner-step axis, as many as the axis has room
+    for and at most ``max_bins`` intervals.
+
+    Room: one label per 4 font sizes of axis length (matplotlib's own estimate, ``Axis.get_tick_space``,
+    allows 3, where labels such as ``12500`` touch their neighbours).
+    """
+
+    def __init__(self, max_bins: int = 5):
+        super().__init__(nbins=max_bins, steps=[1, 2, 2.5, 5, 10], integer=True, min_n_ticks=2)
+        self.max_bins = max_bins
+
+    def __call__(self):
+        if self.axis is not None:
+            room = int(0.75 * self.axis.get_tick_space())
+            self.set_params(nbins=max(1, min(self.max_bins, room)))
+        return super().__call__()
+
+
+def step_axis(ax, max_bins: int = 5) -> None:
+    """Give ``ax``'s x axis (inner steps) round ticks with short labels: ``0, 5k, 10k, 15k, 20k`` at T = 20 000.
+
+    Matplotlib's default puts up to nine labels such as ``12500`` on a wide panel at
+    T = 20 000, where neighbours touch; :class:`StepLocator` and :func:`short_number`
+    keep them apart at any panel width.
+    """
+    ax.xaxis.set_major_locator(StepLocator(max_bins))
+    ax.xaxis.set_major_formatter(FuncFormatter(short_number))
+
+
+def same_step_range(axes) -> None:
+    """Set every axis's x range to 0 … the last step any of them plots (Fig. 2's panels share their x axis)."""
+    ends = [float(np.nanmax(line.get_xdata())) for ax in axes for line in ax.lines if len(line.get_xdata())]
+    if ends and max(ends) > 0:
+        for ax in axes:
+            ax.set_xlim(0, max(ends))
 
 
 def save(fig, path: Path) -> Path:
@@ -73,7 +125,13 @@ def _plot_band(ax, curve, color, label, log=False):
 
 
 def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Optional[Path]:
-    """Hyperparameter trajectories and test accuracy of several methods (same dataset and lr0)."""
+    """Hyperparameter trajectories and test accuracy of several methods (same dataset and lr0), saved to ``path``."""
+    fig = trajectory_plot(groups, title)
+    return None if fig is None else save(fig, path)
+
+
+def trajectory_plot(groups: Sequence[Group], title: str):
+    """:func:`trajectory_figure`'s matplotlib figure (not saved), or None when no group has a curve."""
     columns = [c for c, _, _ in PANELS if any(c in r.history for g in groups for r in g.runs)]
     panels = [p for p in PANELS if p[0] in columns] + [("test_accuracy", "test accuracy", False)]
     if not any(mean_curve(g.runs, "test_accuracy") or mean_curve(g.runs, "val_loss") for g in groups):
@@ -89,8 +147,10 @@ def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Option
         if log and ax.lines:
             ax.set_yscale("log")
         ax.set_xlabel("inner step")
+        step_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    same_step_range(axes[0])
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if not handles:
         handles, labels = axes[0][0].get_legend_handles_labels()
@@ -98,7 +158,7 @@ def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Option
         axes[0][-1].legend(handles, labels, fontsize=8, loc="best")
     fig.suptitle(title + "  (mean ± std over seeds)")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def pick_window(run: Run) -> Optional[int]:
@@ -238,6 +298,7 @@ def divergence_figure(runs: Sequence[Run], title: str, path: Path) -> Optional[P
         if col != "lr" and ax.lines:
             ax.set_yscale("log")
         ax.set_xlabel("inner step (global: outer step × T)")
+        step_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
