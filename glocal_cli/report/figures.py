@@ -19,6 +19,7 @@ Inner-step axes get at most five short tick labels (``0, 5k, 10k, 15k, 20k``):
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -309,3 +310,54 @@ def divergence_figure(runs: Sequence[Run], title: str, path: Path) -> Optional[P
 
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+#: :func:`seed_band_plot`'s bands: ``minmax`` (lowest to highest seed), ``std`` (mean ± one sample std, ddof 1).
+BANDS = ("minmax", "std")
+
+
+def seed_band_plot(curves: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]], panels: Sequence[Tuple[str, str, bool]],
+                   steps: Optional[float] = None, band: str = "minmax", title: str = ""):
+    """Fig. 2 from per-seed curves: one panel per ``(column, label, log scale)`` of ``panels``, and in each,
+    per variant, the mean over seeds (line) and a band (:data:`BANDS`).
+
+    ``curves[column][variant] = (steps [k], values [seeds, k])`` (NaN where a seed has no value);
+    ``steps``: the x range's end (T), else the last step plotted. Returns the unsaved figure.
+    """
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4), squeeze=False)
+    for ax, (col, label, log) in zip(axes[0], panels):
+        for variant, (x, values) in curves.get(col, {}).items():
+            n = np.isfinite(values).any(axis=1).sum()
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN: not drawn
+                mean = np.nanmean(values, axis=0)
+                if band == "minmax":
+                    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+                else:
+                    std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+                    lo, hi = mean - std, mean + std
+            color = METHOD_COLORS.get(variant)
+            dashed = variant.startswith("glocal")
+            ax.plot(x, mean, color=color, label=f"{variant} ({n} seed{'s' if n != 1 else ''})",
+                    marker="o" if len(x) <= 25 else None, ms=3, ls="--" if dashed else "-", lw=1.8 if dashed else 1.4,
+                    zorder=3 if dashed else 2)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+        if log and ax.lines:
+            ax.set_yscale("log")
+        ax.set_xlabel("inner step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        step_axis(ax)
+    same_step_range(axes[0])
+    if steps:
+        for ax in axes[0]:
+            ax.set_xlim(0, steps)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, labels, fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
