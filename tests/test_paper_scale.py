@@ -274,6 +274,8 @@ def test_refuses_what_cannot_be_one_record(tmp_path, case):
         match = "no finished runs"
     with pytest.raises(ValueError, match=match):
         paper_scale.collect(tmp_path)
+    assert paper_scale.main(["--records", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_convention_is_stated_in_record_and_page(tmp_path):

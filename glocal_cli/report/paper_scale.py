@@ -55,6 +55,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -547,7 +548,11 @@ def main(argv=None) -> int:
         atomic.write_text(Path(args.records) / EARLIER_FILE, to_json(earlier_summary(old, args.earlier_source)))
         print(Path(args.records) / EARLIER_FILE)
         return 0
-    record = write(load(args.records), args.out, args.name, device=args.device, note=args.note)
+    try:
+        record = write(load(args.records), args.out, args.name, device=args.device, note=args.note)
+    except ValueError as e:  # nothing committed yet, or runs that cannot be one record
+        print(f"error: {e} (nothing written)", file=sys.stderr)
+        return 1
     print(summary_line(record))
     print(summary_line(record, "local", "none"))
     return 0
