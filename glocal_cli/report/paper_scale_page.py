@@ -257,6 +257,8 @@ def entry_sections(entry: dict, level: str = "##") -> List[str]:
     out = [f"{level} Paired differences", "", paired_table(entry["paired"]) if entry["paired"]
            else "No two variants share a seed yet.\n",
            f"{level} Every run", "", seed_table(entry["variants"]),
+           "Final: the hyperparameters at the end of training. Wall: the minutes of the program that trained the "
+           "seed (seeds trained in one program share it). Commit: the code the run recorded (metrics.json).", "",
            f"{level} Over seeds", "", "mean ± sample standard deviation (ddof 1) over seeds.", "",
            summary_table(entry["variants"])]
     w = windows_table(entry["variants"])
@@ -311,6 +313,5 @@ def markdown(record: dict, figure: Optional[str] = None) -> str:
         lines += [f"## lr0 {other['settings'].get('lr0')}", ""] + entry_sections(other, "###")
     if record.get("skipped"):
         lines += ["## Not read", ""] + [f"- {x}" for x in record["skipped"]] + [""]
-    lines += ["## Rebuild", "", "    python -m glocal_cli.report.paper_scale  # --records "
-              f"{record.get('records')} --out docs", ""]
+    lines += ["## Rebuild", "", f"    python -m glocal_cli.report.paper_scale --records {record.get('records')}", ""]
     return "\n".join(lines)
