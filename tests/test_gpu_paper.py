@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glocal_cli.report import paper_scale
+from glocal_cli.report import paper_scale, paper_scale_page
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,19 +54,20 @@ def test_record_pairs_seeds_and_names_device_versions_settings(tmp_path):
         _fake_run(tmp_path, "local", s, 0.88, lr0=0.1)
     rec = paper_scale.collect(tmp_path, date="2026-12-01")
     assert rec["device"] == "NVIDIA H200" and rec["date"] == "2026-12-01" and rec["versions"]["jax"] == "0.11.2"
-    assert rec["settings"] == {"steps": 20000, "tau": 50, "sigma": 20, "m": 10, "batch_size": 128,
-                               "val_fraction": 0.1, "lr0": 0.001, "dataset": "fashion_mnist"}
+    assert {k: rec["settings"][k] for k in ("steps", "tau", "sigma", "m", "batch_size", "val_fraction", "lr0", "dataset")} \
+        == {"steps": 20000, "tau": 50, "sigma": 20, "m": 10, "batch_size": 128, "val_fraction": 0.1, "lr0": 0.001,
+            "dataset": "fashion_mnist"}
     assert list(rec["variants"]) == ["none", "local", "glocal"]
     assert rec["variants"]["glocal"]["seeds"] == [0, 1, 2, 3, 4]
-    assert rec["variants"]["glocal"]["test_accuracy"] == glocal
+    assert [r["test_accuracy"] for r in rec["variants"]["glocal"]["runs"]] == glocal
     (pair,) = [p for p in rec["paired"] if (p["a"], p["b"]) == ("glocal", "local")]
     d = [g - l for g, l in zip(glocal, local)]
     mean = sum(d) / 5
     se = math.sqrt(sum((x - mean) ** 2 for x in d) / 4) / math.sqrt(5)
     assert pair["n"] == 5 and pair["mean"] == pytest.approx(mean) and pair["se"] == pytest.approx(se)
     assert [o["settings"]["lr0"] for o in rec["other_lr0s"]] == [0.1]
-    text = paper_scale.markdown(rec)
-    assert "NVIDIA H200" in text and "glocal − local" in text and f"{mean:+.5f}" in text
+    text = paper_scale_page.markdown(rec)
+    assert "NVIDIA H200" in text and "glocal − local" in text and f"{mean:+.4f} ± {se:.4f}" in text
     json.dumps(rec)
 
 

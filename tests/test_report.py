@@ -233,3 +233,56 @@ def test_table3b_long_tailed(tmp_path):
     assert "| fashion_mnist | 0.05 | sgld |" in text and "0.002" in text
     assert "Table 3b" in (out / "README.md").read_text() and "Table 3:" in (out / "README.md").read_text()
     assert rep.summary["lt/fashion_mnist/lt50/sgld/n_collapsed"] == 1
+
+
+def _paper_scale_groups(T: int = 20000, tau: int = 50, eval_every: int = 20):
+    """none / local / glocal, two seeds each, with history columns as glocal train writes them at T = 20 000."""
+    from glocal_cli.report.collect import Group, Run
+
+    windows = np.arange(1, T // tau + 1)
+    groups = []
+    for method in ("none", "local", "glocal"):
+        runs = []
+        for seed in (0, 1):
+            hist = {"outer_step": windows.astype(float), "step": windows * float(tau),
+                    "lr": 1e-3 * np.exp(-windows / 200), "momentum": 0.9 + 0 * windows,
+                    "weight_decay": 1e-4 + 0 * windows, "val_loss": 1.0 / windows,
+                    "test_accuracy": np.where(windows % eval_every == 0, 0.8 + 0.001 * seed, np.nan)}
+            runs.append(Run(Path(f"{method}/seed{seed}"), "lenet", {"config": {"method": method, "seed": seed}}, hist))
+        groups.append(Group("lenet", "fashion_mnist", 1e-3, method, runs=runs))
+    return groups
+
+
+@pytest.mark.parametrize("panel_inches", [3.0, 4.0, 4.75, 5.0, 6.0, 8.0])
+def test_fig2_step_labels_do_not_collide_at_t_20000(panel_inches):
+    """Fig. 2 at T = 20 000: the x tick labels of every panel stay apart, whatever the panel's width
+    (matplotlib's default put nine labels 0, 2500, ..., 20000 on a panel of about 5 inches, touching)."""
+    import matplotlib.pyplot as plt
+
+    from glocal_cli.report import figures
+    from tick_labels import colliding_x_labels
+
+    fig = figures.trajectory_plot(_paper_scale_groups(), "Fig. 2")
+    try:
+        fig.set_size_inches(panel_inches * len(fig.axes), 3.4)
+        fig.tight_layout()
+        assert colliding_x_labels(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_fig2_step_labels_are_short_round_steps():
+    """At its own size the Fig. 2 panels label the step axis 0, 5k, 10k, 15k, 20k."""
+    import matplotlib.pyplot as plt
+
+    from glocal_cli.report import figures
+    from tick_labels import x_tick_labels
+
+    fig = figures.trajectory_plot(_paper_scale_groups(), "Fig. 2")
+    try:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            assert [t for t, _ in x_tick_labels(ax, fig.canvas.get_renderer())] == ["0", "5k", "10k", "15k", "20k"]
+    finally:
+        plt.close(fig)
+    assert [figures.short_number(x) for x in (0, 600, 2500, 20000, 1.2e6)] == ["0", "600", "2.5k", "20k", "1.2M"]

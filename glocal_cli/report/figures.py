@@ -9,11 +9,17 @@
 * :func:`ablation_figure`: Fig. 5 — final test accuracy over σ × m.
 * :func:`divergence_figure`: Fig. 9 — validation loss, learning rate and
   hypergradient norm of runs that diverged (or of the global runs, if none did).
+* :func:`seed_band_plot`: Fig. 2 from per-seed curves — mean line and min–max band over
+  seeds per variant (the paper-scale page, ``glocal_cli.report.paper_scale``).
+
+Inner-step axes get at most five short tick labels (``0, 5k, 10k, 15k, 20k``):
+:func:`step_axis`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -22,6 +28,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from glocal_cli import atomic  # noqa: E402
 from glocal_cli.dmd import hankel_dmd_fit  # noqa: E402
@@ -29,6 +36,52 @@ from glocal_cli.report.collect import Group, Run  # noqa: E402
 
 METHOD_COLORS = {"none": "0.45", "local": "tab:blue", "glocal": "tab:red", "global": "tab:green"}
 PANELS = (("lr", "learning rate", True), ("momentum", "momentum", False), ("weight_decay", "weight decay", True))
+
+
+def short_number(x: float, pos=None) -> str:
+    """A tick label for an inner step: ``0``, ``600``, ``2.5k``, ``20k``, ``1.2M`` (``pos``: matplotlib's, unused)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+class StepLocator(MaxNLocator):
+    """Round ticks (steps of 1, 2, 2.5, 5 × 10^k) for an inner-step axis, as many as the axis has room
+    for and at most ``max_bins`` intervals.
+
+    Room: one label per 4 font sizes of axis length (matplotlib's own estimate, ``Axis.get_tick_space``,
+    allows 3, where labels such as ``12500`` touch their neighbours).
+    """
+
+    def __init__(self, max_bins: int = 5):
+        super().__init__(nbins=max_bins, steps=[1, 2, 2.5, 5, 10], integer=True, min_n_ticks=2)
+        self.max_bins = max_bins
+
+    def __call__(self):
+        if self.axis is not None:
+            room = int(0.75 * self.axis.get_tick_space())
+            self.set_params(nbins=max(1, min(self.max_bins, room)))
+        return super().__call__()
+
+
+def step_axis(ax, max_bins: int = 5) -> None:
+    """Give ``ax``'s x axis (inner steps) round ticks with short labels: ``0, 5k, 10k, 15k, 20k`` at T = 20 000.
+
+    Matplotlib's default puts up to nine labels such as ``12500`` on a wide panel at
+    T = 20 000, where neighbours touch; :class:`StepLocator` and :func:`short_number`
+    keep them apart at any panel width.
+    """
+    ax.xaxis.set_major_locator(StepLocator(max_bins))
+    ax.xaxis.set_major_formatter(FuncFormatter(short_number))
+
+
+def same_step_range(axes) -> None:
+    """Set every axis's x range to 0 … the last step any of them plots (Fig. 2's panels share their x axis)."""
+    ends = [float(np.nanmax(line.get_xdata())) for ax in axes for line in ax.lines if len(line.get_xdata())]
+    if ends and max(ends) > 0:
+        for ax in axes:
+            ax.set_xlim(0, max(ends))
 
 
 def save(fig, path: Path) -> Path:
@@ -73,7 +126,13 @@ def _plot_band(ax, curve, color, label, log=False):
 
 
 def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Optional[Path]:
-    """Hyperparameter trajectories and test accuracy of several methods (same dataset and lr0)."""
+    """Hyperparameter trajectories and test accuracy of several methods (same dataset and lr0), saved to ``path``."""
+    fig = trajectory_plot(groups, title)
+    return None if fig is None else save(fig, path)
+
+
+def trajectory_plot(groups: Sequence[Group], title: str):
+    """:func:`trajectory_figure`'s matplotlib figure (not saved), or None when no group has a curve."""
     columns = [c for c, _, _ in PANELS if any(c in r.history for g in groups for r in g.runs)]
     panels = [p for p in PANELS if p[0] in columns] + [("test_accuracy", "test accuracy", False)]
     if not any(mean_curve(g.runs, "test_accuracy") or mean_curve(g.runs, "val_loss") for g in groups):
@@ -89,8 +148,10 @@ def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Option
         if log and ax.lines:
             ax.set_yscale("log")
         ax.set_xlabel("inner step")
+        step_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    same_step_range(axes[0])
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if not handles:
         handles, labels = axes[0][0].get_legend_handles_labels()
@@ -98,7 +159,7 @@ def trajectory_figure(groups: Sequence[Group], title: str, path: Path) -> Option
         axes[0][-1].legend(handles, labels, fontsize=8, loc="best")
     fig.suptitle(title + "  (mean ± std over seeds)")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def pick_window(run: Run) -> Optional[int]:
@@ -238,6 +299,7 @@ def divergence_figure(runs: Sequence[Run], title: str, path: Path) -> Optional[P
         if col != "lr" and ax.lines:
             ax.set_yscale("log")
         ax.set_xlabel("inner step (global: outer step × T)")
+        step_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -248,3 +310,54 @@ def divergence_figure(runs: Sequence[Run], title: str, path: Path) -> Optional[P
 
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+#: :func:`seed_band_plot`'s bands: ``minmax`` (lowest to highest seed), ``std`` (mean ± one sample std, ddof 1).
+BANDS = ("minmax", "std")
+
+
+def seed_band_plot(curves: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]], panels: Sequence[Tuple[str, str, bool]],
+                   steps: Optional[float] = None, band: str = "minmax", title: str = ""):
+    """Fig. 2 from per-seed curves: one panel per ``(column, label, log scale)`` of ``panels``, and in each,
+    per variant, the mean over seeds (line) and a band (:data:`BANDS`).
+
+    ``curves[column][variant] = (steps [k], values [seeds, k])`` (NaN where a seed has no value);
+    ``steps``: the x range's end (T), else the last step plotted. Returns the unsaved figure.
+    """
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4), squeeze=False)
+    for ax, (col, label, log) in zip(axes[0], panels):
+        for variant, (x, values) in curves.get(col, {}).items():
+            n = np.isfinite(values).any(axis=1).sum()
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN: not drawn
+                mean = np.nanmean(values, axis=0)
+                if band == "minmax":
+                    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+                else:
+                    std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+                    lo, hi = mean - std, mean + std
+            color = METHOD_COLORS.get(variant)
+            dashed = variant.startswith("glocal")
+            ax.plot(x, mean, color=color, label=f"{variant} ({n} seed{'s' if n != 1 else ''})",
+                    marker="o" if len(x) <= 25 else None, ms=3, ls="--" if dashed else "-", lw=1.8 if dashed else 1.4,
+                    zorder=3 if dashed else 2)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+        if log and ax.lines:
+            ax.set_yscale("log")
+        ax.set_xlabel("inner step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        step_axis(ax)
+    same_step_range(axes[0])
+    if steps:
+        for ax in axes[0]:
+            ax.set_xlim(0, steps)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, labels, fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

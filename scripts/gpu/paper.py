@@ -162,13 +162,13 @@ def save_results(runs: Path, out: Path, device: str, note: str) -> None:
     """paper_scale.json / .md from the finished runs, and a tarball of the runs' small files (never raises)."""
     sys.path.insert(0, str(ROOT))
     try:
-        from glocal_cli.report import paper_scale
+        from glocal_cli.report import paper_scale, paper_scale_page
 
         evidence = runs / "evidence"
         if evidence.is_dir():
             record = paper_scale.collect(evidence, device=device, note=note)
-            (out / "paper_scale.json").write_text(json.dumps(record, indent=1))
-            (out / "paper_scale.md").write_text(paper_scale.markdown(record) + "\n")
+            (out / "paper_scale.json").write_text(paper_scale.to_json(record))
+            (out / "paper_scale.md").write_text(paper_scale_page.markdown(record))
     except Exception as e:  # noqa: BLE001 (a partial result must not stop the job)
         _log(out, f"paper_scale: not written ({type(e).__name__}: {e})")
     try:
