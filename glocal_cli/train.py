@@ -54,6 +54,7 @@ from glocal_cli.runtime import resolve as resolve_runtime
 from glocal_cli.seeds import stack_states
 from glocal_cli.settings import parse_list
 from glocal_cli.tasks import Task, build_task
+from glocal_cli.windows import estimate_counts
 
 LOCK = ".glocal.lock"
 
@@ -451,7 +452,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, times: dict, seed
         "inner_steps": int(runner.inner_steps_done(hs)),
         "dmd_fallbacks": len(fallbacks),
         "dmd_fallback_reasons": {x: fallbacks.count(x) for x in sorted(set(fallbacks))},
-        "dmd_windows": __import__("glocal_cli.windows", fromlist=["*"]).estimate_counts(r.rows),  # one line: train.py is being split
+        "dmd_windows": estimate_counts(r.rows),  # how each window's estimate was made (tol / nearest / fallback ...)
         "hyperparams": r.task.hyperparams(np.asarray(hs.phi)) if final_ok else {},
         "seeds_in_program": seeds,
         "seed_devices": runner.n_devices,

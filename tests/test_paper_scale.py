@@ -17,10 +17,10 @@ import pytest
 
 from glocal_cli import atomic
 from glocal_cli.estimators import Estimate
-from glocal_cli.hpo import WindowRecord
+from glocal_cli.methods import WindowRecord
 from glocal_cli.report import paper_scale
 from glocal_cli.report.paper_scale_page import markdown, summary_line
-from glocal_cli.train import history_row, rows_to_csv
+from glocal_cli.history import history_row, rows_to_csv
 
 T, TAU, EVAL_EVERY = 1000, 50, 4  # 20 windows, test accuracy every 4
 SETTINGS = {"dataset": "fashion_mnist", "model": "lenet", "task": "optimizer", "steps": T, "tau": TAU, "sigma": 20,
@@ -50,7 +50,8 @@ def write_run(root: Path, variant: str, seed: int, acc: float, kinds=None, commi
     lr = lambda k: 1e-3 * (1 + 0.1 * k + 0.01 * seed) if variant != "none" else 1e-3  # noqa: E731
     rows = []
     for k in range(1, windows + 1):
-        rec = WindowRecord(outer_step=k, step=k * TAU, phi=np.zeros(3), hypergrad_local=np.full(3, 0.1),
+        rec = WindowRecord(outer_step=k, step=k * TAU, phi=np.zeros(3), phi_next=np.zeros(3), hypergrads=np.zeros((0, 3)),
+                           hypergrad_local=np.full(3, 0.1),
                            hypergrad_used=np.full(3, 0.1), val_loss=1.0 / k, finite=True,
                            dmd=_estimate(kinds[k - 1]) if variant == "glocal" else None, seconds=1.0)
         hp = {"lr": lr(k), "momentum": 0.1 + 0.01 * k, "weight_decay": 1e-3}

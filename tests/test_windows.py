@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from glocal_cli.train import rows_to_csv
+from glocal_cli.history import rows_to_csv
 from glocal_cli.windows import KINDS, describe, estimate_counts
 
 

@@ -63,6 +63,7 @@ import numpy as np
 
 from glocal_cli.report.paper_scale_page import summary_line  # noqa: F401 (the README's one-line answer)
 from glocal_cli.report.tables import EVIDENCE_ORDER, EVIDENCE_PAIRS
+from glocal_cli.windows import estimate_counts
 
 RECORDS = Path("docs/records/paper_scale_cpu")
 OUT = Path("docs")
@@ -84,7 +85,6 @@ HYPERPARAMS = ("lr", "momentum", "weight_decay")
 #: Per-seed scalars summarized over seeds (mean, ddof-1 std, n).
 SUMMARIZED = ("test_accuracy", "test_loss", "final.lr", "final.momentum", "final.weight_decay", "wall_s")
 #: How glocal's windows are split, in display order (others follow by name).
-WINDOW_KINDS = ("tol", "nearest", "empty", "all", "fallback")
 #: The figure's panels: (history column, label, log scale), and what its line and band show.
 FIGURE_PANELS = (("lr", "learning rate", True), ("momentum", "momentum", False), ("weight_decay", "weight decay", True),
                  ("test_accuracy", "test accuracy", False))
@@ -205,27 +205,16 @@ def column(run: RunFolder, name: str) -> np.ndarray:
 
 
 def window_split(history: Dict[str, List[str]]) -> Optional[Dict[str, int]]:
-    """How each window's hypergradient was made, counted from ``dmd_selection`` and ``dmd_fallback``.
-
-    ``{"tol": windows whose estimate summed the eigenvalues within tol of 1, "nearest": none within
-    tol, the nearest eigenvalue's mode, "fallback": the estimator fell back to the local
-    hypergradient, ..., "total": windows}``; other selections (``empty``, ``all``) are counted by
-    name, windows without a recorded selection as ``"unrecorded"``. None when no window ran an
-    estimator (``none``, ``local``).
-    """
-    estimators = history.get("estimator", [])
-    if not any(estimators):
+    """How each window's hypergradient was made (:func:`glocal_cli.windows.estimate_counts` over the history's
+    rows): ``{"tol": .., "nearest": .., "fallback": .., other kinds that occur, "total": windows}``; None when
+    no window ran an estimator (``none``, ``local``)."""
+    rows = [dict(zip(history, cells)) for cells in zip(*history.values())]
+    if not any(str(r.get("estimator") or "").strip() for r in rows):
         return None
-    selections = history.get("dmd_selection", [""] * len(estimators))
-    fallbacks = history.get("dmd_fallback", [""] * len(estimators))
-    counts = {k: 0 for k in ("tol", "nearest", "fallback")}
-    for sel, fb in zip(selections, fallbacks):
-        kind = "fallback" if number(fb) else (sel or "unrecorded")
-        counts[kind] = counts.get(kind, 0) + 1
-    ordered = {k: counts[k] for k in WINDOW_KINDS if k in counts}
-    ordered.update({k: v for k, v in sorted(counts.items()) if k not in ordered})
-    ordered["total"] = len(estimators)
-    return ordered
+    counts = estimate_counts(rows)
+    split = {k: v for k, v in counts.items() if v or k in ("tol", "nearest", "fallback")}
+    split["total"] = sum(counts.values())
+    return split
 
 
 def add_splits(splits: Iterable[Optional[Dict[str, int]]]) -> Optional[Dict[str, int]]:
