@@ -334,6 +334,16 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
         _put_all(summary, f"baselines/{ds}", numbers)
         _record(out_dir, f"baselines_{ds}.json", baselines.baselines_record(same, timing, _command(runs_dir, out_dir)))
         plots.write_baselines_chart(out_dir / "plots", ds, numbers)
+        if baselines.tuning_pairs(same):  # issue 29: the optimizers people use, tuned by hypergradients
+            t_text, t_numbers = baselines.tuning_table(same, timing)
+            t_name = "optimizer_tuning.md" if len({g.dataset for g in bl}) == 1 else f"optimizer_tuning_{ds}.md"
+            t_head = (f"LeNet / {ds} ({setting}); each row: a hypergradient method tuning the named hyperparameters "
+                      "of an optimizer, beside that optimizer alone at the same lr0, paired by seed. Cost in inner "
+                      "steps of `none`, from each run's own steady windows.\n\n")
+            _emit(tab_dir / t_name, "Does hypergradient tuning add anything on top of the optimizer?", t_head + t_text,
+                  tabs, sections)
+            _put_all(summary, f"optimizer_tuning/{ds}", t_numbers)
+            _record(out_dir, f"optimizer_tuning_{ds}.json", baselines.tuning_record(same, _command(runs_dir, out_dir)))
     if not bl:
         notes.append("no baselines runs: the what-should-I-use table is skipped (`dvc repro baselines baselines_cost && dvc repro -f report`)")
 

@@ -33,6 +33,11 @@ from typing import Dict, List, Optional, Sequence
 
 from glocal_cli.errors import UserError
 from glocal_cli.report import records
+from glocal_cli.report.published_text import MINUS, g3, load, num, out, pm, prose, signed, table, thousands  # noqa: F401
+from glocal_cli.report.published_verify import (  # noqa: F401  (the pages' blocks call them as P.<name>)
+    _closer_sentence, _verify_closer, _verify_key, _verify_words, verify_beats_local, verify_selection_table,
+    verify_table,
+)
 from glocal_cli.report.records import mean_std, paired
 from glocal_cli.windows import KINDS
 
@@ -42,63 +47,27 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = ("README.md", "docs/evidence_cpu.md", "docs/baselines.md", "docs/verify_cpu.md", "docs/method.md",
          "docs/results.md")
 
-MINUS = "\u2212"
 
 
 # --- formatting --------------------------------------------------------------------------------------------------
 
 
-def num(x: float, digits: int) -> str:
-    """``x`` with ``digits`` decimals and a typographic minus; ``–`` when not finite."""
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{x:.{digits}f}".replace("-", MINUS)
 
 
-def signed(x: float, digits: int) -> str:
-    """``+0.012`` / ``−0.012``."""
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{x:+.{digits}f}".replace("-", MINUS)
 
 
-def pm(mean: float, err: float, digits: int, sign: bool = False) -> str:
-    """``mean ± err`` (``sign``: the mean with its sign, as for a difference)."""
-    head = signed(mean, digits) if sign else num(mean, digits)
-    return head if err is None or not math.isfinite(err) else f"{head} ± {num(err, digits)}"
 
 
-def g3(x: float) -> str:
-    """Three significant digits (``0.738``, ``1.76``, ``1.8e-07``), as ``glocal verify`` prints."""
-    return "nan" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def thousands(x: float) -> str:
-    """``3 792``: an integer with a space between thousands."""
-    return "–" if x is None or not math.isfinite(x) else f"{round(x):,}".replace(",", " ")
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Optional[Sequence[str]] = None) -> str:
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def prose(text: str, width: int = 100) -> str:
-    """A paragraph refilled to ``width`` columns (breaking at spaces only)."""
-    import textwrap
-
-    return textwrap.fill(" ".join(text.split()), width=width, break_long_words=False, break_on_hyphens=False)
 
 
-def _out(cog, text: str) -> None:
-    """Write ``text`` as the block's output (one trailing newline)."""
-    cog.out(text.rstrip("\n") + "\n")
 
 
-def _load(cog, path: str, kind: Optional[str] = None) -> dict:
-    """A record, ``path`` relative to the file cog is processing."""
-    return records.load(Path(cog.inFile).parent / path, kind)
 
 
 # --- the paired-seed results (evidence records; the baselines record) -------------------------------------------
@@ -238,7 +207,7 @@ WHAT_TO_USE = (  # (record row, the README's label)
 
 def what_to_use(cog, baselines: str) -> None:
     """The README's "What should I use?" table from the T = 600 baselines record."""
-    rec = _load(cog, baselines, "baselines")
+    rec = load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     out = []
     for name, label in WHAT_TO_USE:
@@ -246,63 +215,33 @@ def what_to_use(cog, baselines: str) -> None:
         k = len(row.values["grid"]) if row.values and "grid" in row.values else len(rec.get("grids", {}).get(name, []))
         out.append([label.format(k=k), pm(row.mean, row.std, 3),
                     "(reference)" if name == "glocal" else pm(row.diff, row.se, 3, sign=True), thousands(row.cost)])
-    _out(cog, table(["method", "test accuracy", "minus glocal (paired)", "cost"], out))
+    out(cog, table(["method", "test accuracy", "minus glocal (paired)", "cost"], out))
 
 
 def plainly(cog, baselines: str) -> None:
     """The README's plain answer below that table: how much better the learning-rate-free optimizer is, at what cost."""
-    rec = _load(cog, baselines, "baselines")
+    rec = load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     best = r["prodigy"]
     ratio = r["glocal"].cost / best.cost
-    _out(cog, prose(f"**Plainly: at this setting, do not use glocal (or local) to avoid tuning a learning rate.** A\n"
+    out(cog, prose(f"**Plainly: at this setting, do not use glocal (or local) to avoid tuning a learning rate.** A\n"
               f"learning-rate-free optimizer (`glocal train --method none --inner-optimizer prodigy`) is "
               f"{num(best.diff, 2)}\nbetter at about 1/{round(ratio)} of the cost, with nothing to tune. glocal is for "
               "studying hypergradient\nestimation. The paper-scale version (T = 20 000) is part d of the GPU job, "
               "not yet run."))
 
 
-def _verify_closer(rec: dict, problem: str, ref: str) -> List[str]:
-    """Window-based estimators (no look-ahead) with a lower median relative error than local against ``ref``."""
-    return [n for n in rec["summary"][problem]["beats_local"][ref]["rel_err_median"] if not n.startswith("truncated")]
 
 
-def _verify_key(ref: str) -> str:
-    return "estimators" if ref == "truth" else "estimators_vs_expected_global"
 
 
-def _verify_words(rec: dict) -> dict:
-    """The verify numbers the README quotes, from verify_cpu.json's summary."""
-    s = rec["summary"]
-    low, high = (f"mlp/{rec['settings']['dataset']}/lr0={lr:g}" for lr in (0.001, 0.1))
-    est = lambda p, ref, name: s[p][_verify_key(ref)][name]  # noqa: E731
-    positive = [n for n, v in s[high]["estimators_vs_expected_global"].items()
-                if not n.startswith("truncated") and v["cosine_mean"] > 0]
-    quad = sorted({n for ref in ("truth", "expected_global") for n in _verify_closer(rec, "quadratic", ref)})
-    closer_high = [n for n in _verify_closer(rec, high, "truth") if n in _verify_closer(rec, high, "expected_global")]
-    return {
-        "low": low, "high": high, "est": est, "positive": positive, "quadratic": quad, "closer_high": closer_high,
-        "closer_low": sorted(set(_verify_closer(rec, low, "truth")) | set(_verify_closer(rec, low, "expected_global"))),
-        "steps": rec["settings"]["steps"],
-    }
 
 
-def _closer_sentence(rec: dict, w: dict) -> str:
-    """Which window-based estimators came closer than local at lr0 0.1 (to both references), with their medians."""
-    parts = []
-    for n in w["closer_high"]:
-        t, e = w["est"](w["high"], "truth", n), w["est"](w["high"], "expected_global", n)
-        lt, le = w["est"](w["high"], "truth", "local"), w["est"](w["high"], "expected_global", "local")
-        parts.append(f"{n} (median relative error {g3(t['rel_err_median'])} against local's "
-                     f"{g3(lt['rel_err_median'])} to the truth, {g3(e['rel_err_median'])} against "
-                     f"{g3(le['rel_err_median'])} to the expected global; {t['fallbacks']} of {t['n']} windows fell "
-                     "back to local)")
-    return " and ".join(parts)
 
 
 def found(cog, baselines: str, verify: str) -> None:
     """The README's opening finding (before its paper-scale sentence), from the T = 600 and the verify records."""
-    rec = _load(cog, baselines, "baselines")
+    rec = load(cog, baselines, "baselines")
     d, se, n = pair(rec, "glocal", "local")
     over_none = [pair(rec, v, "none")[0] for v in ("glocal", "local")]
     ver = records.load(Path(cog.inFile).parent / verify)
@@ -320,13 +259,13 @@ def found(cog, baselines: str, verify: str) -> None:
             f"([docs/verify_cpu.md](docs/verify_cpu.md)), the paper's estimator is {'' if glocal_closer else 'not '}"
             "closer than the local one (median\nrelative error) at either learning rate; "
             f"{others}; on the quadratic,\n{' and '.join(w['quadratic'])} are far closer than local.")
-    _out(cog, prose(text))
+    out(cog, prose(text))
 
 
 def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
     """The README's "Does it work?" table, but for its paper-scale row (kept by hand below the block)."""
-    t600 = _load(cog, baselines, "baselines")
-    t200 = _load(cog, evidence, "evidence")
+    t600 = load(cog, baselines, "baselines")
+    t200 = load(cog, evidence, "evidence")
     ver = records.load(Path(cog.inFile).parent / verify)
     s600, s200 = t600["setting"], t200["setting"]
     g_none = pair(t600, "glocal", "none")
@@ -353,7 +292,7 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
         ["Is glocal closer to the global hypergradient?",
          f"no: median relative error to the true global {g3(est(w['low'], 'truth', 'glocal')['rel_err_median'])} "
          f"(glocal) against {g3(est(w['low'], 'truth', 'local')['rel_err_median'])} (local) at lr0 1e-3, "
-         + (f"where no window-based estimator is closer; " if not w["closer_low"]
+         + ("where no window-based estimator is closer; " if not w["closer_low"]
             else f"where {', '.join(w['closer_low'])} are closer; ")
          + f"at lr0 0.1 a single minibatch order's truth is "
          f"{eg['truth_rel_dev_median'] * 100:.0f} % away from the expected global, "
@@ -366,15 +305,15 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
          + f" the cost) come closer than local (MLP, T = {thousands(w['steps'])})",
          "[docs/verify_cpu.md](docs/verify_cpu.md)"],
     ]
-    _out(cog, table(["question", "answer", "source"], rows_))
+    out(cog, table(["question", "answer", "source"], rows_))
 
 
 def library_example(cog, record: str) -> None:
     """What the README's library example measured (its test writes the record, tests/test_readme.py)."""
-    rec = _load(cog, record, "library_example")
+    rec = load(cog, record, "library_example")
     m = rec["measured"]
     split = m["windows"]
-    _out(cog, prose(f"Measured by its test ({rec['date']}): the learning rate goes from {num(m['lr_first'], 2)} to "
+    out(cog, prose(f"Measured by its test ({rec['date']}): the learning rate goes from {num(m['lr_first'], 2)} to "
               f"{num(m['lr_last'], 2)} over {m['n_windows']} windows and\nthe validation loss from "
               f"{num(m['val_loss_first'], 2)} to {num(m['val_loss_last'], 2)}; the windows' hypergradients, by how "
               f"the DMD estimate was made:\n{windows_words(split)}. The script, with the three-seed group below, "
@@ -388,7 +327,7 @@ def library_example(cog, record: str) -> None:
 
 def evidence_tables(cog, evidence: str) -> None:
     """The evidence page's tables: every variant's mean ± std and window split, the paired differences, final lrs."""
-    rec = _load(cog, evidence, "evidence")
+    rec = load(cog, evidence, "evidence")
     r = rows(rec)
     lines = []
     for name, row in r.items():
@@ -425,18 +364,18 @@ def evidence_tables(cog, evidence: str) -> None:
         same = pair(rec, name, "local")
         para += (f" {name} fell back to the local hypergradient in all {fb[name]:.0f} windows" + (f" ({why})" if why else "")
                  + (" and is identical to local." if same[0] == 0 and same[1] == 0 else "."))
-    _out(cog, text + "\n\n" + prose(para))
+    out(cog, text + "\n\n" + prose(para))
 
 
 def evidence_conclusion(cog, evidence: str) -> None:
     """docs/method.md's reading of the evidence record: the verdict, glocal's windows, the final learning rates."""
-    rec = _load(cog, evidence, "evidence")
+    rec = load(cog, evidence, "evidence")
     d, se, n = pair(rec, "glocal", "local")
     beats = math.isfinite(se) and se > 0 and d / se > 2
     split = windows(rec["variants"]["glocal"])
     lrs = {name: records.finite(v["final_lr"]) for name, v in rec["variants"].items() if name != "none"}
     spans = "; ".join(f"{name} {num(min(x), 5)}–{num(max(x), 5)}" for name, x in lrs.items() if x)
-    _out(cog, prose(
+    out(cog, prose(
         f"**Conclusion: glocal {'beats' if beats else 'does not beat'} local here** (glocal − local = "
         f"{pm(d, se, 5, sign=True)} over {n} paired seeds). Of glocal's {sum(split.values())} windows, "
         f"{windows_words(split)}. The variants end at nearly the same learning rate (final lr over the seeds: "
@@ -446,7 +385,7 @@ def evidence_conclusion(cog, evidence: str) -> None:
 
 def t600_tables(cog, baselines: str) -> None:
     """The evidence page's T = 600 section: none / local / glocal of the baselines record."""
-    rec = _load(cog, baselines, "baselines")
+    rec = load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     lines = [[name, f"{pm(r[name].mean, r[name].std, 4)} (n={r[name].n})"] for name in ("none", "local", "glocal")]
     text = table(["variant", "test accuracy, mean ± std"], lines)
@@ -455,12 +394,12 @@ def t600_tables(cog, baselines: str) -> None:
         d, se, n = pair(rec, a, b)
         prow.append([f"{a} − {b}", signed(d, 4), num(se, 4) if math.isfinite(se) else "not recorded", str(n)])
     text += "\n\n" + table(["paired difference (same seeds)", "mean", "standard error", "n pairs"], prow)
-    _out(cog, text)
+    out(cog, text)
 
 
 def seed_table(cog, record: str) -> None:
     """A per-seed table of test accuracy (and glocal's fallbacks where recorded) with its mean ± std row."""
-    rec = _load(cog, record, "seed_table")
+    rec = load(cog, record, "seed_table")
     v = rec["variants"]
     names = list(v)
     seeds = v[names[0]]["seeds"]
@@ -473,7 +412,7 @@ def seed_table(cog, record: str) -> None:
         lines.append([str(seed)] + cells)
     stats = [mean_std(v[name]["test_accuracy"]) for name in names]
     lines.append(["**mean ± std**"] + [f"**{pm(m, s, 4)}**" for m, s, _ in stats] + ([""] if fb else []))
-    _out(cog, table(["seed"] + names + ([f"{fb} fallbacks"] if fb else []), lines))
+    out(cog, table(["seed"] + names + ([f"{fb} fallbacks"] if fb else []), lines))
 
 
 # --- docs/baselines.md --------------------------------------------------------------------------------------------
@@ -483,20 +422,20 @@ def baselines_table(cog, baselines: str) -> None:
     """The full "What should I use?" table of the baselines record."""
     from glocal_cli.report.baselines import DESCRIPTIONS
 
-    rec = _load(cog, baselines, "baselines")
+    rec = load(cog, baselines, "baselines")
     lines = []
     for name, row in rows(rec, "glocal").items():
         desc = DESCRIPTIONS.get(name.replace(" (tuned)", ""), "")
         lines.append([name, desc, f"{pm(row.mean, row.std, 4)} (n={row.n})",
                       "(reference)" if name == "glocal" else f"{pm(row.diff, row.se, 4, sign=True)} (n={row.n_pairs})",
                       thousands(row.cost), thousands(row.cost_from_runs), num(row.wall, 0)])
-    _out(cog, table(["variant", "what", "test accuracy, mean ± std", "minus glocal, paired mean ± SE",
+    out(cog, table(["variant", "what", "test accuracy, mean ± std", "minus glocal, paired mean ± SE",
                      "cost, timed (inner-step equivalents)", "cost from the runs' windows", "wall s"], lines))
 
 
 def baselines_findings(cog, baselines: str) -> None:
     """The "What it says" bullets' numbers."""
-    rec = _load(cog, baselines, "baselines")
+    rec = load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     lf = [n for n in ("prodigy", "dadapt_adamw", "mechanize_sgd", "dog")]
     diffs = [r[n].diff for n in lf]
@@ -505,7 +444,7 @@ def baselines_findings(cog, baselines: str) -> None:
     hd = r["hd"]
     grid = {n: (len(r[n].values["grid"]) if r[n].values and "grid" in r[n].values
                 else len(rec.get("grids", {}).get(n, []))) for n in ("sgd-cosine (tuned)", "schedule_free_sgd (tuned)")}
-    _out(cog, "\n".join([
+    out(cog, "\n".join([
         f"- **glocal = local here**: local − glocal = {pm(r['local'].diff, r['local'].se, 4, sign=True)} "
         f"({r['local'].n_pairs} paired seeds), and glocal\n  costs {g.cost / r['local'].cost:.1f}× local "
         f"({thousands(g.cost)} against {thousands(r['local'].cost)} inner-step equivalents, timed side by side).",
@@ -536,71 +475,12 @@ def baselines_findings(cog, baselines: str) -> None:
 # --- docs/verify_cpu.md -------------------------------------------------------------------------------------------
 
 
-def _verify_order(rec: dict, stats: dict) -> list:
-    """``stats``' items in the record's estimator order (its JSON keys are sorted), the if_empty variants after
-    glocal as ``glocal verify`` prints its selection table."""
-    order = list(rec.get("estimators") or [])
-    key = {n: (0 if n == "glocal" else 1 if n.startswith("glocal(") else 2, order.index(n) if n in order else len(order))
-           for n in stats}
-    if "glocal-strict" in stats:  # the estimator tables: the record's order as it stands
-        key = {n: (order.index(n) if n in order else len(order),) for n in stats}
-    return sorted(stats.items(), key=lambda kv: key[kv[0]])
 
 
-def verify_table(cog, verify: str, problem: str, ref: str = "truth") -> None:
-    """One estimator table of ``glocal verify``'s record (``ref``: ``truth`` or ``expected_global``)."""
-    rec = records.load(Path(cog.inFile).parent / verify)
-    stats = rec["summary"][problem][_verify_key(ref)]
-    lines = []
-    for name, v in _verify_order(rec, stats):
-        reasons = ", ".join(f"{k} {n}" for k, n in v["fallback_reasons"].items())
-        per = ", ".join(f"{x:.2f}" for x in v["sign_agreement_per_component"])
-        lines.append([name, g3(v["cosine_mean"]), g3(v["rel_err_median"]), f"{v['sign_agreement']:.2f} ({per})",
-                      f"{v['closer_than_local']}/{v['n']}", f"{v['fallbacks']}" + (f" ({reasons})" if reasons else ""),
-                      str(v["cost_tangent_steps"]), g3(v["cost_seconds_mean"])])
-    _out(cog, table(["estimator", "mean cosine", "median rel. error", "sign agreement (per component)",
-                     "closer than local", "fallbacks (reasons)", "cost: tangent steps", "cost: s / window"], lines,
-                    ["---", "---:", "---:", "---", "---:", "---", "---:", "---:"]))
 
 
-def verify_selection_table(cog, verify: str, problem: str) -> None:
-    """glocal by mode selection (``tol`` / ``nearest``) and its if_empty alternatives on the same windows."""
-    rec = records.load(Path(cog.inFile).parent / verify)
-    lines = []
-    sels = rec["summary"][problem]["glocal_by_selection"]
-    for sel in sorted(sels, key=lambda k: KINDS.index(k) if k in KINDS else len(KINDS)):
-        g = sels[sel]
-        for name, v in _verify_order(rec, g["truth"]):
-            e = g["expected_global"].get(name)
-            lines.append([sel, str(g["windows"]), g3(g["min_dist_to_1_median"]), name, g3(v["cosine_mean"]),
-                          g3(v["rel_err_median"]), f"{v['sign_agreement']:.2f}"]
-                         + ([g3(e["cosine_mean"]), g3(e["rel_err_median"]), f"{e['sign_agreement']:.2f}"] if e
-                            else ["–"] * 3))
-    _out(cog, table(["glocal's selection", "windows", "median min \\|λ − 1\\|", "estimator", "truth: cosine",
-                     "truth: median rel. error", "truth: signs", "expected: cosine", "expected: median rel. error",
-                     "expected: signs"], lines, ["---", "---:", "---:", "---"] + ["---:"] * 6))
 
 
-def verify_beats_local(cog, verify: str) -> None:
-    """Which estimators beat local, per classifier setting and reference (``summary[setting].beats_local``)."""
-    rec = records.load(Path(cog.inFile).parent / verify)
-    lines = []
-    for problem, sm in rec["summary"].items():
-        if not problem.startswith("mlp/"):
-            continue
-        lr = problem.rsplit("=", 1)[1]
-        for ref, words in (("truth", "truth"), ("expected_global", "expected global")):
-            b, stats = sm["beats_local"][ref], sm[_verify_key(ref)]
-            local = stats["local"]
-
-            def names(metric: str, fmt) -> str:
-                out = [f"{n} ({fmt(stats[n][metric])} vs {fmt(local[metric])})" for n in b[metric]]
-                return ", ".join(out) or "none"
-
-            lines.append([f"lr0 {lr}", words, names("rel_err_median", g3), names("cosine_mean", lambda x: f"{x:.6g}"),
-                          names("sign_agreement", lambda x: f"{x:.2f}")])
-    _out(cog, table(["setting", "reference", "lower median rel. error", "higher mean cosine", "higher sign agreement"],
-                    lines))
 
 
 # --- the command ------------------------------------------------------------------------------------------------
