@@ -33,7 +33,9 @@ from typing import Dict, List, Optional, Sequence
 
 from glocal_cli.errors import UserError
 from glocal_cli.report import records
-from glocal_cli.report.published_text import MINUS, g3, load, num, out, pm, prose, signed, table, thousands  # noqa: F401
+from glocal_cli.report.published_text import g3, num, pm, prose, signed, table, thousands
+from glocal_cli.report.published_text import load as _load
+from glocal_cli.report.published_text import out as _out
 from glocal_cli.report.published_verify import (  # noqa: F401  (the pages' blocks call them as P.<name>)
     _closer_sentence, _verify_closer, _verify_key, _verify_words, verify_beats_local, verify_selection_table,
     verify_table,
@@ -207,7 +209,7 @@ WHAT_TO_USE = (  # (record row, the README's label)
 
 def what_to_use(cog, baselines: str) -> None:
     """The README's "What should I use?" table from the T = 600 baselines record."""
-    rec = load(cog, baselines, "baselines")
+    rec = _load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     out = []
     for name, label in WHAT_TO_USE:
@@ -215,16 +217,16 @@ def what_to_use(cog, baselines: str) -> None:
         k = len(row.values["grid"]) if row.values and "grid" in row.values else len(rec.get("grids", {}).get(name, []))
         out.append([label.format(k=k), pm(row.mean, row.std, 3),
                     "(reference)" if name == "glocal" else pm(row.diff, row.se, 3, sign=True), thousands(row.cost)])
-    out(cog, table(["method", "test accuracy", "minus glocal (paired)", "cost"], out))
+    _out(cog, table(["method", "test accuracy", "minus glocal (paired)", "cost"], out))
 
 
 def plainly(cog, baselines: str) -> None:
     """The README's plain answer below that table: how much better the learning-rate-free optimizer is, at what cost."""
-    rec = load(cog, baselines, "baselines")
+    rec = _load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     best = r["prodigy"]
     ratio = r["glocal"].cost / best.cost
-    out(cog, prose(f"**Plainly: at this setting, do not use glocal (or local) to avoid tuning a learning rate.** A\n"
+    _out(cog, prose(f"**Plainly: at this setting, do not use glocal (or local) to avoid tuning a learning rate.** A\n"
               f"learning-rate-free optimizer (`glocal train --method none --inner-optimizer prodigy`) is "
               f"{num(best.diff, 2)}\nbetter at about 1/{round(ratio)} of the cost, with nothing to tune. glocal is for "
               "studying hypergradient\nestimation. The paper-scale version (T = 20 000) is part d of the GPU job, "
@@ -241,7 +243,7 @@ def plainly(cog, baselines: str) -> None:
 
 def found(cog, baselines: str, verify: str) -> None:
     """The README's opening finding (before its paper-scale sentence), from the T = 600 and the verify records."""
-    rec = load(cog, baselines, "baselines")
+    rec = _load(cog, baselines, "baselines")
     d, se, n = pair(rec, "glocal", "local")
     over_none = [pair(rec, v, "none")[0] for v in ("glocal", "local")]
     ver = records.load(Path(cog.inFile).parent / verify)
@@ -259,13 +261,13 @@ def found(cog, baselines: str, verify: str) -> None:
             f"([docs/verify_cpu.md](docs/verify_cpu.md)), the paper's estimator is {'' if glocal_closer else 'not '}"
             "closer than the local one (median\nrelative error) at either learning rate; "
             f"{others}; on the quadratic,\n{' and '.join(w['quadratic'])} are far closer than local.")
-    out(cog, prose(text))
+    _out(cog, prose(text))
 
 
 def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
     """The README's "Does it work?" table, but for its paper-scale row (kept by hand below the block)."""
-    t600 = load(cog, baselines, "baselines")
-    t200 = load(cog, evidence, "evidence")
+    t600 = _load(cog, baselines, "baselines")
+    t200 = _load(cog, evidence, "evidence")
     ver = records.load(Path(cog.inFile).parent / verify)
     s600, s200 = t600["setting"], t200["setting"]
     g_none = pair(t600, "glocal", "none")
@@ -305,15 +307,15 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
          + f" the cost) come closer than local (MLP, T = {thousands(w['steps'])})",
          "[docs/verify_cpu.md](docs/verify_cpu.md)"],
     ]
-    out(cog, table(["question", "answer", "source"], rows_))
+    _out(cog, table(["question", "answer", "source"], rows_))
 
 
 def library_example(cog, record: str) -> None:
     """What the README's library example measured (its test writes the record, tests/test_readme.py)."""
-    rec = load(cog, record, "library_example")
+    rec = _load(cog, record, "library_example")
     m = rec["measured"]
     split = m["windows"]
-    out(cog, prose(f"Measured by its test ({rec['date']}): the learning rate goes from {num(m['lr_first'], 2)} to "
+    _out(cog, prose(f"Measured by its test ({rec['date']}): the learning rate goes from {num(m['lr_first'], 2)} to "
               f"{num(m['lr_last'], 2)} over {m['n_windows']} windows and\nthe validation loss from "
               f"{num(m['val_loss_first'], 2)} to {num(m['val_loss_last'], 2)}; the windows' hypergradients, by how "
               f"the DMD estimate was made:\n{windows_words(split)}. The script, with the three-seed group below, "
@@ -327,7 +329,7 @@ def library_example(cog, record: str) -> None:
 
 def evidence_tables(cog, evidence: str) -> None:
     """The evidence page's tables: every variant's mean ± std and window split, the paired differences, final lrs."""
-    rec = load(cog, evidence, "evidence")
+    rec = _load(cog, evidence, "evidence")
     r = rows(rec)
     lines = []
     for name, row in r.items():
@@ -364,18 +366,18 @@ def evidence_tables(cog, evidence: str) -> None:
         same = pair(rec, name, "local")
         para += (f" {name} fell back to the local hypergradient in all {fb[name]:.0f} windows" + (f" ({why})" if why else "")
                  + (" and is identical to local." if same[0] == 0 and same[1] == 0 else "."))
-    out(cog, text + "\n\n" + prose(para))
+    _out(cog, text + "\n\n" + prose(para))
 
 
 def evidence_conclusion(cog, evidence: str) -> None:
     """docs/method.md's reading of the evidence record: the verdict, glocal's windows, the final learning rates."""
-    rec = load(cog, evidence, "evidence")
+    rec = _load(cog, evidence, "evidence")
     d, se, n = pair(rec, "glocal", "local")
     beats = math.isfinite(se) and se > 0 and d / se > 2
     split = windows(rec["variants"]["glocal"])
     lrs = {name: records.finite(v["final_lr"]) for name, v in rec["variants"].items() if name != "none"}
     spans = "; ".join(f"{name} {num(min(x), 5)}–{num(max(x), 5)}" for name, x in lrs.items() if x)
-    out(cog, prose(
+    _out(cog, prose(
         f"**Conclusion: glocal {'beats' if beats else 'does not beat'} local here** (glocal − local = "
         f"{pm(d, se, 5, sign=True)} over {n} paired seeds). Of glocal's {sum(split.values())} windows, "
         f"{windows_words(split)}. The variants end at nearly the same learning rate (final lr over the seeds: "
@@ -385,7 +387,7 @@ def evidence_conclusion(cog, evidence: str) -> None:
 
 def t600_tables(cog, baselines: str) -> None:
     """The evidence page's T = 600 section: none / local / glocal of the baselines record."""
-    rec = load(cog, baselines, "baselines")
+    rec = _load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     lines = [[name, f"{pm(r[name].mean, r[name].std, 4)} (n={r[name].n})"] for name in ("none", "local", "glocal")]
     text = table(["variant", "test accuracy, mean ± std"], lines)
@@ -394,12 +396,12 @@ def t600_tables(cog, baselines: str) -> None:
         d, se, n = pair(rec, a, b)
         prow.append([f"{a} − {b}", signed(d, 4), num(se, 4) if math.isfinite(se) else "not recorded", str(n)])
     text += "\n\n" + table(["paired difference (same seeds)", "mean", "standard error", "n pairs"], prow)
-    out(cog, text)
+    _out(cog, text)
 
 
 def seed_table(cog, record: str) -> None:
     """A per-seed table of test accuracy (and glocal's fallbacks where recorded) with its mean ± std row."""
-    rec = load(cog, record, "seed_table")
+    rec = _load(cog, record, "seed_table")
     v = rec["variants"]
     names = list(v)
     seeds = v[names[0]]["seeds"]
@@ -412,7 +414,7 @@ def seed_table(cog, record: str) -> None:
         lines.append([str(seed)] + cells)
     stats = [mean_std(v[name]["test_accuracy"]) for name in names]
     lines.append(["**mean ± std**"] + [f"**{pm(m, s, 4)}**" for m, s, _ in stats] + ([""] if fb else []))
-    out(cog, table(["seed"] + names + ([f"{fb} fallbacks"] if fb else []), lines))
+    _out(cog, table(["seed"] + names + ([f"{fb} fallbacks"] if fb else []), lines))
 
 
 # --- docs/baselines.md --------------------------------------------------------------------------------------------
@@ -422,20 +424,20 @@ def baselines_table(cog, baselines: str) -> None:
     """The full "What should I use?" table of the baselines record."""
     from glocal_cli.report.baselines import DESCRIPTIONS
 
-    rec = load(cog, baselines, "baselines")
+    rec = _load(cog, baselines, "baselines")
     lines = []
     for name, row in rows(rec, "glocal").items():
         desc = DESCRIPTIONS.get(name.replace(" (tuned)", ""), "")
         lines.append([name, desc, f"{pm(row.mean, row.std, 4)} (n={row.n})",
                       "(reference)" if name == "glocal" else f"{pm(row.diff, row.se, 4, sign=True)} (n={row.n_pairs})",
                       thousands(row.cost), thousands(row.cost_from_runs), num(row.wall, 0)])
-    out(cog, table(["variant", "what", "test accuracy, mean ± std", "minus glocal, paired mean ± SE",
+    _out(cog, table(["variant", "what", "test accuracy, mean ± std", "minus glocal, paired mean ± SE",
                      "cost, timed (inner-step equivalents)", "cost from the runs' windows", "wall s"], lines))
 
 
 def baselines_findings(cog, baselines: str) -> None:
     """The "What it says" bullets' numbers."""
-    rec = load(cog, baselines, "baselines")
+    rec = _load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     lf = [n for n in ("prodigy", "dadapt_adamw", "mechanize_sgd", "dog")]
     diffs = [r[n].diff for n in lf]
@@ -444,7 +446,7 @@ def baselines_findings(cog, baselines: str) -> None:
     hd = r["hd"]
     grid = {n: (len(r[n].values["grid"]) if r[n].values and "grid" in r[n].values
                 else len(rec.get("grids", {}).get(n, []))) for n in ("sgd-cosine (tuned)", "schedule_free_sgd (tuned)")}
-    out(cog, "\n".join([
+    _out(cog, "\n".join([
         f"- **glocal = local here**: local − glocal = {pm(r['local'].diff, r['local'].se, 4, sign=True)} "
         f"({r['local'].n_pairs} paired seeds), and glocal\n  costs {g.cost / r['local'].cost:.1f}× local "
         f"({thousands(g.cost)} against {thousands(r['local'].cost)} inner-step equivalents, timed side by side).",
