@@ -480,3 +480,22 @@ def test_report_puts_each_tuned_optimizer_beside_the_optimizer_alone(tmp_path):
     assert v["local-schedule_free_sgd@1"]["test_accuracy"] == tuned[1.0] and v["local-prodigy@0.001"]["learn"] == "weight_decay"
     d, se, n = records.paired(records.by_seed(v["local-schedule_free_sgd@1"]), records.by_seed(v["schedule_free_sgd@1"]))
     assert n == 3 and d == pytest.approx(s[f"{base}/local-schedule_free_sgd@1/diff_mean"])
+    # the published answer (README) from that record: a table and the verdict per pair, classified by 2 SE
+    from glocal_cli.report import published
+
+    page = tmp_path / "page.md"
+    (tmp_path / "tuning.json").write_text(json.dumps(rec))
+    got = []
+
+    class Cog:
+        inFile = str(page)
+
+        def out(self, text):
+            got.append(text)
+
+    published.optimizer_tuning(Cog(), "tuning.json")
+    text = "".join(got)
+    assert text.count("\n| local over `") == 3 and "**It depends on the optimizer:**" in text
+    assert "better than the optimizer alone by more than twice the standard error (local over `schedule_free_sgd` " \
+           "(learns lr, weight_decay; lr0 0.001) +0.313 ± 0.013)" in " ".join(text.split())
+    assert "| local over `prodigy` (learns weight_decay) | 0.860 ± 0.000 | 0.860 ± 0.010 | +0.000 ± 0.006 |" in text

@@ -474,15 +474,53 @@ def baselines_findings(cog, baselines: str) -> None:
     ]))
 
 
-# --- docs/verify_cpu.md -------------------------------------------------------------------------------------------
+# --- Does hypergradient tuning add anything on top of the optimizer? (issue 29) ----------------------------------
 
 
+def _tuning_pairs(rec: dict) -> List[dict]:
+    """Per pair of the optimizer_tuning record: the tuned and alone variants and their paired statistics."""
+    out = []
+    for p in rec["pairs"]:
+        t, a = rec["variants"][p["tuned"]], rec["variants"][p["alone"]]
+        d, se, n = paired(records.by_seed(t), records.by_seed(a))
+        out.append({"tuned": t, "alone": a, "d": d, "se": se, "n": n, "t": mean_std(t["test_accuracy"]),
+                    "a": mean_std(a["test_accuracy"])})
+    return out
 
 
+def _tuned_name(t: dict) -> str:
+    lr = f"; lr0 {t['lr0']:g}" if t.get("uses_lr0") else ""
+    learned = ", ".join(x.strip() for x in t["learn"].split(","))
+    return f"{t['method']} over `{t['optimizer']}` (learns {learned}{lr})"
 
 
-
-
+def optimizer_tuning(cog, record: str) -> None:
+    """The table of the tuned optimizers beside the optimizer alone, and the plain answer under it."""
+    rec = _load(cog, record, "optimizer_tuning")
+    pairs = _tuning_pairs(rec)
+    lines = [[_tuned_name(p["tuned"]), pm(p["a"][0], p["a"][1], 3), pm(p["t"][0], p["t"][1], 3),
+              pm(p["d"], p["se"], 3, sign=True), thousands(p["alone"].get("cost_from_runs")),
+              thousands(p["tuned"].get("cost_from_runs"))] for p in pairs]
+    verdict = {name: [p for p in pairs if test(p)] for name, test in (
+        ("helps", lambda p: p["d"] > 2 * p["se"]), ("hurts", lambda p: p["d"] < -2 * p["se"]),
+        ("same", lambda p: abs(p["d"]) <= 2 * p["se"]))}
+    names = lambda ps: "; ".join(f"{_tuned_name(p['tuned'])} {pm(p['d'], p['se'], 3, sign=True)}" for p in ps)  # noqa
+    if not verdict["helps"]:
+        head = ("**No: at this setting, hypergradient tuning adds nothing measurable on top of these optimizers"
+                + (" and takes something away from some." if verdict["hurts"] else "."))
+    elif not verdict["hurts"] and not verdict["same"]:
+        head = "**Yes: at this setting, hypergradient tuning improves on each of these optimizers.**"
+    else:
+        head = "**It depends on the optimizer:**"
+    parts = [f"{k} ({names(v)})" for k, v in (("better than the optimizer alone by more than twice the standard error",
+                                                verdict["helps"]),
+                                               ("worse by more than twice it", verdict["hurts"]),
+                                               ("within twice it", verdict["same"])) if v]
+    n = max((p["n"] for p in pairs), default=0)
+    text = (f"{head} Over {n} paired seeds at T = {rec['setting']['steps']} (tuned − alone, test accuracy): "
+            + "; ".join(parts) + ".")
+    _out(cog, table(["tuned", "optimizer alone", "tuned", "tuned − alone (paired)", "cost alone", "cost tuned"],
+                    lines) + "\n\n" + prose(text))
 
 
 # --- the command ------------------------------------------------------------------------------------------------
