@@ -241,8 +241,9 @@ def plainly(cog, baselines: str) -> None:
 
 
 
-def found(cog, baselines: str, verify: str) -> None:
-    """The README's opening finding (before its paper-scale sentence), from the T = 600 and the verify records."""
+def found(cog, baselines: str, verify: str, paper_scale: Optional[str] = None) -> None:
+    """The README's opening finding, from the T = 600 and the verify records, and (``paper_scale``) the sentence
+    on the paper's scale from the campaign's record (:func:`glocal_cli.report.paper_scale_page.readme_sentence`)."""
     rec = _load(cog, baselines, "baselines")
     d, se, n = pair(rec, "glocal", "local")
     over_none = [pair(rec, v, "none")[0] for v in ("glocal", "local")]
@@ -261,11 +262,16 @@ def found(cog, baselines: str, verify: str) -> None:
             f"([docs/verify_cpu.md](docs/verify_cpu.md)), the paper's estimator is {'' if glocal_closer else 'not '}"
             "closer than the local one (median\nrelative error) at either learning rate; "
             f"{others}; on the quadratic,\n{' and '.join(w['quadratic'])} are far closer than local.")
+    if paper_scale is not None:
+        from glocal_cli.report.paper_scale_page import readme_sentence
+
+        text += " " + readme_sentence(records.load(Path(cog.inFile).parent / paper_scale))
     _out(cog, prose(text))
 
 
-def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
-    """The README's "Does it work?" table, but for its paper-scale row (kept by hand below the block)."""
+def does_it_work(cog, baselines: str, evidence: str, verify: str, paper_scale: Optional[str] = None) -> None:
+    """The README's "Does it work?" table; its paper-scale row from the campaign's record (``paper_scale``;
+    :func:`glocal_cli.report.paper_scale_page.readme_answer`)."""
     t600 = _load(cog, baselines, "baselines")
     t200 = _load(cog, evidence, "evidence")
     ver = records.load(Path(cog.inFile).parent / verify)
@@ -307,6 +313,12 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
          + f" the cost) come closer than local (MLP, T = {thousands(w['steps'])})",
          "[docs/verify_cpu.md](docs/verify_cpu.md)"],
     ]
+    if paper_scale is not None:
+        from glocal_cli.report.paper_scale_page import readme_answer
+
+        rows_.append(["At the paper's scale (T = 20 000)?",
+                      readme_answer(records.load(Path(cog.inFile).parent / paper_scale)),
+                      "[docs/paper_scale_cpu.md](docs/paper_scale_cpu.md), [docs/gpu.md](docs/gpu.md)"])
     _out(cog, table(["question", "answer", "source"], rows_))
 
 
