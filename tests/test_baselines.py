@@ -331,6 +331,16 @@ def test_kill_9_and_resume_is_bitwise_cli(tmp_path, shared_data):
      "--schedule cosine applies to --inner-optimizer sgd | adam, not prodigy"),
     (["--schedule", "linear", "--method", "none"], "'--schedule': 'linear' is not one of 'constant', 'cosine', 'warmup_cosine'"),
     (["--inner-optimizer", "hd", "--hd-beta", "-1", "--method", "none"], "--hd-beta must be a finite number >= 0"),
+    # a hypergradient method tuning an optax optimizer (issue 29): its names, each once, in range
+    (["--method", "local", "--inner-optimizer", "adam", "--learn", "momentum"],
+     "--learn momentum: adam has no momentum; it can learn lr, b1, b2, eps, eps_root, weight_decay"),
+    (["--method", "local", "--learn", "lr,lr"], "--learn lr,lr: choose each of lr, momentum, weight_decay at most once"),
+    (["--method", "glocal", "--inner-optimizer", "adam", "--learn", "lr,b1,lr"], "names a hyperparameter twice"),
+    (["--method", "local", "--inner-optimizer", "prodigy", "--learn", "weight_decay", "--weight-decay0", "0"],
+     "--weight-decay0 must be a finite number > 0 for --inner-optimizer prodigy"),
+    (["--method", "local", "--lr0", "1.0"], "--lr0 must be in (0, 1) (it is sigmoid(phi)), got 1.0"),
+    (["--method", "local", "--inner-optimizer", "sgd", "--learn", "lr", "--schedule", "cosine"],
+     "--schedule cosine applies to --method none"),
 ])
 def test_bad_choice_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, args, needle):
     monkeypatch.chdir(tmp_path)
