@@ -308,3 +308,17 @@ def test_the_readme_answer_follows_the_record(tmp_path):
 
     write_run(tmp_path / "none_yet", "glocal", 0, 0.8347)
     assert readme_answer(paper_scale.collect(tmp_path / "none_yet")).startswith("not yet: no paired seeds")
+
+
+def test_the_committed_paper_scale_docs_are_what_their_records_give():
+    """docs/paper_scale_cpu.{json,md} equal what the builder makes from docs/records/paper_scale_cpu (the campaign's
+    driver rebuilds them with every unit it commits; `python -m glocal_cli.report.paper_scale` by hand)."""
+    from glocal_cli.report.paper_scale_page import markdown
+
+    repo = Path(__file__).resolve().parents[1]
+    records = repo / "docs" / "records" / "paper_scale_cpu"
+    if not any(records.rglob("metrics.json")):
+        pytest.skip("no campaign unit committed yet: docs/paper_scale_cpu.* are the superseded one-seed record's")
+    record = paper_scale.build(paper_scale.load(records))
+    assert paper_scale.to_json(record) == (repo / "docs" / "paper_scale_cpu.json").read_text()
+    assert markdown(record, figure="paper_scale_cpu.png") == (repo / "docs" / "paper_scale_cpu.md").read_text()
