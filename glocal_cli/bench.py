@@ -280,14 +280,14 @@ def _lenet_cfg(s: BenchSettings, steps: int, **hpo) -> TrainConfig:
 
 def time_seed_groups(s: BenchSettings, say: Callable[[str], None] = lambda m: None,
                      methods=("none", "local", "glocal")) -> Dict:
-    """Window time of S seeds trained as one program (:class:`~glocal_cli.seeds.SeedGroupRunner`), S in ``seed_counts``.
+    """Window time of S seeds trained as one program (:class:`~glocal_cli.runner.SeedGroupRunner`), S in ``seed_counts``.
 
     Seeds 0 .. S−1 of the bench's setting (each its own split, initialization and
     batch order), methods none / local / glocal; one compiling window, then
     ``windows`` timed ones (median). Returns ``{"window_s": {method: {S: s}},
     "time_over_one": {method: {S: t(S) / t(1)}}, "seed_steps_per_s": ..., "seed_runs_per_hour": ...}``
     (a seed run: T = ``train.hpo.steps`` inner steps). The seeds' convolutions are
-    batched as ``train.conv_batching`` says (:class:`~glocal_cli.seeds.SeedGroupRunner`).
+    batched as ``train.conv_batching`` says (:class:`~glocal_cli.runner.SeedGroupRunner`).
     """
     from glocal_cli import train
     from glocal_cli.runtime import resolve

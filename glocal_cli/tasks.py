@@ -62,7 +62,7 @@ COLLAPSE_THRESHOLD = 1e-2
 
 
 class Task(NamedTuple):
-    """A task ready for :class:`~glocal_cli.hpo.HPORunner`.
+    """A task ready for :class:`~glocal_cli.runner.HPORunner`.
 
     Attributes:
       problem: the inner problem (init state, step, val loss, batches, data).

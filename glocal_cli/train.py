@@ -176,9 +176,9 @@ def run_seeds(cfgs: Sequence[TrainConfig], progress: Optional[Progress] = None,
     """Run (or resume) the seeds of one setting in one program; one metrics dict per seed.
 
     ``cfgs`` (from :func:`seed_configs`) differ only in the seed and the run
-    directory. Methods none / local / glocal run all seeds as one vmapped, jitted
-    window (:class:`~glocal_cli.seeds.SeedGroupRunner`); global and sgld run the
-    seeds one after the other. Every seed's folder gets exactly the outputs of a
+    directory. Every method runs all seeds as one vmapped, jitted window
+    (:class:`~glocal_cli.runner.SeedGroupRunner`; global: each chunk of its retraining).
+    Every seed's folder gets exactly the outputs of a
     single-seed run, and a checkpoint in each folder; the group resumes when all
     of them are at the same window (else every seed starts from window 0).
     """

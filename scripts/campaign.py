@@ -129,9 +129,30 @@ def adopt(unit: dict, base: Path) -> List[Path]:
     return out
 
 
+def rebuild_pages() -> List[Path]:
+    """What the records feed, rebuilt before the commit so that the pages never lag their records: the
+    paper-scale record, figure and page (docs/paper_scale_cpu.*), then every generated block of README.md
+    and docs/*.md; with the checkout's own venv (``.venv``). The files it changed, or [] (with a line saying
+    why) when it cannot."""
+    py = ROOT / ".venv" / "bin" / "python"
+    if not py.exists():
+        print("no .venv in the checkout: the paper-scale docs are not rebuilt (run python -m "
+              "glocal_cli.report.paper_scale and python -m glocal_cli.report.published)", flush=True)
+        return []
+    for args in (["-m", "glocal_cli.report.paper_scale"], ["-m", "glocal_cli.report.published"]):
+        done = subprocess.run([str(py), *args], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-300:]}", flush=True)
+            return []
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "README.md", "docs"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.splitlines()
+    return [ROOT / line[3:] for line in changed if not line[3:].startswith("docs/records/")]
+
+
 def commit_records(unit: dict, paths: List[Path], info: dict) -> None:
-    """Commit the unit's records and the plan (only those paths; whatever else is staged stays staged)."""
-    rel = [str(p.relative_to(ROOT)) for p in paths + [PLAN]]
+    """Commit the unit's records, the plan and the pages rebuilt from them (only those paths; whatever else
+    is staged stays staged)."""
+    rel = [str(p.relative_to(ROOT)) for p in paths + [PLAN] + rebuild_pages()]
     subprocess.run(["git", "add", "--", *rel], cwd=ROOT, check=True)
     msg = (f"campaign: unit {unit['name']} ({unit['method']}, seeds {','.join(map(str, unit['seeds']))}) at the pinned "
            f"commit: {info['wall_s'] / 60:.0f} min, load {info['load_mean']:.1f} (max {info['load_max']:.1f})")
@@ -144,7 +165,6 @@ def run_unit(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -
     logs.mkdir(parents=True, exist_ok=True)
     folders = [run_folder(base, unit, s) for s in unit["seeds"]]
     loads: List[float] = []
-    t0 = time.time()
     if any(locked(f) for f in folders):
         print(f"{unit['name']}: already running; waiting for it", flush=True)
         while any(locked(f) for f in folders):

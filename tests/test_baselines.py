@@ -331,6 +331,16 @@ def test_kill_9_and_resume_is_bitwise_cli(tmp_path, shared_data):
      "--schedule cosine applies to --inner-optimizer sgd | adam, not prodigy"),
     (["--schedule", "linear", "--method", "none"], "'--schedule': 'linear' is not one of 'constant', 'cosine', 'warmup_cosine'"),
     (["--inner-optimizer", "hd", "--hd-beta", "-1", "--method", "none"], "--hd-beta must be a finite number >= 0"),
+    # a hypergradient method tuning an optax optimizer (issue 29): its names, each once, in range
+    (["--method", "local", "--inner-optimizer", "adam", "--learn", "momentum"],
+     "--learn momentum: adam has no momentum; it can learn lr, b1, b2, eps, eps_root, weight_decay"),
+    (["--method", "local", "--learn", "lr,lr"], "--learn lr,lr: choose each of lr, momentum, weight_decay at most once"),
+    (["--method", "glocal", "--inner-optimizer", "adam", "--learn", "lr,b1,lr"], "names a hyperparameter twice"),
+    (["--method", "local", "--inner-optimizer", "prodigy", "--learn", "weight_decay", "--weight-decay0", "0"],
+     "--weight-decay0 must be a finite number > 0 for --inner-optimizer prodigy"),
+    (["--method", "local", "--lr0", "1.0"], "--lr0 must be in (0, 1) (it is sigmoid(phi)), got 1.0"),
+    (["--method", "local", "--inner-optimizer", "sgd", "--learn", "lr", "--schedule", "cosine"],
+     "--schedule cosine applies to --method none"),
 ])
 def test_bad_choice_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, args, needle):
     monkeypatch.chdir(tmp_path)
@@ -347,7 +357,10 @@ def test_bad_choice_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, ca
 def _fake_run(tmp_path, variant, seed, lr0, val_loss, test_acc, status="complete", window_s=1.0, tau=20, **cfg):
     method, optimizer, schedule = {"none": ("none", "learnable_sgd", "constant"),
                                    "glocal": ("glocal", "learnable_sgd", "constant"),
-                                   "sgd-cosine": ("none", "sgd", "cosine"), "prodigy": ("none", "prodigy", "constant")}[variant]
+                                   "sgd-cosine": ("none", "sgd", "cosine"), "prodigy": ("none", "prodigy", "constant"),
+                                   "schedule_free_sgd": ("none", "schedule_free_sgd", "constant"),
+                                   "local-schedule_free_sgd": ("local", "schedule_free_sgd", "constant"),
+                                   "local-prodigy": ("local", "prodigy", "constant")}[variant]
     config_ = dict(dataset="fashion_mnist", method=method, inner_optimizer=optimizer, schedule=schedule, lr0=lr0,
                    seed=seed, steps=600, tau=tau, sigma=10, m=4, batch_size=128, val_fraction=0.02, **cfg)
     metrics = dict(status=status, test_accuracy=test_acc, val_loss=val_loss, wall_s=10.0 * window_s,
@@ -436,3 +449,63 @@ def test_fixed_optimizers_get_their_own_variant_and_run_folder():
             [("learnable_sgd", "constant"), ("sgd", "constant"), ("sgd", "cosine"), ("prodigy", "constant")]]
     assert [c.variant for c in cfgs] == ["none", "sgd", "sgd-cosine", "prodigy"]
     assert len({c.run_dir() for c in cfgs}) == 4
+
+
+def test_report_puts_each_tuned_optimizer_beside_the_optimizer_alone(tmp_path):
+    """Issue 29's table: local over schedule-free SGD at two lr0s (two rows, never a grid) each paired with the
+    optimizer alone at its lr0; local over Prodigy with Prodigy (its lr0 plays no part); paired mean ± SE."""
+    sf = {0.001: [0.30, 0.32, 0.31], 1.0: [0.86, 0.87, 0.85]}
+    tuned = {0.001: [0.60, 0.66, 0.61], 1.0: [0.86, 0.88, 0.86]}
+    for seed in range(3):
+        _fake_run(tmp_path, "none", seed, 0.001, 1.5, 0.33, window_s=2.0)
+        _fake_run(tmp_path, "glocal", seed, 0.001, 0.8, 0.7, window_s=6.0)
+        _fake_run(tmp_path, "prodigy", seed, 0.001, 0.5, 0.86, window_s=2.0)
+        _fake_run(tmp_path, "local-prodigy", seed, 0.001, 0.5, 0.85 + 0.01 * seed, window_s=4.0,
+                  learn="weight_decay")
+        for lr0 in sf:
+            _fake_run(tmp_path, "schedule_free_sgd", seed, lr0, 0.5, sf[lr0][seed], window_s=2.0)
+            _fake_run(tmp_path, "local-schedule_free_sgd", seed, lr0, 0.5, tuned[lr0][seed], window_s=4.0,
+                      learn="lr,weight_decay")
+    report = build_report(tmp_path / "runs", tmp_path / "results")
+    s, base = report.summary, "optimizer_tuning/fashion_mnist"
+    for lr0 in sf:
+        diffs = np.subtract(tuned[lr0], sf[lr0])
+        assert s[f"{base}/local-schedule_free_sgd@{lr0:g}/diff_mean"] == pytest.approx(diffs.mean())
+        assert s[f"{base}/local-schedule_free_sgd@{lr0:g}/diff_se"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(3))
+    assert s[f"{base}/local-prodigy@0.001/diff_mean"] == pytest.approx(0.0)
+    text = (tmp_path / "results" / "tables" / "optimizer_tuning.md").read_text()
+    assert "| local | schedule_free_sgd | 1 | lr, weight_decay | 0.8600 ± 0.0100 (n=3) |" in text
+    assert "| local | prodigy | – | weight_decay |" in text
+    # the what-should-I-use table keeps the two lr0s of a hypergradient row apart (a grid is method none's only)
+    bl = (tmp_path / "results" / "tables" / "baselines.md").read_text()
+    assert "local-schedule_free_sgd (lr0 0.001)" in bl and "local-schedule_free_sgd (lr0 1)" in bl
+    assert "schedule_free_sgd, tuned: best of lr0 ∈ {0.001, 1}" in bl
+    from glocal_cli.report import records
+
+    rec = records.load(tmp_path / "results" / "records" / "optimizer_tuning_fashion_mnist.json", "optimizer_tuning")
+    assert {p["tuned"]: p["alone"] for p in rec["pairs"]} == {
+        "local-prodigy@0.001": "prodigy@0.001", "local-schedule_free_sgd@0.001": "schedule_free_sgd@0.001",
+        "local-schedule_free_sgd@1": "schedule_free_sgd@1"}
+    v = rec["variants"]
+    assert v["local-schedule_free_sgd@1"]["test_accuracy"] == tuned[1.0] and v["local-prodigy@0.001"]["learn"] == "weight_decay"
+    d, se, n = records.paired(records.by_seed(v["local-schedule_free_sgd@1"]), records.by_seed(v["schedule_free_sgd@1"]))
+    assert n == 3 and d == pytest.approx(s[f"{base}/local-schedule_free_sgd@1/diff_mean"])
+    # the published answer (README) from that record: a table and the verdict per pair, classified by 2 SE
+    from glocal_cli.report import published
+
+    page = tmp_path / "page.md"
+    (tmp_path / "tuning.json").write_text(json.dumps(rec))
+    got = []
+
+    class Cog:
+        inFile = str(page)
+
+        def out(self, text):
+            got.append(text)
+
+    published.optimizer_tuning(Cog(), "tuning.json")
+    text = "".join(got)
+    assert text.count("\n| local over `") == 3 and "**It depends on the optimizer:**" in text
+    assert "better than the optimizer alone by more than twice the standard error (local over `schedule_free_sgd` " \
+           "(learns lr, weight_decay; lr0 0.001) +0.313 ± 0.013)" in " ".join(text.split())
+    assert "| local over `prodigy` (learns weight_decay) | 0.860 ± 0.000 | 0.860 ± 0.010 | +0.000 ± 0.006 |" in text

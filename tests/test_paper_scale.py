@@ -284,3 +284,48 @@ def test_convention_is_stated_in_record_and_page(tmp_path):
     assert "ddof 1" in rec["convention"] and "standard error" in rec["convention"]
     assert rec["convention"] in markdown(rec)
     assert math.isclose(rec["settings"]["lr0"], 1e-3) and rec["settings"]["steps"] == T
+
+
+def test_the_readme_answer_follows_the_record(tmp_path):
+    """The README's paper-scale row and sentence: a verdict by twice the standard error, the window split;
+    one seed: no verdict; no pair yet: what is in."""
+    from glocal_cli.report.paper_scale_page import readme_answer, readme_sentence
+
+    rec = paper_scale.collect(three_seeds(tmp_path / "three"))
+    d = np.array(ACC["glocal"]) - np.array(ACC["local"])
+    se = np.std(d, ddof=1) / np.sqrt(3)
+    word = "yes" if d.mean() > 2 * se else "no" if d.mean() >= -2 * se else "no, it does worse"
+    answer = readme_answer(rec)
+    assert answer.startswith(f"{word}: {summary_line(rec)} (CPU campaign, ")
+    assert "glocal's 60 windows: 54 within tol of 1, 4 nearest eigenvalue, 2 fallback to local" in answer
+    assert "local − none = " in answer and summary_line(rec) in readme_sentence(rec)
+
+    for v in ("local", "glocal"):
+        write_run(tmp_path / "one", v, 0, {"local": 0.8440, "glocal": 0.8347}[v])
+    one = paper_scale.collect(tmp_path / "one")
+    assert readme_answer(one).startswith("one seed so far, no verdict: glocal − local = −0.0093 (n = 1)")
+    assert "has one paired seed" in readme_sentence(one)
+
+    write_run(tmp_path / "none_yet", "glocal", 0, 0.8347)
+    assert readme_answer(paper_scale.collect(tmp_path / "none_yet")).startswith("not yet: no paired seeds")
+
+
+def test_the_committed_paper_scale_docs_are_what_their_records_give():
+    """docs/paper_scale_cpu.{json,md} equal what the builder makes from docs/records/paper_scale_cpu (the campaign's
+    driver rebuilds them with every unit it commits; `python -m glocal_cli.report.paper_scale` by hand)."""
+    from glocal_cli.report.paper_scale_page import markdown
+
+    repo = Path(__file__).resolve().parents[1]
+    records = repo / "docs" / "records" / "paper_scale_cpu"
+    if not any(records.rglob("metrics.json")):
+        pytest.skip("no campaign unit committed yet: docs/paper_scale_cpu.* are the superseded one-seed record's")
+    import os
+
+    cwd = os.getcwd()
+    try:  # the builder's default, relative to the repository (the record names the folder it read)
+        os.chdir(repo)
+        record = paper_scale.build(paper_scale.load("docs/records/paper_scale_cpu"))
+    finally:
+        os.chdir(cwd)
+    assert paper_scale.to_json(record) == (repo / "docs" / "paper_scale_cpu.json").read_text()
+    assert markdown(record, figure="paper_scale_cpu.png") == (repo / "docs" / "paper_scale_cpu.md").read_text()

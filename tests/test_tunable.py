@@ -63,11 +63,12 @@ def test_hypergradient_matches_central_differences(name, x64):
     out = hypergrad.forward_window(step, val_loss, state0, jnp.asarray(phi0), batches, 1, data=data)
     h = np.asarray(out.hypergrads[-1])
 
+    @jax.jit
+    def run(phi):
+        return val_loss(jax.lax.fori_loop(0, steps, lambda t, s: step(s, phi, batches[t], data), state0), data)
+
     def final_val(phi):
-        s = state0
-        for t in range(steps):
-            s = step(s, phi, batches[t], data)
-        return float(val_loss(s, data))
+        return float(run(phi))
 
     def central(e, eps):
         return (final_val(jnp.asarray(phi0 + eps * e)) - final_val(jnp.asarray(phi0 - eps * e))) / (2 * eps)
@@ -95,20 +96,25 @@ def _plain(name, start, learned):
     return contrib.prodigy(start.get("lr", 1.0), weight_decay=wd if "weight_decay" in learned else 0.0)
 
 
+def _assert_same_steps(name, opt, phi0, fixed, params, data, batches, loss):
+    """STEPS steps of ``opt`` with φ held at ``phi0`` give ``fixed``'s parameters (an optax optimizer, no φ)."""
+    step, _ = _step_and_val(name, opt, loss)
+    a, b = (params, opt.init(params)), (params, fixed.init(params))
+    for t in range(STEPS):
+        a = step(a, jnp.asarray(phi0), batches[t], data)
+        g = jax.grad(loss)(b[0], data["x"][batches[t]], data["y"][batches[t]])
+        u, s = fixed.update(g, b[1], b[0])
+        b = (optax.apply_updates(b[0], u), s)
+    for x, y in zip(jax.tree_util.tree_leaves(a[0]), jax.tree_util.tree_leaves(b[0])):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("name", sorted(LEARN))
 def test_phi_held_at_its_start_is_the_fixed_value_run(name, x64):
     params, data, batches, loss = _problem(1)
     opt, phi0, start = tunable_optimizer(name, LEARN[name], **START)
     plain = _plain(name, start, LEARN[name])
-    step, _ = _step_and_val(name, opt, loss)
-    a, b = (params, opt.init(params)), (params, plain.init(params))
-    for t in range(STEPS):
-        a = step(a, jnp.asarray(phi0), batches[t], data)
-        g = jax.grad(loss)(b[0], data["x"][batches[t]], data["y"][batches[t]])
-        u, s = plain.update(g, b[1], b[0])
-        b = (optax.apply_updates(b[0], u), s)
-    for x, y in zip(jax.tree_util.tree_leaves(a[0]), jax.tree_util.tree_leaves(b[0])):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-12, atol=1e-15)
+    _assert_same_steps(name, opt, phi0, plain, params, data, batches, loss)
 
 
 @pytest.mark.parametrize("name", ["adam", "sgd", "schedule_free_sgd"])
@@ -118,15 +124,7 @@ def test_learning_only_the_rate_is_the_baseline_optimizer(name, x64):
     opt, phi0, _ = tunable_optimizer(name, ("lr",), **START)
     base = baseline_optimizer(name, lr0=START["lr0"], momentum=START["momentum"], weight_decay=START["weight_decay"],
                               steps=STEPS)
-    step, _ = _step_and_val(name, opt, loss)
-    a, b = (params, opt.init(params)), (params, base.init(params))
-    for t in range(STEPS):
-        a = step(a, jnp.asarray(phi0), batches[t], data)
-        g = jax.grad(loss)(b[0], data["x"][batches[t]], data["y"][batches[t]])
-        u, s = base.update(g, b[1], b[0])
-        b = (optax.apply_updates(b[0], u), s)
-    for x, y in zip(jax.tree_util.tree_leaves(a[0]), jax.tree_util.tree_leaves(b[0])):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-12, atol=1e-15)
+    _assert_same_steps(name, opt, phi0, base, params, data, batches, loss)
 
 
 def test_names_come_from_the_optimizer_and_bad_ones_are_one_line():
@@ -158,28 +156,6 @@ def test_transforms_keep_each_value_in_its_range():
 # ---------------------------------------------------------------------------------------------- glocal train
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--method", "local", "--inner-optimizer", "adam", "--learn", "momentum"],
-     "--learn momentum: adam has no momentum; it can learn lr, b1, b2, eps, eps_root, weight_decay"),
-    (["--method", "local", "--learn", "lr,lr"], "--learn lr,lr: choose each of lr, momentum, weight_decay at most once"),
-    (["--method", "glocal", "--inner-optimizer", "adam", "--learn", "lr,b1,lr"], "names a hyperparameter twice"),
-    (["--method", "local", "--inner-optimizer", "prodigy", "--learn", "weight_decay", "--weight-decay0", "0"],
-     "--weight-decay0 must be a finite number > 0 for --inner-optimizer prodigy"),
-    (["--method", "local", "--lr0", "1.0"], "--lr0 must be in (0, 1) (it is sigmoid(phi)), got 1.0"),
-    (["--method", "local", "--inner-optimizer", "sgd", "--learn", "lr", "--schedule", "cosine"],
-     "--schedule cosine applies to --method none"),
-])
-def test_bad_learn_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, args, needle):
-    from glocal_cli import cli
-
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as ex:
-        cli.main(["train", "--data-dir", str(tmp_path), "--out", "run", *args])
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert ex.value.code == 2 and len(err) == 1 and needle in err[0], err
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_each_optimizer_checks_its_own_range():
     from glocal_cli.config import from_mapping
 
@@ -203,7 +179,6 @@ def test_local_over_adam_learns_and_resumes_bitwise_after_kill_9(tmp_path, small
     """`glocal train --method local --inner-optimizer adam --learn lr,b1` on Fashion-MNIST: the learned values move
     window by window, and a run killed with SIGKILL after a checkpoint resumes to the uninterrupted run's bits."""
     import json
-    import os
     import signal
     import subprocess
     import sys
@@ -211,8 +186,8 @@ def test_local_over_adam_learns_and_resumes_bitwise_after_kill_9(tmp_path, small
 
     def args(out):
         return [sys.executable, "-m", "glocal_cli.cli", "train", "--method", "local", "--inner-optimizer", "adam",
-                "--learn", "lr,b1", "--dataset", "fmnist", "--data-dir", str(small_real_data), "--steps", "40",
-                "--tau", "10", "--batch-size", "32", "--val-fraction", "0.02", "--eval-every", "0",
+                "--learn", "lr,b1", "--dataset", "fmnist", "--data-dir", str(small_real_data), "--steps", "30",
+                "--tau", "10", "--batch-size", "32", "--val-fraction", "0.01", "--eval-every", "0",
                 "--checkpoint-every", "1", "--out", str(out)]
 
     whole = subprocess.run(args(tmp_path / "whole"), capture_output=True, text=True, timeout=900)
@@ -228,7 +203,7 @@ def test_local_over_adam_learns_and_resumes_bitwise_after_kill_9(tmp_path, small
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert ckpt.exists() and json.loads(ckpt.read_text())["outer_step"] < 4
+    assert ckpt.exists() and json.loads(ckpt.read_text())["outer_step"] < 3
     again = subprocess.run(args(tmp_path / "split"), capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "resuming from window" in again.stdout, again.stdout + again.stderr[-2000:]
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "split"))

@@ -14,7 +14,7 @@ moved between the two. Models select the implementation with ``conv_impl``
 ("patches" -> ``PatchConv``, "lax" -> ``nn.Conv`` calling :func:`seed_conv`, e.g. for
 XLA's convolution on GPU); see :func:`make_conv`.
 
-Several seeds in one program (``seeds.SeedGroupRunner``) vmap the model over
+Several seeds in one program (``runner.SeedGroupRunner``) vmap the model over
 per-seed weights: ``out[s] = conv(x[s], w[s])``, both operands mapped. JAX batches
 that as one *grouped* convolution (``feature_group_count = S``), which cuDNN runs
 with per-group kernels. :func:`seed_conv` is ``lax.conv_general_dilated`` unless the

@@ -112,9 +112,12 @@ class Row:
     ``cost``: timed round-robin (NaN without a cost file); ``run_cost``: from the runs' own windows.
     """
 
-    def __init__(self, label: str, group: Group, wall: float, cost: float, run_cost: float, grid: Sequence[Group] = ()):
+    def __init__(self, label: str, group: Group, wall: float, cost: float, run_cost: float, grid: Sequence[Group] = (),
+                 key: str = ""):
         self.label, self.group, self.wall, self.cost, self.run_cost = label, group, wall, cost, run_cost
         self.grid = list(grid)
+        #: the row's name in the numbers and the record: the variant, ``<variant>@<lr0>`` where it has several rows
+        self.key = key or group.method
 
 
 def rows(groups: Sequence[Group], timing: Optional[dict] = None) -> List[Row]:
@@ -124,19 +127,24 @@ def rows(groups: Sequence[Group], timing: Optional[dict] = None) -> List[Row]:
     """
     per_window = {k: float(v.get("inner_steps_per_window", math.nan))
                   for k, v in ((timing or {}).get("variants") or {}).items()}
-    by_variant: Dict[str, List[Group]] = {}
+    by_variant: Dict[tuple, List[Group]] = {}
     for g in groups:
-        by_variant.setdefault(g.method, []).append(g)
-    step_s = _step_seconds(by_variant["none"][0]) if len(by_variant.get("none", [])) == 1 else math.nan
-    order = [v for v in ROW_ORDER if v in by_variant] + sorted(set(by_variant) - set(ROW_ORDER))
+        # a method-none variant at several lr0s is a tuning grid; a hypergradient method's rows stand each alone
+        key = (g.method, None) if _method(g) == "none" else (g.method, g.lr0)
+        by_variant.setdefault(key, []).append(g)
+    nones = [gs for (v, _), gs in by_variant.items() if v == "none"]
+    step_s = _step_seconds(nones[0][0]) if len(nones) == 1 and len(nones[0]) == 1 else math.nan
+    rank = lambda k: (ROW_ORDER.index(k[0]) if k[0] in ROW_ORDER else len(ROW_ORDER), k[0], k[1] or 0.0)  # noqa: E731
     out = []
-    for v in order:
-        gs = sorted(by_variant[v], key=lambda g: g.lr0)
+    for key in sorted(by_variant, key=rank):
+        v = key[0]
+        gs = sorted(by_variant[key], key=lambda g: g.lr0)
         pw = per_window.get(v, math.nan)
         if len(gs) == 1:
             g = gs[0]
+            several = sum(k[0] == v for k in by_variant) > 1
             out.append(Row(f"{v} (lr0 {g.lr0:g})" if _uses_lr0(g) else v, g, _wall(g.runs), _timed_cost(g.runs, pw),
-                           _cost(g.runs, step_s)))
+                           _cost(g.runs, step_s), key=f"{v}@{g.lr0:g}" if several else v))
             continue
         chosen = select_by_validation(gs)
         tuned = Group(gs[0].family, gs[0].dataset, math.nan, f"{v} (tuned)", (), list(chosen.values()))
@@ -145,6 +153,22 @@ def rows(groups: Sequence[Group], timing: Optional[dict] = None) -> List[Row]:
                        sum(_wall(g.runs) for g in gs), sum(_timed_cost(g.runs, pw) for g in gs),
                        sum(_cost(g.runs, step_s) for g in gs), gs))
     return out
+
+
+def _description(g: Group) -> str:
+    """What a row is: :data:`DESCRIPTIONS`, or for a hypergradient method tuning an optax optimizer what it learns."""
+    name = g.method.replace(" (tuned)", "")
+    if name in DESCRIPTIONS or not g.runs or _optimizer(g) == "learnable_sgd":
+        return DESCRIPTIONS.get(name, "")
+    return f"{_optimizer(g)} with {_learned(g)} tuned by {_method(g)} hypergradients"
+
+
+def _method(g: Group) -> str:
+    return str(g.runs[0].config.get("method") or "none")
+
+
+def _optimizer(g: Group) -> str:
+    return str(g.runs[0].config.get("inner_optimizer") or "learnable_sgd")
 
 
 def _uses_lr0(g: Group) -> bool:
@@ -174,20 +198,19 @@ def baselines_table(groups: Sequence[Group], timing: Optional[dict] = None) -> T
         if ref is not None and g is not ref:
             d, se, n_pairs = paired_difference(g, ref)
             diff = f"{d:+.4f} ± {fmt(se, 4)} (n={n_pairs})" if n_pairs else "–"
-            numbers[f"{g.method}/diff_vs_glocal_mean"] = d
-            numbers[f"{g.method}/diff_vs_glocal_se"] = se
+            numbers[f"{row.key}/diff_vs_glocal_mean"] = d
+            numbers[f"{row.key}/diff_vs_glocal_se"] = se
         else:
             diff = "(reference)" if g is ref else "–"
         fails = sum(r.status != "complete" for gg in (row.grid or [g]) for r in gg.runs)
-        name = g.method.replace(" (tuned)", "")
-        lines.append([row.label, DESCRIPTIONS.get(name, ""), fmt_stat(mean, std, n, 4), diff, str(fails),
+        lines.append([row.label, _description(g), fmt_stat(mean, std, n, 4), diff, str(fails),
                       fmt(row.wall, 0), fmt(row.cost, 0), fmt(row.run_cost, 0)])
-        numbers[f"{g.method}/test_accuracy_mean"] = mean
-        numbers[f"{g.method}/test_accuracy_std"] = std
-        numbers[f"{g.method}/n"] = n
-        numbers[f"{g.method}/wall_s"] = row.wall
-        numbers[f"{g.method}/cost_inner_steps"] = row.cost
-        numbers[f"{g.method}/cost_inner_steps_from_runs"] = row.run_cost
+        numbers[f"{row.key}/test_accuracy_mean"] = mean
+        numbers[f"{row.key}/test_accuracy_std"] = std
+        numbers[f"{row.key}/n"] = n
+        numbers[f"{row.key}/wall_s"] = row.wall
+        numbers[f"{row.key}/cost_inner_steps"] = row.cost
+        numbers[f"{row.key}/cost_inner_steps_from_runs"] = row.run_cost
     text = markdown(["variant", "what", "test accuracy, mean ± std", "minus glocal, paired mean ± SE",
                      "runs not complete", "wall s", "cost, timed (inner-step equivalents)",
                      "cost from the runs' windows"], lines)
@@ -222,7 +245,7 @@ def baselines_record(groups: Sequence[Group], timing: Optional[dict] = None, com
     rec["variants"] = {}
     for row in table_rows:
         g = row.group
-        entry = {"label": row.label, "description": DESCRIPTIONS.get(g.method.replace(" (tuned)", ""), ""),
+        entry = {"label": row.label, "description": _description(g),
                  **records.variant_values(g.runs),
                  "lr0": [r.lr0 for r in sorted(g.runs, key=lambda r: r.seed)],
                  "runs_not_complete": sum(r.status != "complete" for gg in (row.grid or [g]) for r in gg.runs),
@@ -230,7 +253,89 @@ def baselines_record(groups: Sequence[Group], timing: Optional[dict] = None, com
                  "cost_from_runs": records._num(row.run_cost)}
         if row.grid:
             entry["grid"] = [{"lr0": gg.lr0, **records.variant_values(gg.runs)} for gg in row.grid]
-        rec["variants"][g.method] = entry
+        rec["variants"][row.key] = entry
     if timing:
         rec["cost_json"] = timing
+    return rec
+
+
+# --- Does hypergradient tuning add anything on top of the optimizer I already use? (issue 29) -------------------
+
+
+def tuning_pairs(groups: Sequence[Group]) -> List[Tuple[Group, Group]]:
+    """``(tuned, alone)``: each group where a hypergradient method tunes another optimizer than the paper's SGD,
+    with that optimizer under method none at the same lr0 (a learning-rate-free one: its run, whatever lr0).
+
+    A tuned group without its optimizer alone among ``groups`` is left out.
+    """
+    alone: Dict[Tuple[str, float], Group] = {}
+    for g in groups:
+        if _method(g) == "none" and _optimizer(g) != "learnable_sgd" and str(g.runs[0].config.get("schedule")
+                                                                                or "constant") == "constant":
+            alone[(_optimizer(g), g.lr0 if _uses_lr0(g) else math.nan)] = g
+    out = []
+    for g in sorted(groups, key=lambda g: (g.method, g.lr0)):
+        if _method(g) == "none" or _optimizer(g) == "learnable_sgd":
+            continue
+        ref = alone.get((_optimizer(g), g.lr0 if _uses_lr0(g) else math.nan))
+        if ref is None and not _uses_lr0(g):
+            ref = next((a for (o, _), a in alone.items() if o == _optimizer(g)), None)
+        if ref is not None:
+            out.append((g, ref))
+    return out
+
+
+def _learned(g: Group) -> str:
+    return ", ".join(str(g.runs[0].config.get("learn") or "").replace(" ", "").split(","))
+
+
+def tuning_table(groups: Sequence[Group], timing: Optional[dict] = None) -> Tuple[str, Dict[str, float]]:
+    """Markdown of the tuned-optimizer table and its numbers (``{variant}@lr0/...`` keys): each tuned row beside
+    its optimizer alone: test accuracy (mean ± std over seeds) of both, the paired difference tuned − alone (mean
+    ± standard error over the seeds both have), and the cost of each from the runs' own windows (inner-step
+    equivalents of the ``none`` row's step when the family has one, else seconds of wall time)."""
+    by_variant = {g.method: g for g in groups if g.method == "none" and _optimizer(g) == "learnable_sgd"}
+    none = by_variant.get("none")
+    step_s = _step_seconds(none) if none is not None else math.nan
+    lines, numbers = [], {}
+    for tuned, alone in tuning_pairs(groups):
+        d, se, n = paired_difference(tuned, alone)
+        key = f"{tuned.method}@{tuned.lr0:g}"
+        t_mean, t_std, t_n = tuned.stat("test_accuracy")
+        a_mean, a_std, a_n = alone.stat("test_accuracy")
+        lines.append([tuned.method.split("-", 1)[0], _optimizer(tuned), f"{tuned.lr0:g}" if _uses_lr0(tuned) else "–",
+                      _learned(tuned), fmt_stat(a_mean, a_std, a_n, 4), fmt_stat(t_mean, t_std, t_n, 4),
+                      f"{d:+.4f} ± {fmt(se, 4)} (n={n})" if n else "–", fmt(_cost(alone.runs, step_s), 0),
+                      fmt(_cost(tuned.runs, step_s), 0)])
+        numbers.update({f"{key}/diff_mean": d, f"{key}/diff_se": se, f"{key}/n_pairs": n,
+                        f"{key}/test_accuracy_mean": t_mean, f"{key}/alone_test_accuracy_mean": a_mean})
+    text = markdown(["method", "optimizer", "lr0", "learned", "optimizer alone, mean ± std", "tuned, mean ± std",
+                     "tuned − alone, paired mean ± SE", "cost alone", "cost tuned"], lines)
+    return text, numbers
+
+
+def tuning_record(groups: Sequence[Group], command: str = "") -> dict:
+    """The record of :func:`tuning_table`: per pair the tuned row's and its optimizer's seeds (``variants``:
+    ``<tuned variant>@<lr0>`` and ``<optimizer>@<lr0>``), and ``pairs`` naming them."""
+    from glocal_cli.report import records
+
+    pairs = tuning_pairs(groups)
+    runs = [r for t, a in pairs for g in (t, a) for r in g.runs]
+    rec = records.new_record("optimizer_tuning", "Does hypergradient tuning add anything on top of the optimizer "
+                             "people use? local / glocal tuning named hyperparameters of Adam, schedule-free SGD and "
+                             "Prodigy, each beside the optimizer alone at the same lr0, paired seeds", runs, command)
+    rec["setting"].pop("lr0", None)
+    none = next((g for g in groups if g.method == "none" and _optimizer(g) == "learnable_sgd"), None)
+    step_s = _step_seconds(none) if none is not None else math.nan
+    rec["variants"], rec["pairs"] = {}, []
+    for tuned, alone in pairs:
+        names = []
+        for g in (tuned, alone):
+            name = f"{g.method}@{g.lr0:g}"
+            rec["variants"][name] = {"method": _method(g), "optimizer": _optimizer(g), "lr0": g.lr0,
+                                     "uses_lr0": _uses_lr0(g), "learn": _learned(g) if g is tuned else "",
+                                     "cost_from_runs": records._num(_cost(g.runs, step_s)),
+                                     **records.variant_values(g.runs)}
+            names.append(name)
+        rec["pairs"].append({"tuned": names[0], "alone": names[1]})
     return rec

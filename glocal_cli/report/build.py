@@ -48,13 +48,6 @@ def _lr_tag(lr0: float) -> str:
     return f"lr{lr0:g}"
 
 
-def _emit(path: Path, title: str, text: str, tabs: dict, sections: list) -> None:
-    """Write a table file, list it, and add it as a section of results/README.md."""
-    atomic.write_text(path, text)
-    tabs[path.name] = path
-    sections.append(f"## {title}\n\n{text}")
-
-
 def _command(runs_dir: Path, out_dir: Path) -> str:
     return f"glocal report --runs {runs_dir} --out {out_dir}"
 
@@ -67,9 +60,9 @@ def _record(out_dir: Path, name: str, record: dict) -> None:
 
 
 def _put_all(summary: dict, prefix: str, numbers: dict) -> None:
-    """``_put`` every number of a table under ``prefix/``."""
+    """``_put`` every number of a table under ``prefix/`` (no prefix: the keys as they are)."""
     for k, v in numbers.items():
-        _put(summary, f"{prefix}/{k}", v)
+        _put(summary, f"{prefix}/{k}" if prefix else k, v)
 
 
 def _put(summary: Dict[str, float], key: str, value) -> None:
@@ -129,171 +122,188 @@ def _merge(groups: List[Group], family: str, dataset: str, method: str) -> Optio
     return Group(family, dataset, math.nan, method, (), runs)
 
 
-def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str], None] = lambda s: None) -> Report:
-    """Read every run under ``runs_dir`` and write the report to ``out_dir``."""
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    if not runs_dir.is_dir():
-        raise UserError(f"--runs {runs_dir}: no such folder (run `dvc repro report` or `glocal train --out {runs_dir}/...` first)")
-    runs, notes = collect_runs(runs_dir)
-    groups = group_runs(runs)
-    fig_dir, tab_dir = out_dir / "figures", out_dir / "tables"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    tab_dir.mkdir(parents=True, exist_ok=True)
-    figs: List[Path] = []
-    fig_md: List[str] = []
-    summary: Dict[str, float] = {}
-    tabs: Dict[str, Path] = {}
-    sections: List[str] = []
+@dataclasses.dataclass
+class _Build:
+    """What the report's sections share: the runs, the output folders, and what each section adds."""
 
-    def attempt(what: str, fn):
+    runs_dir: Path
+    out_dir: Path
+    runs: List[Run]
+    groups: Dict
+    notes: List[str]
+    log: Callable[[str], None]
+    by_family: Dict[str, List[Group]] = dataclasses.field(default_factory=dict)
+    figs: List[Path] = dataclasses.field(default_factory=list)
+    fig_md: List[str] = dataclasses.field(default_factory=list)
+    summary: Dict[str, float] = dataclasses.field(default_factory=dict)
+    tabs: Dict[str, Path] = dataclasses.field(default_factory=dict)
+    sections: List[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for g in self.groups.values():
+            self.by_family.setdefault(g.family, []).append(g)
+
+    @property
+    def fig_dir(self) -> Path:
+        return self.out_dir / "figures"
+
+    @property
+    def tab_dir(self) -> Path:
+        return self.out_dir / "tables"
+
+    def attempt(self, what: str, fn):
+        """``fn()``, or None with a note: a figure must never take the report down."""
         try:
             return fn()
-        except Exception as e:  # a figure must never take the report down
-            notes.append(f"{what} failed: {e.__class__.__name__}: {e}")
-            log(traceback.format_exc())
+        except Exception as e:
+            self.notes.append(f"{what} failed: {e.__class__.__name__}: {e}")
+            self.log(traceback.format_exc())
             return None
 
-    by_family: Dict[str, List[Group]] = {}
-    for g in groups.values():
-        by_family.setdefault(g.family, []).append(g)
+    def figure(self, path: Optional[Path], markdown: str) -> bool:
+        """List a figure that was drawn (``path`` not None) with its README text."""
+        if path:
+            self.figs.append(path)
+            self.fig_md.append(markdown)
+        return bool(path)
 
-    # Trajectories (Fig. 2/6/7/8 and Fig. 3) and the accuracy tables.
+    def table(self, name: str, heading: str, text: str) -> None:
+        """Write ``tables/<name>`` and add it as a README section under ``heading``."""
+        atomic.write_text(self.tab_dir / name, text)
+        self.tabs[name] = self.tab_dir / name
+        self.sections.append(f"{heading}\n\n{text}")
+
+    def command(self) -> str:
+        return _command(self.runs_dir, self.out_dir)
+
+
+def _trajectories(b: _Build) -> None:
+    """Fig. 2/6/7/8 and Fig. 3 (one figure per dataset and lr0) and the accuracy tables."""
     for family in ("lenet", "cifar"):
-        fam = by_family.get(family, [])
+        fam = b.by_family.get(family, [])
         if not fam:
-            notes.append(f"no {family} runs: {FIG_NAMES[family]} and its accuracy table skipped")
+            b.notes.append(f"no {family} runs: {FIG_NAMES[family]} and its accuracy table skipped")
             continue
         for ds, lr0 in sorted({(g.dataset, g.lr0) for g in fam}):
             same = [g for g in fam if g.dataset == ds and g.lr0 == lr0]
-            same += [g for g in by_family.get("global", []) if family == "lenet" and g.dataset == ds and g.lr0 == lr0]
+            same += [g for g in b.by_family.get("global", []) if family == "lenet" and g.dataset == ds and g.lr0 == lr0]
             name = f"{family}_{ds}_{_lr_tag(lr0)}.png"
             title = f"{FIG_NAMES[family].split(' (')[0]}: {ds}, initial lr {lr0:g}"
             same = [g for g in same if g.n_not_run() < len(g.runs)]
-            p = attempt(f"figure {name}", lambda: figures.trajectory_figure(same, title, fig_dir / name)) if same else None
-            if p:
-                figs.append(p)
-                fig_md.append(f"### {title}\n\n![{name}](figures/{name})\n")
+            p = b.attempt(f"figure {name}", lambda: figures.trajectory_figure(same, title, b.fig_dir / name)) if same else None
+            b.figure(p, f"### {title}\n\n![{name}](figures/{name})\n")
             for g in fam:
                 if g.dataset == ds and g.lr0 == lr0:
-                    _group_summary(summary, f"{family}/{ds}/{_lr_tag(lr0)}/{g.method}", g)
-        text = tables.accuracy_table(fam)
-        fname = f"accuracy_{family}.md"
-        atomic.write_text(tab_dir / fname, text)
-        tabs[fname] = tab_dir / fname
-        sections.append(f"## Final test accuracy, {FIG_NAMES[family].split('(')[1].rstrip(')')}\n\n"
-                        "mean ± std over seeds (n = seeds with a finite result)\n\n" + text)
-
-    not_run = sorted({str(r.metrics.get("failure", "")) for r in runs if r.status == "not run"})
+                    _group_summary(b.summary, f"{family}/{ds}/{_lr_tag(lr0)}/{g.method}", g)
+        b.table(f"accuracy_{family}.md", f"## Final test accuracy, {FIG_NAMES[family].split('(')[1].rstrip(')')}",
+                "mean ± std over seeds (n = seeds with a finite result)\n\n" + tables.accuracy_table(fam))
+    not_run = sorted({str(r.metrics.get("failure", "")) for r in b.runs if r.status == "not run"})
     if not_run:
-        n = sum(r.status == "not run" for r in runs)
-        notes.append(f"{n} run(s) not run (their cells say so): " + " | ".join(not_run))
+        n = sum(r.status == "not run" for r in b.runs)
+        b.notes.append(f"{n} run(s) not run (their cells say so): " + " | ".join(not_run))
 
-    # Table 3 (reweighting).
-    rw = by_family.get("reweight", [])
-    text = tables.table3(rw)
-    atomic.write_text(tab_dir / "table3_imbalanced.md", text)
-    tabs["table3_imbalanced.md"] = tab_dir / "table3_imbalanced.md"
-    sections.append("## Table 3: imbalanced CIFAR, data reweighting (WRN-16-2), test accuracy\n\n" + text)
+
+def _table3(b: _Build) -> None:
+    """Table 3 (reweighting on long-tailed CIFAR) and Table 3b (long-tailed MNIST / Fashion-MNIST, weight decay)."""
+    rw = b.by_family.get("reweight", [])
+    b.table("table3_imbalanced.md", "## Table 3: imbalanced CIFAR, data reweighting (WRN-16-2), test accuracy",
+            tables.table3(rw))
     if not rw:
-        notes.append("no reweight runs: Table 3 shows the paper's numbers only (`dvc repro train_reweight` needs the CIFAR files)")
+        b.notes.append("no reweight runs: Table 3 shows the paper's numbers only (`dvc repro train_reweight` needs the "
+                       "CIFAR files)")
     for g in rw:
-        _group_summary(summary, f"reweight/{g.dataset}/lt{g.extra[0]:g}/{g.method}", g)
+        _group_summary(b.summary, f"reweight/{g.dataset}/lt{g.extra[0]:g}/{g.method}", g)
+    lt, lt_wd = b.by_family.get("lt", []), b.by_family.get("lt_wd", [])
+    if not (lt or lt_wd):
+        b.notes.append("no lt / lt_wd runs: Table 3b skipped (`dvc repro train_lt train_lt_wd`)")
+        return
+    steps = sorted({int(r.config.get("steps", 0)) for g in lt + lt_wd for r in g.runs})
+    text = ("Balanced test accuracy (mean per-class recall on the official test set), mean ± std over seeds "
+            f"(n = seeds that completed); LeNet + the 385-parameter meta MLP, T = {', '.join(map(str, steps))}. "
+            "`none` is plain cross entropy; runs whose meta MLP collapsed or diverged are counted, not averaged. "
+            "Compare with the paper's Table 3 above (WRN-16-2 on CIFAR; no `none` or `sgld` column there). "
+            "`sgld` is derived from the Kim & Hospedales abstract (docs/sgld.md).\n\n" + tables.table3b(lt))
+    if lt_wd:
+        text += "\nWeight-decay-only tuning (optimizer task, `--learn weight_decay`):\n\n" + tables.table3b_wd(lt_wd)
+    b.table("table3b_long_tailed.md", "## Table 3b: long-tailed MNIST / Fashion-MNIST, data reweighting (LeNet)", text)
+    for g in lt:
+        key = f"lt/{g.dataset}/lt{g.extra[0]:g}/{g.method}"
+        _group_summary(b.summary, key, g)
+        _put(b.summary, f"{key}/test_balanced_accuracy_mean", g.stat("test_balanced_accuracy")[0])
+        _put(b.summary, f"{key}/n_collapsed", g.n_status("collapsed"))
+    for g in lt_wd:
+        _group_summary(b.summary, f"lt_wd/{g.dataset}/{_lr_tag(g.lr0)}/{g.method}", g)
 
-    # Table 3b (reweighting on long-tailed MNIST / Fashion-MNIST, and weight-decay-only tuning).
-    lt, lt_wd = by_family.get("lt", []), by_family.get("lt_wd", [])
-    if lt or lt_wd:
-        steps = sorted({int(r.config.get("steps", 0)) for g in lt + lt_wd for r in g.runs})
-        text = ("Balanced test accuracy (mean per-class recall on the official test set), mean ± std over seeds "
-                f"(n = seeds that completed); LeNet + the 385-parameter meta MLP, T = {', '.join(map(str, steps))}. "
-                "`none` is plain cross entropy; runs whose meta MLP collapsed or diverged are counted, not averaged. "
-                "Compare with the paper's Table 3 above (WRN-16-2 on CIFAR; no `none` or `sgld` column there). "
-                "`sgld` is derived from the Kim & Hospedales abstract (docs/sgld.md).\n\n" + tables.table3b(lt))
-        if lt_wd:
-            text += "\nWeight-decay-only tuning (optimizer task, `--learn weight_decay`):\n\n" + tables.table3b_wd(lt_wd)
-        atomic.write_text(tab_dir / "table3b_long_tailed.md", text)
-        tabs["table3b_long_tailed.md"] = tab_dir / "table3b_long_tailed.md"
-        sections.append("## Table 3b: long-tailed MNIST / Fashion-MNIST, data reweighting (LeNet)\n\n" + text)
-        for g in lt:
-            _group_summary(summary, f"lt/{g.dataset}/lt{g.extra[0]:g}/{g.method}", g)
-            _put(summary, f"lt/{g.dataset}/lt{g.extra[0]:g}/{g.method}/test_balanced_accuracy_mean",
-                 g.stat("test_balanced_accuracy")[0])
-            _put(summary, f"lt/{g.dataset}/lt{g.extra[0]:g}/{g.method}/n_collapsed", g.n_status("collapsed"))
-        for g in lt_wd:
-            _group_summary(summary, f"lt_wd/{g.dataset}/{_lr_tag(g.lr0)}/{g.method}", g)
-    else:
-        notes.append("no lt / lt_wd runs: Table 3b skipped (`dvc repro train_lt train_lt_wd`)")
 
-    # Table 4 (runtime).
-    glob = by_family.get("global", [])
+def _table4(b: _Build) -> None:
+    """Table 4 (runtime) from the LeNet runs of the global family's dataset."""
+    glob = b.by_family.get("global", [])
     ref_ds = glob[0].dataset if glob else "fashion_mnist"
-    lenet_ds = [g for g in by_family.get("lenet", []) if g.dataset == ref_ds]
+    lenet_ds = [g for g in b.by_family.get("lenet", []) if g.dataset == ref_ds]
     by_method = {m: g for m in ("none", "local", "glocal") if (g := _merge(lenet_ds, "lenet", ref_ds, m))}
     if glob:
         by_method["global"] = _merge(glob, "global", ref_ds, "global")
-    if by_method:
-        devices = sorted({str(r.metrics.get("device", "?")) for g in by_method.values() for r in g.runs})
-        text, numbers = tables.table4(by_method, ", ".join(devices))
-        for k, v in numbers.items():
-            _put(summary, k, v)
-        steps = sorted({int(r.config.get("steps", 0)) for g in by_method.values() for r in g.runs})
-        text += (f"\nOurs: LeNet on {ref_ds}, T = {', '.join(map(str, steps))} inner steps, all lr0s and seeds pooled; "
-                 "wall includes data loading, compilation and test evaluations. The global baseline ran only "
-                 "the outer steps in `grid.global.outer_steps` (each retrains all T steps with tangents), so "
-                 "compare ms / inner step, not totals.\n")
-        atomic.write_text(tab_dir / "table4_runtime.md", text)
-        tabs["table4_runtime.md"] = tab_dir / "table4_runtime.md"
-        sections.append("## Table 4: runtime\n\n" + text)
-    else:
-        notes.append("no LeNet or global runs: Table 4 skipped")
+    if not by_method:
+        b.notes.append("no LeNet or global runs: Table 4 skipped")
+        return
+    devices = sorted({str(r.metrics.get("device", "?")) for g in by_method.values() for r in g.runs})
+    text, numbers = tables.table4(by_method, ", ".join(devices))
+    _put_all(b.summary, "", numbers)
+    steps = sorted({int(r.config.get("steps", 0)) for g in by_method.values() for r in g.runs})
+    text += (f"\nOurs: LeNet on {ref_ds}, T = {', '.join(map(str, steps))} inner steps, all lr0s and seeds pooled; "
+             "wall includes data loading, compilation and test evaluations. The global baseline ran only "
+             "the outer steps in `grid.global.outer_steps` (each retrains all T steps with tangents), so "
+             "compare ms / inner step, not totals.\n")
+    b.table("table4_runtime.md", "## Table 4: runtime", text)
 
-    # Fig. 4: DMD eigenvalues of one window.
-    cands = [r for r in runs if r.method == "glocal" and r.dmd is not None and "hypergrads" in r.dmd]
+
+def _fig4_dmd(b: _Build) -> None:
+    """Fig. 4: the DMD eigenvalues of one glocal window; the fallback fraction of every glocal window."""
+    cands = [r for r in b.runs if r.method == "glocal" and r.dmd is not None and "hypergrads" in r.dmd]
     cands.sort(key=lambda r: (r.family != "lenet", r.dataset != "fashion_mnist", r.lr0, r.seed, str(r.path)))
-    dmd_done = False
     for r in cands:
-        res = attempt("figure dmd_eigenvalues.png", lambda: figures.dmd_figure(r, fig_dir / "dmd_eigenvalues.png"))
+        res = b.attempt("figure dmd_eigenvalues.png", lambda: figures.dmd_figure(r, b.fig_dir / "dmd_eigenvalues.png"))
         if res:
             p, info = res
-            figs.append(p)
-            fig_md.append(
-                f"### Fig. 4: DMD eigenvalues of one window\n\n{info['run']}, window {info['window']}: "
-                f"spectral radius {info['spectral_radius']:.3f}; the paper's estimator (`glocal`) "
-                f"{'fell back (' + info['reason'] + ')' if info['fallback'] else 'summed ' + str(info['n_unit']) + ' mode(s) near 1'}.\n\n"
-                "![dmd_eigenvalues.png](figures/dmd_eigenvalues.png)\n"
-            )
-            _put(summary, "dmd_window/spectral_radius", info["spectral_radius"])
-            _put(summary, "dmd_window/n_unit", info["n_unit"])
-            dmd_done = True
+            how = f"fell back ({info['reason']})" if info["fallback"] else f"summed {info['n_unit']} mode(s) near 1"
+            b.figure(p, f"### Fig. 4: DMD eigenvalues of one window\n\n{info['run']}, window {info['window']}: "
+                        f"spectral radius {info['spectral_radius']:.3f}; the paper's estimator (`glocal`) {how}.\n\n"
+                        "![dmd_eigenvalues.png](figures/dmd_eigenvalues.png)\n")
+            _put(b.summary, "dmd_window/spectral_radius", info["spectral_radius"])
+            _put(b.summary, "dmd_window/n_unit", info["n_unit"])
             break
-    if not dmd_done:
-        notes.append("no glocal run with stored window hypergradients (dmd.npz): Fig. 4 skipped")
-    n_fb = sum(r.value("dmd_fallbacks") for r in runs if r.method == "glocal" and math.isfinite(r.value("dmd_fallbacks")))
-    n_win = sum(r.value("outer_steps") for r in runs if r.method == "glocal" and math.isfinite(r.value("outer_steps")))
-    if n_win:
-        _put(summary, "glocal/dmd_fallback_fraction", n_fb / n_win)
-
-    # Fig. 5: ablation.
-    abl = by_family.get("ablation", [])
-    if abl:
-        text, cells = tables.ablation_table(abl)
-        atomic.write_text(tab_dir / "ablation.md", text)
-        tabs["ablation.md"] = tab_dir / "ablation.md"
-        g0 = abl[0]
-        sections.append(f"## Fig. 5: σ × m ablation (glocal, {g0.dataset}, lr0 {g0.lr0:g}); paper best σ = "
-                        f"{paper.BEST_SIGMA_M[0]}, m = {paper.BEST_SIGMA_M[1]}\n\n" + text)
-        for g in abl:
-            _put(summary, f"ablation/{g.dataset}/{_lr_tag(g.lr0)}/sigma{g.extra[0]}_m{g.extra[1]}/test_accuracy_mean",
-                  g.stat("test_accuracy")[0])
-        p = attempt("figure ablation.png", lambda: figures.ablation_figure(
-            cells, f"glocal σ × m ablation: {g0.dataset}, lr0 {g0.lr0:g}", fig_dir / "ablation_sigma_m.png"))
-        if p:
-            figs.append(p)
-            fig_md.append("### Fig. 5: σ × m ablation\n\n![ablation_sigma_m.png](figures/ablation_sigma_m.png)\n")
     else:
-        notes.append("no ablation runs: Fig. 5 skipped")
+        b.notes.append("no glocal run with stored window hypergradients (dmd.npz): Fig. 4 skipped")
+    glocal = [r for r in b.runs if r.method == "glocal"]
+    n_fb = sum(r.value("dmd_fallbacks") for r in glocal if math.isfinite(r.value("dmd_fallbacks")))
+    n_win = sum(r.value("outer_steps") for r in glocal if math.isfinite(r.value("outer_steps")))
+    if n_win:
+        _put(b.summary, "glocal/dmd_fallback_fraction", n_fb / n_win)
 
-    # Does glocal beat local? Paired seeds of the estimator variants.
-    ev = by_family.get("evidence", [])
+
+def _fig5_ablation(b: _Build) -> None:
+    """Fig. 5: the σ × m ablation (table and heat map)."""
+    abl = b.by_family.get("ablation", [])
+    if not abl:
+        b.notes.append("no ablation runs: Fig. 5 skipped")
+        return
+    text, cells = tables.ablation_table(abl)
+    g0 = abl[0]
+    b.table("ablation.md", f"## Fig. 5: σ × m ablation (glocal, {g0.dataset}, lr0 {g0.lr0:g}); paper best σ = "
+            f"{paper.BEST_SIGMA_M[0]}, m = {paper.BEST_SIGMA_M[1]}", text)
+    for g in abl:
+        _put(b.summary, f"ablation/{g.dataset}/{_lr_tag(g.lr0)}/sigma{g.extra[0]}_m{g.extra[1]}/test_accuracy_mean",
+             g.stat("test_accuracy")[0])
+    p = b.attempt("figure ablation.png", lambda: figures.ablation_figure(
+        cells, f"glocal σ × m ablation: {g0.dataset}, lr0 {g0.lr0:g}", b.fig_dir / "ablation_sigma_m.png"))
+    b.figure(p, "### Fig. 5: σ × m ablation\n\n![ablation_sigma_m.png](figures/ablation_sigma_m.png)\n")
+
+
+def _evidence(b: _Build) -> None:
+    """Does glocal beat local? Paired seeds of the estimator variants, a table and a record per setting."""
+    ev = b.by_family.get("evidence", [])
+    if not ev:
+        b.notes.append("no evidence runs: the glocal-vs-local table is skipped")
     for ds, lr0 in sorted({(g.dataset, g.lr0) for g in ev}):
         same = [g for g in ev if g.dataset == ds and g.lr0 == lr0]
         text, numbers = tables.evidence_tables(same)
@@ -301,22 +311,34 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
         fname = "evidence.md" if len({(g.dataset, g.lr0) for g in ev}) == 1 else f"evidence_{ds}_{_lr_tag(lr0)}.md"
         head = (f"LeNet / {ds}, initial lr {lr0:g}, T = {', '.join(map(str, steps))} inner steps; final test accuracy "
                 "over paired seeds (each seed: same split, initialization and batches for every variant)\n\n")
-        _emit(tab_dir / fname, "Does glocal beat local?", head + text, tabs, sections)
-        _put_all(summary, f"evidence/{ds}/{_lr_tag(lr0)}", numbers)
-        _record(out_dir, f"evidence_{ds}_{_lr_tag(lr0)}.json", tables.evidence_record(same, _command(runs_dir, out_dir)))
-    if not ev:
-        notes.append("no evidence runs: the glocal-vs-local table is skipped")
+        b.table(fname, "## Does glocal beat local?", head + text)
+        _put_all(b.summary, f"evidence/{ds}/{_lr_tag(lr0)}", numbers)
+        _record(b.out_dir, f"evidence_{ds}_{_lr_tag(lr0)}.json", tables.evidence_record(same, b.command()))
 
-    # What should I use? The baselines family (local / glocal against fixed optimizers and a tuned schedule).
-    bl = by_family.get("baselines", [])
-    timing = None
-    if bl and (runs_dir / "baselines" / "cost.json").is_file():
-        try:
-            timing = json.loads((runs_dir / "baselines" / "cost.json").read_text())
-        except (OSError, ValueError) as e:
-            notes.append(f"baselines/cost.json unreadable ({e.__class__.__name__}): the timed cost column is empty")
-    elif bl:
-        notes.append("no baselines/cost.json (`dvc repro baselines_cost`): the timed cost column is empty")
+
+def _baselines_timing(b: _Build) -> Optional[dict]:
+    """``baselines/cost.json`` (``scripts/baselines_cost.py``), or None with a note."""
+    path = b.runs_dir / "baselines" / "cost.json"
+    if not path.is_file():
+        b.notes.append("no baselines/cost.json (`dvc repro baselines_cost`): the timed cost column is empty")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        b.notes.append(f"baselines/cost.json unreadable ({e.__class__.__name__}): the timed cost column is empty")
+        return None
+
+
+def _baselines(b: _Build) -> None:
+    """What should I use? The baselines family per dataset: its table, record and chart; and (issue 29) the
+    optimizers people use tuned by hypergradients, beside each optimizer alone."""
+    bl = b.by_family.get("baselines", [])
+    if not bl:
+        b.notes.append("no baselines runs: the what-should-I-use table is skipped (`dvc repro baselines "
+                       "baselines_cost && dvc repro -f report`)")
+        return
+    timing = _baselines_timing(b)
+    one = len({g.dataset for g in bl}) == 1
     for ds in sorted({g.dataset for g in bl}):
         same = [g for g in bl if g.dataset == ds]
         text, numbers = baselines.baselines_table(same, timing)
@@ -329,45 +351,69 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str],
                 "a grid: the sum of its runs): timed round-robin in one process (`scripts/baselines_cost.py`, "
                 f"{_timing_note(timing)}), and from each run's own steady windows (hours apart on a shared machine: "
                 "it moves with the load).\n\n")
-        fname = "baselines.md" if len({g.dataset for g in bl}) == 1 else f"baselines_{ds}.md"
-        _emit(tab_dir / fname, "What should I use?", head + text, tabs, sections)
-        _put_all(summary, f"baselines/{ds}", numbers)
-        _record(out_dir, f"baselines_{ds}.json", baselines.baselines_record(same, timing, _command(runs_dir, out_dir)))
-        plots.write_baselines_chart(out_dir / "plots", ds, numbers)
-    if not bl:
-        notes.append("no baselines runs: the what-should-I-use table is skipped (`dvc repro baselines baselines_cost && dvc repro -f report`)")
+        b.table("baselines.md" if one else f"baselines_{ds}.md", "## What should I use?", head + text)
+        _put_all(b.summary, f"baselines/{ds}", numbers)
+        _record(b.out_dir, f"baselines_{ds}.json", baselines.baselines_record(same, timing, b.command()))
+        plots.write_baselines_chart(b.out_dir / "plots", ds, numbers)
+        if not baselines.tuning_pairs(same):
+            continue
+        t_text, t_numbers = baselines.tuning_table(same, timing)
+        t_head = (f"LeNet / {ds} ({setting}); each row: a hypergradient method tuning the named hyperparameters "
+                  "of an optimizer, beside that optimizer alone at the same lr0, paired by seed. Cost in inner "
+                  "steps of `none`, from each run's own steady windows.\n\n")
+        b.table("optimizer_tuning.md" if one else f"optimizer_tuning_{ds}.md",
+                "## Does hypergradient tuning add anything on top of the optimizer?", t_head + t_text)
+        _put_all(b.summary, f"optimizer_tuning/{ds}", t_numbers)
+        _record(b.out_dir, f"optimizer_tuning_{ds}.json", baselines.tuning_record(same, b.command()))
 
-    # Fig. 9: divergence.
-    diverged = [r for r in runs if r.status == "diverged" and r.family != "baselines"]  # a tuning grid's lr0 too high is not Fig. 9
-    shown = diverged or [r for r in runs if r.family == "global"]
-    if shown:
-        title = ("Fig. 9: runs that diverged" if diverged
-                 else "Fig. 9 material: global runs (none diverged at this scale)")
-        p = attempt("figure divergence.png", lambda: figures.divergence_figure(shown[:8], title, fig_dir / "divergence.png"))
-        if p:
-            figs.append(p)
-            fig_md.append(f"### {title}\n\n![divergence.png](figures/divergence.png)\n")
-        if not diverged:
-            notes.append("no run diverged: Fig. 9 shows the global run(s) instead")
-    else:
-        notes.append("no diverged and no global runs: Fig. 9 skipped")
 
-    # The curves `dvc plots` draws (dvc.yaml's top-level plots): per quantity and setting, over its seeds.
-    curves = attempt("plots/ (dvc plots data)", lambda: plots.write_curves(list(groups.values()), out_dir / "plots"))
-    if not curves:
-        notes.append("no run with a history: nothing for `dvc plots` under plots/")
+def _fig9_divergence(b: _Build) -> int:
+    """Fig. 9: the runs that diverged (a tuning grid's lr0 too high is not Fig. 9), or the global runs; their number."""
+    diverged = [r for r in b.runs if r.status == "diverged" and r.family != "baselines"]
+    shown = diverged or [r for r in b.runs if r.family == "global"]
+    if not shown:
+        b.notes.append("no diverged and no global runs: Fig. 9 skipped")
+        return 0
+    title = "Fig. 9: runs that diverged" if diverged else "Fig. 9 material: global runs (none diverged at this scale)"
+    p = b.attempt("figure divergence.png", lambda: figures.divergence_figure(shown[:8], title, b.fig_dir / "divergence.png"))
+    b.figure(p, f"### {title}\n\n![divergence.png](figures/divergence.png)\n")
+    if not diverged:
+        b.notes.append("no run diverged: Fig. 9 shows the global run(s) instead")
+    return len(diverged)
 
-    _put(summary, "runs/total", len(runs))
-    _put(summary, "runs/diverged", len(diverged))
-    atomic.write_json(out_dir / "summary.json", summary)
-    atomic.write_json(out_dir / "metrics.json", headline(runs))
 
-    readme = ["# glocal report\n",
-              f"Generated by `glocal report --runs {runs_dir} --out {out_dir}` from {len(runs)} run(s).\n"]
-    readme += sections
+def _plots(b: _Build) -> None:
+    """The curves `dvc plots` draws (dvc.yaml's top-level plots): per quantity and setting, over its seeds."""
+    if not b.attempt("plots/ (dvc plots data)", lambda: plots.write_curves(list(b.groups.values()), b.out_dir / "plots")):
+        b.notes.append("no run with a history: nothing for `dvc plots` under plots/")
+
+
+def _write_readme(b: _Build) -> None:
+    readme = ["# glocal report\n", f"Generated by `{b.command()}` from {len(b.runs)} run(s).\n"]
+    readme += b.sections
     readme.append("## Figures\n")
-    readme += fig_md or ["(no figures: no runs with history)\n"]
-    if notes:
-        readme.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-    atomic.write_text(out_dir / "README.md", "\n".join(readme))
-    return Report(out_dir, len(runs), figs, tabs, summary, notes)
+    readme += b.fig_md or ["(no figures: no runs with history)\n"]
+    if b.notes:
+        readme.append("## Notes\n\n" + "\n".join(f"- {n}" for n in b.notes) + "\n")
+    atomic.write_text(b.out_dir / "README.md", "\n".join(readme))
+
+
+def build_report(runs_dir: str | Path, out_dir: str | Path, log: Callable[[str], None] = lambda s: None) -> Report:
+    """Read every run under ``runs_dir`` and write the report to ``out_dir``, section by section."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"--runs {runs_dir}: no such folder (run `dvc repro report` or `glocal train --out {runs_dir}/...` first)")
+    runs, notes = collect_runs(runs_dir)
+    b = _Build(runs_dir, out_dir, runs, group_runs(runs), notes, log)
+    b.fig_dir.mkdir(parents=True, exist_ok=True)
+    b.tab_dir.mkdir(parents=True, exist_ok=True)
+    for section in (_trajectories, _table3, _table4, _fig4_dmd, _fig5_ablation, _evidence, _baselines):
+        section(b)
+    diverged = _fig9_divergence(b)
+    _plots(b)
+    _put(b.summary, "runs/total", len(runs))
+    _put(b.summary, "runs/diverged", diverged)
+    atomic.write_json(out_dir / "summary.json", b.summary)
+    atomic.write_json(out_dir / "metrics.json", headline(runs))
+    _write_readme(b)
+    return Report(out_dir, len(runs), b.figs, b.tabs, b.summary, b.notes)

@@ -315,3 +315,54 @@ def markdown(record: dict, figure: Optional[str] = None) -> str:
         lines += ["## Not read", ""] + [f"- {x}" for x in record["skipped"]] + [""]
     lines += ["## Rebuild", "", f"    python -m glocal_cli.report.paper_scale --records {record.get('records')}", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- the README
+
+
+def _split_words(w: Optional[Dict[str, int]]) -> str:
+    """``322 within tol of 1, 78 nearest eigenvalue`` (glocal_cli.windows.describe) of a window split."""
+    from glocal_cli.windows import describe
+
+    return describe({k: v for k, v in (w or {}).items() if k != "total"})
+
+
+def _answer(pair: dict) -> str:
+    """yes / no from a paired difference and twice its standard error (one seed: no verdict)."""
+    if pair["n"] < 2 or pair["se"] is None:
+        return "one seed so far, no verdict"
+    if pair["mean"] > 2 * pair["se"]:
+        return "yes"
+    return "no" if pair["mean"] >= -2 * pair["se"] else "no, it does worse"
+
+
+def readme_answer(record: dict) -> str:
+    """The README's paper-scale cell of "Does it work?": the campaign's answer so far, from the record."""
+    s = record.get("settings", {})
+    where = (f"CPU campaign, {seeds_label(record)}, T = {steps_text(s.get('steps'))}, "
+             f"{s.get('val_fraction', 0) * 100:g} % validation")
+    pair = pair_of(record, "glocal", "local")
+    if pair is None or not pair["n"]:
+        have = ", ".join(f"{v} {stat(e['summary']['test_accuracy'])}" for v, e in record.get("variants", {}).items())
+        return f"not yet: no paired seeds of glocal and local in the {where} ({have or 'no run'})"
+    text = f"{_answer(pair)}: {summary_line(record, 'glocal', 'local')} ({where})"
+    other = pair_of(record, "local", "none")
+    if other is not None and other["n"]:
+        text += f"; {summary_line(record, 'local', 'none')}"
+    glocal = record.get("variants", {}).get("glocal")
+    if glocal and glocal.get("windows"):
+        text += f"; glocal's {glocal['windows'].get('total', 0)} windows: {_split_words(glocal['windows'])}"
+    return text
+
+
+def readme_sentence(record: dict) -> str:
+    """The README's opening sentence on the paper's scale (after the CPU findings), from the record."""
+    pair = pair_of(record, "glocal", "local")
+    if pair is None or not pair["n"]:
+        return ("At the paper's scale (T = 20 000) the CPU campaign has no paired seeds of glocal and local yet "
+                f"({seeds_label(record)}; [docs/paper_scale_cpu.md](docs/paper_scale_cpu.md)).")
+    agrees = "agrees" if _answer(pair) in ("no", "no, it does worse") else "says otherwise"
+    if pair["n"] < 2:
+        agrees = "has one paired seed"
+    return (f"At the paper's scale (T = 20 000) the CPU campaign ({seeds_label(record)}) {agrees}: "
+            f"{summary_line(record, 'glocal', 'local')} ([docs/paper_scale_cpu.md](docs/paper_scale_cpu.md)).")

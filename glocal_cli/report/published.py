@@ -33,6 +33,13 @@ from typing import Dict, List, Optional, Sequence
 
 from glocal_cli.errors import UserError
 from glocal_cli.report import records
+from glocal_cli.report.published_text import g3, num, pm, prose, signed, table, thousands
+from glocal_cli.report.published_text import load as _load
+from glocal_cli.report.published_text import out as _out
+from glocal_cli.report.published_verify import (  # noqa: F401  (the pages' blocks call them as P.<name>)
+    _closer_sentence, _verify_closer, _verify_key, _verify_words, verify_beats_local, verify_selection_table,
+    verify_table,
+)
 from glocal_cli.report.records import mean_std, paired
 from glocal_cli.windows import KINDS
 
@@ -42,63 +49,27 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = ("README.md", "docs/evidence_cpu.md", "docs/baselines.md", "docs/verify_cpu.md", "docs/method.md",
          "docs/results.md")
 
-MINUS = "\u2212"
 
 
 # --- formatting --------------------------------------------------------------------------------------------------
 
 
-def num(x: float, digits: int) -> str:
-    """``x`` with ``digits`` decimals and a typographic minus; ``–`` when not finite."""
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{x:.{digits}f}".replace("-", MINUS)
 
 
-def signed(x: float, digits: int) -> str:
-    """``+0.012`` / ``−0.012``."""
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{x:+.{digits}f}".replace("-", MINUS)
 
 
-def pm(mean: float, err: float, digits: int, sign: bool = False) -> str:
-    """``mean ± err`` (``sign``: the mean with its sign, as for a difference)."""
-    head = signed(mean, digits) if sign else num(mean, digits)
-    return head if err is None or not math.isfinite(err) else f"{head} ± {num(err, digits)}"
 
 
-def g3(x: float) -> str:
-    """Three significant digits (``0.738``, ``1.76``, ``1.8e-07``), as ``glocal verify`` prints."""
-    return "nan" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def thousands(x: float) -> str:
-    """``3 792``: an integer with a space between thousands."""
-    return "–" if x is None or not math.isfinite(x) else f"{round(x):,}".replace(",", " ")
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Optional[Sequence[str]] = None) -> str:
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def prose(text: str, width: int = 100) -> str:
-    """A paragraph refilled to ``width`` columns (breaking at spaces only)."""
-    import textwrap
-
-    return textwrap.fill(" ".join(text.split()), width=width, break_long_words=False, break_on_hyphens=False)
 
 
-def _out(cog, text: str) -> None:
-    """Write ``text`` as the block's output (one trailing newline)."""
-    cog.out(text.rstrip("\n") + "\n")
 
 
-def _load(cog, path: str, kind: Optional[str] = None) -> dict:
-    """A record, ``path`` relative to the file cog is processing."""
-    return records.load(Path(cog.inFile).parent / path, kind)
 
 
 # --- the paired-seed results (evidence records; the baselines record) -------------------------------------------
@@ -262,46 +233,17 @@ def plainly(cog, baselines: str) -> None:
               "not yet run."))
 
 
-def _verify_closer(rec: dict, problem: str, ref: str) -> List[str]:
-    """Window-based estimators (no look-ahead) with a lower median relative error than local against ``ref``."""
-    return [n for n in rec["summary"][problem]["beats_local"][ref]["rel_err_median"] if not n.startswith("truncated")]
 
 
-def _verify_key(ref: str) -> str:
-    return "estimators" if ref == "truth" else "estimators_vs_expected_global"
 
 
-def _verify_words(rec: dict) -> dict:
-    """The verify numbers the README quotes, from verify_cpu.json's summary."""
-    s = rec["summary"]
-    low, high = (f"mlp/{rec['settings']['dataset']}/lr0={lr:g}" for lr in (0.001, 0.1))
-    est = lambda p, ref, name: s[p][_verify_key(ref)][name]  # noqa: E731
-    positive = [n for n, v in s[high]["estimators_vs_expected_global"].items()
-                if not n.startswith("truncated") and v["cosine_mean"] > 0]
-    quad = sorted({n for ref in ("truth", "expected_global") for n in _verify_closer(rec, "quadratic", ref)})
-    closer_high = [n for n in _verify_closer(rec, high, "truth") if n in _verify_closer(rec, high, "expected_global")]
-    return {
-        "low": low, "high": high, "est": est, "positive": positive, "quadratic": quad, "closer_high": closer_high,
-        "closer_low": sorted(set(_verify_closer(rec, low, "truth")) | set(_verify_closer(rec, low, "expected_global"))),
-        "steps": rec["settings"]["steps"],
-    }
 
 
-def _closer_sentence(rec: dict, w: dict) -> str:
-    """Which window-based estimators came closer than local at lr0 0.1 (to both references), with their medians."""
-    parts = []
-    for n in w["closer_high"]:
-        t, e = w["est"](w["high"], "truth", n), w["est"](w["high"], "expected_global", n)
-        lt, le = w["est"](w["high"], "truth", "local"), w["est"](w["high"], "expected_global", "local")
-        parts.append(f"{n} (median relative error {g3(t['rel_err_median'])} against local's "
-                     f"{g3(lt['rel_err_median'])} to the truth, {g3(e['rel_err_median'])} against "
-                     f"{g3(le['rel_err_median'])} to the expected global; {t['fallbacks']} of {t['n']} windows fell "
-                     "back to local)")
-    return " and ".join(parts)
 
 
-def found(cog, baselines: str, verify: str) -> None:
-    """The README's opening finding (before its paper-scale sentence), from the T = 600 and the verify records."""
+def found(cog, baselines: str, verify: str, paper_scale: Optional[str] = None) -> None:
+    """The README's opening finding, from the T = 600 and the verify records, and (``paper_scale``) the sentence
+    on the paper's scale from the campaign's record (:func:`glocal_cli.report.paper_scale_page.readme_sentence`)."""
     rec = _load(cog, baselines, "baselines")
     d, se, n = pair(rec, "glocal", "local")
     over_none = [pair(rec, v, "none")[0] for v in ("glocal", "local")]
@@ -320,11 +262,16 @@ def found(cog, baselines: str, verify: str) -> None:
             f"([docs/verify_cpu.md](docs/verify_cpu.md)), the paper's estimator is {'' if glocal_closer else 'not '}"
             "closer than the local one (median\nrelative error) at either learning rate; "
             f"{others}; on the quadratic,\n{' and '.join(w['quadratic'])} are far closer than local.")
+    if paper_scale is not None:
+        from glocal_cli.report.paper_scale_page import readme_sentence
+
+        text += " " + readme_sentence(records.load(Path(cog.inFile).parent / paper_scale))
     _out(cog, prose(text))
 
 
-def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
-    """The README's "Does it work?" table, but for its paper-scale row (kept by hand below the block)."""
+def does_it_work(cog, baselines: str, evidence: str, verify: str, paper_scale: Optional[str] = None) -> None:
+    """The README's "Does it work?" table; its paper-scale row from the campaign's record (``paper_scale``;
+    :func:`glocal_cli.report.paper_scale_page.readme_answer`)."""
     t600 = _load(cog, baselines, "baselines")
     t200 = _load(cog, evidence, "evidence")
     ver = records.load(Path(cog.inFile).parent / verify)
@@ -353,7 +300,7 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
         ["Is glocal closer to the global hypergradient?",
          f"no: median relative error to the true global {g3(est(w['low'], 'truth', 'glocal')['rel_err_median'])} "
          f"(glocal) against {g3(est(w['low'], 'truth', 'local')['rel_err_median'])} (local) at lr0 1e-3, "
-         + (f"where no window-based estimator is closer; " if not w["closer_low"]
+         + ("where no window-based estimator is closer; " if not w["closer_low"]
             else f"where {', '.join(w['closer_low'])} are closer; ")
          + f"at lr0 0.1 a single minibatch order's truth is "
          f"{eg['truth_rel_dev_median'] * 100:.0f} % away from the expected global, "
@@ -366,6 +313,12 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str) -> None:
          + f" the cost) come closer than local (MLP, T = {thousands(w['steps'])})",
          "[docs/verify_cpu.md](docs/verify_cpu.md)"],
     ]
+    if paper_scale is not None:
+        from glocal_cli.report.paper_scale_page import readme_answer
+
+        rows_.append(["At the paper's scale (T = 20 000)?",
+                      readme_answer(records.load(Path(cog.inFile).parent / paper_scale)),
+                      "[docs/paper_scale_cpu.md](docs/paper_scale_cpu.md), [docs/gpu.md](docs/gpu.md)"])
     _out(cog, table(["question", "answer", "source"], rows_))
 
 
@@ -533,74 +486,53 @@ def baselines_findings(cog, baselines: str) -> None:
     ]))
 
 
-# --- docs/verify_cpu.md -------------------------------------------------------------------------------------------
+# --- Does hypergradient tuning add anything on top of the optimizer? (issue 29) ----------------------------------
 
 
-def _verify_order(rec: dict, stats: dict) -> list:
-    """``stats``' items in the record's estimator order (its JSON keys are sorted), the if_empty variants after
-    glocal as ``glocal verify`` prints its selection table."""
-    order = list(rec.get("estimators") or [])
-    key = {n: (0 if n == "glocal" else 1 if n.startswith("glocal(") else 2, order.index(n) if n in order else len(order))
-           for n in stats}
-    if "glocal-strict" in stats:  # the estimator tables: the record's order as it stands
-        key = {n: (order.index(n) if n in order else len(order),) for n in stats}
-    return sorted(stats.items(), key=lambda kv: key[kv[0]])
+def _tuning_pairs(rec: dict) -> List[dict]:
+    """Per pair of the optimizer_tuning record: the tuned and alone variants and their paired statistics."""
+    out = []
+    for p in rec["pairs"]:
+        t, a = rec["variants"][p["tuned"]], rec["variants"][p["alone"]]
+        d, se, n = paired(records.by_seed(t), records.by_seed(a))
+        out.append({"tuned": t, "alone": a, "d": d, "se": se, "n": n, "t": mean_std(t["test_accuracy"]),
+                    "a": mean_std(a["test_accuracy"])})
+    return out
 
 
-def verify_table(cog, verify: str, problem: str, ref: str = "truth") -> None:
-    """One estimator table of ``glocal verify``'s record (``ref``: ``truth`` or ``expected_global``)."""
-    rec = records.load(Path(cog.inFile).parent / verify)
-    stats = rec["summary"][problem][_verify_key(ref)]
-    lines = []
-    for name, v in _verify_order(rec, stats):
-        reasons = ", ".join(f"{k} {n}" for k, n in v["fallback_reasons"].items())
-        per = ", ".join(f"{x:.2f}" for x in v["sign_agreement_per_component"])
-        lines.append([name, g3(v["cosine_mean"]), g3(v["rel_err_median"]), f"{v['sign_agreement']:.2f} ({per})",
-                      f"{v['closer_than_local']}/{v['n']}", f"{v['fallbacks']}" + (f" ({reasons})" if reasons else ""),
-                      str(v["cost_tangent_steps"]), g3(v["cost_seconds_mean"])])
-    _out(cog, table(["estimator", "mean cosine", "median rel. error", "sign agreement (per component)",
-                     "closer than local", "fallbacks (reasons)", "cost: tangent steps", "cost: s / window"], lines,
-                    ["---", "---:", "---:", "---", "---:", "---", "---:", "---:"]))
+def _tuned_name(t: dict) -> str:
+    lr = f"; lr0 {t['lr0']:g}" if t.get("uses_lr0") else ""
+    learned = ", ".join(x.strip() for x in t["learn"].split(","))
+    return f"{t['method']} over `{t['optimizer']}` (learns {learned}{lr})"
 
 
-def verify_selection_table(cog, verify: str, problem: str) -> None:
-    """glocal by mode selection (``tol`` / ``nearest``) and its if_empty alternatives on the same windows."""
-    rec = records.load(Path(cog.inFile).parent / verify)
-    lines = []
-    sels = rec["summary"][problem]["glocal_by_selection"]
-    for sel in sorted(sels, key=lambda k: KINDS.index(k) if k in KINDS else len(KINDS)):
-        g = sels[sel]
-        for name, v in _verify_order(rec, g["truth"]):
-            e = g["expected_global"].get(name)
-            lines.append([sel, str(g["windows"]), g3(g["min_dist_to_1_median"]), name, g3(v["cosine_mean"]),
-                          g3(v["rel_err_median"]), f"{v['sign_agreement']:.2f}"]
-                         + ([g3(e["cosine_mean"]), g3(e["rel_err_median"]), f"{e['sign_agreement']:.2f}"] if e
-                            else ["–"] * 3))
-    _out(cog, table(["glocal's selection", "windows", "median min \\|λ − 1\\|", "estimator", "truth: cosine",
-                     "truth: median rel. error", "truth: signs", "expected: cosine", "expected: median rel. error",
-                     "expected: signs"], lines, ["---", "---:", "---:", "---"] + ["---:"] * 6))
-
-
-def verify_beats_local(cog, verify: str) -> None:
-    """Which estimators beat local, per classifier setting and reference (``summary[setting].beats_local``)."""
-    rec = records.load(Path(cog.inFile).parent / verify)
-    lines = []
-    for problem, sm in rec["summary"].items():
-        if not problem.startswith("mlp/"):
-            continue
-        lr = problem.rsplit("=", 1)[1]
-        for ref, words in (("truth", "truth"), ("expected_global", "expected global")):
-            b, stats = sm["beats_local"][ref], sm[_verify_key(ref)]
-            local = stats["local"]
-
-            def names(metric: str, fmt) -> str:
-                out = [f"{n} ({fmt(stats[n][metric])} vs {fmt(local[metric])})" for n in b[metric]]
-                return ", ".join(out) or "none"
-
-            lines.append([f"lr0 {lr}", words, names("rel_err_median", g3), names("cosine_mean", lambda x: f"{x:.6g}"),
-                          names("sign_agreement", lambda x: f"{x:.2f}")])
-    _out(cog, table(["setting", "reference", "lower median rel. error", "higher mean cosine", "higher sign agreement"],
-                    lines))
+def optimizer_tuning(cog, record: str) -> None:
+    """The table of the tuned optimizers beside the optimizer alone, and the plain answer under it."""
+    rec = _load(cog, record, "optimizer_tuning")
+    pairs = _tuning_pairs(rec)
+    lines = [[_tuned_name(p["tuned"]), pm(p["a"][0], p["a"][1], 3), pm(p["t"][0], p["t"][1], 3),
+              pm(p["d"], p["se"], 3, sign=True), thousands(p["alone"].get("cost_from_runs")),
+              thousands(p["tuned"].get("cost_from_runs"))] for p in pairs]
+    verdict = {name: [p for p in pairs if test(p)] for name, test in (
+        ("helps", lambda p: p["d"] > 2 * p["se"]), ("hurts", lambda p: p["d"] < -2 * p["se"]),
+        ("same", lambda p: abs(p["d"]) <= 2 * p["se"]))}
+    names = lambda ps: "; ".join(f"{_tuned_name(p['tuned'])} {pm(p['d'], p['se'], 3, sign=True)}" for p in ps)  # noqa
+    if not verdict["helps"]:
+        head = ("**No: at this setting, hypergradient tuning adds nothing measurable on top of these optimizers"
+                + (" and takes something away from some." if verdict["hurts"] else "."))
+    elif not verdict["hurts"] and not verdict["same"]:
+        head = "**Yes: at this setting, hypergradient tuning improves on each of these optimizers.**"
+    else:
+        head = "**It depends on the optimizer:**"
+    parts = [f"{k} ({names(v)})" for k, v in (("better than the optimizer alone by more than twice the standard error",
+                                                verdict["helps"]),
+                                               ("worse by more than twice it", verdict["hurts"]),
+                                               ("within twice it", verdict["same"])) if v]
+    n = max((p["n"] for p in pairs), default=0)
+    text = (f"{head} Over {n} paired seeds at T = {rec['setting']['steps']} (tuned − alone, test accuracy): "
+            + "; ".join(parts) + ".")
+    _out(cog, table(["tuned", "optimizer alone", "tuned", "tuned − alone (paired)", "cost alone", "cost tuned"],
+                    lines) + "\n\n" + prose(text))
 
 
 # --- the command ------------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ class TangentRun:
 def tangent_run(runner: HPORunner, inner, phi, start: int, lookaheads: Sequence[int]) -> TangentRun:
     """A window's tangents from ``start`` to T (``runner.cfg``'s T, τ, σ), φ fixed, tangents zero at ``start``.
 
-    One call of :meth:`~glocal_cli.hpo.HPORunner.hypergrad_to_end` recording σ local
+    One call of :meth:`~glocal_cli.runner.HPORunner.hypergrad_to_end` recording σ local
     hypergradients after the first window and ``h`` after every look-ahead's k-th;
     look-aheads beyond T equal the truth.
     """
@@ -111,7 +111,7 @@ def expected_global(runner: HPORunner, inner, phi, start: int, problems: Sequenc
     """The expected global hypergradient of a window: the mean of ``h_T`` over the minibatch orders of ``problems``.
 
     Each ``problem`` is ``runner.problem`` with another ``batches`` (:func:`order_problems`);
-    each order's ``h_T`` is :meth:`~glocal_cli.hpo.HPORunner.hypergrad_to_end` from the same
+    each order's ``h_T`` is :meth:`~glocal_cli.runner.HPORunner.hypergrad_to_end` from the same
     ``(inner, phi)`` at ``start``. Returns ``{"expected_global": [q] (NaN unless every order
     is finite), "orders": [K, q], "finite_orders": int, "order_rel_std": ‖std_o h_T‖ / ‖mean_o
     h_T‖ (ddof 1), "seconds"}``.
