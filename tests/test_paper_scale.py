@@ -311,14 +311,12 @@ def test_the_readme_answer_follows_the_record(tmp_path):
 
 
 def test_the_committed_paper_scale_docs_are_what_their_records_give():
-    """docs/paper_scale_cpu.{json,md} equal what the builder makes from docs/records/paper_scale_cpu (the campaign's
-    driver rebuilds them with every unit it commits; `python -m glocal_cli.report.paper_scale` by hand)."""
+    """docs/paper_scale_cpu.{json,md} equal what the builder makes from docs/records/paper_scale_cpu: the campaign's
+    plan and whatever units are in (the campaign's driver rebuilds them with every unit it commits;
+    `python -m glocal_cli.report.paper_scale` by hand)."""
     from glocal_cli.report.paper_scale_page import markdown
 
     repo = Path(__file__).resolve().parents[1]
-    records = repo / "docs" / "records" / "paper_scale_cpu"
-    if not any(records.rglob("metrics.json")):
-        pytest.skip("no campaign unit committed yet: docs/paper_scale_cpu.* are the superseded one-seed record's")
     import os
 
     cwd = os.getcwd()
@@ -329,3 +327,16 @@ def test_the_committed_paper_scale_docs_are_what_their_records_give():
         os.chdir(cwd)
     assert paper_scale.to_json(record) == (repo / "docs" / "paper_scale_cpu.json").read_text()
     assert markdown(record, figure="paper_scale_cpu.png") == (repo / "docs" / "paper_scale_cpu.md").read_text()
+
+
+def test_a_plan_without_runs_is_a_record(tmp_path):
+    """Before its first unit a campaign's record says so: its planned settings, no variant, no pair."""
+    (tmp_path / "campaign.json").write_text(json.dumps({"pinned_commit": COMMIT, "args": [], "units": [
+        {"name": "glocal-s012", "method": "glocal", "seeds": [0, 1, 2]}], "finished": {}}))
+    inputs = paper_scale.load(tmp_path)
+    assert inputs.runs == () and inputs.planned["steps"] == 20000  # glocal train's defaults: the paper's
+    rec = paper_scale.build(inputs)
+    assert rec["variants"] == {} and rec["paired"] == [] and rec["settings"]["tau"] == 50
+    assert summary_line(rec) == "glocal − local: no paired seeds yet"
+    with pytest.raises(ValueError, match="no finished runs"):
+        paper_scale.build(paper_scale.Inputs(()))

@@ -137,6 +137,7 @@ class Inputs:
     earlier: Optional[dict] = None
     records: str = str(RECORDS)
     skipped: Tuple[str, ...] = ()
+    planned: Optional[dict] = None  # the plan's settings (its command parsed) while no run is in yet
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -183,7 +184,20 @@ def load(records: str | Path) -> Inputs:
         p = root / name
         return json.loads(p.read_text()) if p.is_file() else None
 
-    return Inputs(tuple(runs), optional(PLAN_FILE), optional(EARLIER_FILE), str(records), tuple(skipped))
+    plan = optional(PLAN_FILE)
+    planned = planned_settings(plan) if plan is not None and not runs else None
+    return Inputs(tuple(runs), plan, optional(EARLIER_FILE), str(records), tuple(skipped), planned)
+
+
+def planned_settings(plan: dict) -> dict:
+    """The :data:`SETTING_KEYS` of the campaign's command (``plan["args"]``, parsed as ``glocal train`` parses it,
+    params file included, from the current folder: the repository)."""
+    from glocal_cli import cli
+
+    method = (plan.get("units") or [{}])[0].get("method", "glocal")
+    cfg = cli.parse_train([*plan["args"], "--method", method])[0]
+    flat = cfg.to_dict()
+    return {k: flat.get(k) for k in SETTING_KEYS}
 
 
 # ----------------------------------------------------------------------------------------- pure helpers
@@ -347,8 +361,9 @@ def by_step(curve: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> dict:
     return out
 
 
-def entry(runs: Sequence[RunFolder]) -> dict:
-    """One setting's part of the record: settings, variants, paired differences, test accuracy by step."""
+def entry(runs: Sequence[RunFolder], planned: Optional[dict] = None) -> dict:
+    """One setting's part of the record: settings (no run yet: ``planned``), variants, paired differences,
+    test accuracy by step."""
     by: Dict[str, List[RunFolder]] = {}
     for r in runs:
         by.setdefault(r.variant, []).append(r)
@@ -360,7 +375,7 @@ def entry(runs: Sequence[RunFolder]) -> dict:
     variants = {v: variant_entry(by[v]) for v in _order(by)}
     acc = {v: {r["seed"]: r["test_accuracy"] for r in e["runs"]} for v, e in variants.items()}
     paired = [{"a": a, "b": b, **paired_difference(acc[a], acc[b])} for a, b in PAIRS if a in acc and b in acc]
-    return {"settings": settings_of(runs), "variants": variants, "paired": paired,
+    return {"settings": settings_of(runs) if runs else dict(planned or {}), "variants": variants, "paired": paired,
             "test_accuracy_by_step": by_step(curves(runs, "test_accuracy"))}
 
 
@@ -431,7 +446,7 @@ def build(inputs: Inputs, device: Optional[str] = None, date: Optional[str] = No
     when a folder's name disagrees with its run (``glocal/seed1`` holding a local run).
     """
     runs = [r for r in inputs.runs if r.metrics.get("status") != "not run"]
-    if not runs:
+    if not runs and inputs.plan is None:
         raise ValueError(f"no finished runs under {inputs.records}")
     names = {r.variant for r in runs} | set(EVIDENCE_ORDER) | {u["method"] for u in (inputs.plan or {}).get("units", [])}
     for r in runs:
@@ -439,8 +454,8 @@ def build(inputs: Inputs, device: Optional[str] = None, date: Optional[str] = No
     by_lr: Dict[float, List[RunFolder]] = {}
     for r in runs:
         by_lr.setdefault(r.lr0, []).append(r)
-    lrs = sorted(by_lr, key=lambda lr: (abs(lr - MAIN_LR0) > 1e-12, lr))
-    main = entry(by_lr[lrs[0]])
+    lrs = sorted(by_lr, key=lambda lr: (abs(lr - MAIN_LR0) > 1e-12, lr)) or [MAIN_LR0]
+    main = entry(by_lr.get(lrs[0], []), inputs.planned)  # a campaign's plan before its first unit: no run yet
     pinned = (inputs.plan or {}).get("pinned_commit")
     prov = provenance_summary(main["variants"], pinned)
     plan = plan_summary(inputs.plan, main["variants"])
