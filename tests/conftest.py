@@ -24,6 +24,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # small programs too
 
 import jax  # noqa: E402  (after the cache settings)
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from data_fixtures import real_data_dir, shared_datasets_dir, write_mnist_files  # noqa: E402
@@ -105,3 +106,23 @@ def x64():
     """Run a test with 64-bit JAX types (where precision is the point)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    """352 random 28x28 images, split by the seed (train 256 / val 32 / test 64) in place of a dataset: training
+    runs of seconds, not minutes (a test module may define its own)."""
+    from glocal_cli import train as train_mod
+    from glocal_cli.data.splits import Splits
+
+    rng = np.random.default_rng(0)
+    x = rng.random((352, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 352).astype(np.int32)
+
+    def load(cfg, datasets=None):
+        order = np.concatenate([np.random.default_rng(cfg.seed).permutation(288), np.arange(288, 352)])
+        xs, ys = x[order], y[order]
+        return Splits(xs[:256], ys[:256], xs[256:288], ys[256:288], xs[288:], ys[288:], np.zeros(1, np.float32),
+                      np.ones(1, np.float32), 10, "fashion_mnist")
+
+    monkeypatch.setattr(train_mod, "load_splits", load)

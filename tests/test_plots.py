@@ -28,25 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = ("none", "glocal")  # local: the same curves, a forward-mode compile more (~20 s)
 
 
-@pytest.fixture
-def tiny_data(monkeypatch):
-    """352 random 28x28 images split by the seed (train 256 / val 32 / test 64), as test_seeds' fixture."""
-    from glocal_cli import train as train_mod
-    from glocal_cli.data.splits import Splits
-
-    rng = np.random.default_rng(0)
-    x = rng.random((352, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, 352).astype(np.int32)
-
-    def load(cfg, datasets=None):
-        order = np.concatenate([np.random.default_rng(cfg.seed).permutation(288), np.arange(288, 352)])
-        xs, ys = x[order], y[order]
-        return Splits(xs[:256], ys[:256], xs[256:288], ys[256:288], xs[288:], ys[288:], np.zeros(1, np.float32),
-                      np.ones(1, np.float32), 10, "fashion_mnist")
-
-    monkeypatch.setattr(train_mod, "load_splits", load)
-
-
 def _dvc() -> str:
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
     if dvc is None or not shutil.which("git"):

@@ -142,25 +142,6 @@ def test_stack_and_slice_round_trip():
 # ------------------------------------------------------------------ training runs (tiny random data)
 
 
-@pytest.fixture
-def tiny_data(monkeypatch):
-    """352 random 28x28 images, split by the seed (train 256 / val 32 / test 64): seconds, not minutes."""
-    from glocal_cli import train as train_mod
-    from glocal_cli.data.splits import Splits
-
-    rng = np.random.default_rng(0)
-    x = rng.random((352, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, 352).astype(np.int32)
-
-    def load(cfg, datasets=None):
-        order = np.concatenate([np.random.default_rng(cfg.seed).permutation(288), np.arange(288, 352)])
-        xs, ys = x[order], y[order]
-        return Splits(xs[:256], ys[:256], xs[256:288], ys[256:288], xs[288:], ys[288:], np.zeros(1, np.float32),
-                      np.ones(1, np.float32), 10, "fashion_mnist")
-
-    monkeypatch.setattr(train_mod, "load_splits", load)
-
-
 def _cfg(out, method, **kw):
     base = dict(dataset="fashion_mnist", method=method, steps=40, tau=10, sigma=6, m=3, batch_size=32, lr0=0.1,
                 momentum0=0.5, val_fraction=0.01, eval_every=2, checkpoint_every=2, data_dir=".", out=str(out))
