@@ -473,6 +473,8 @@ def test_report_puts_each_tuned_optimizer_beside_the_optimizer_alone(tmp_path):
         assert s[f"{base}/local-schedule_free_sgd@{lr0:g}/diff_mean"] == pytest.approx(diffs.mean())
         assert s[f"{base}/local-schedule_free_sgd@{lr0:g}/diff_se"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(3))
     assert s[f"{base}/local-prodigy@0.001/diff_mean"] == pytest.approx(0.0)
+    # cost in inner steps of the optimizer alone (its window 2.0 s / τ 20): alone 600, tuned 4.0 × 30 / 0.1
+    assert s[f"{base}/local-schedule_free_sgd@1/cost"] == pytest.approx(1200)
     text = (tmp_path / "results" / "tables" / "optimizer_tuning.md").read_text()
     assert "| local | schedule_free_sgd | 1 | lr, weight_decay | 0.8600 ± 0.0100 (n=3) |" in text
     assert "| local | prodigy | – | weight_decay |" in text

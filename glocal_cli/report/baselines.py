@@ -292,23 +292,22 @@ def _learned(g: Group) -> str:
 def tuning_table(groups: Sequence[Group], timing: Optional[dict] = None) -> Tuple[str, Dict[str, float]]:
     """Markdown of the tuned-optimizer table and its numbers (``{variant}@lr0/...`` keys): each tuned row beside
     its optimizer alone: test accuracy (mean ± std over seeds) of both, the paired difference tuned − alone (mean
-    ± standard error over the seeds both have), and the cost of each from the runs' own windows (inner-step
-    equivalents of the ``none`` row's step when the family has one, else seconds of wall time)."""
-    by_variant = {g.method: g for g in groups if g.method == "none" and _optimizer(g) == "learnable_sgd"}
-    none = by_variant.get("none")
-    step_s = _step_seconds(none) if none is not None else math.nan
+    ± standard error over the seeds both have), and the tuned run's cost in inner steps of the optimizer alone
+    (its steady window / τ, from the runs' own windows), so that the optimizer alone costs T."""
     lines, numbers = [], {}
     for tuned, alone in tuning_pairs(groups):
         d, se, n = paired_difference(tuned, alone)
         key = f"{tuned.method}@{tuned.lr0:g}"
         t_mean, t_std, t_n = tuned.stat("test_accuracy")
         a_mean, a_std, a_n = alone.stat("test_accuracy")
+        step_s = _step_seconds(alone)
         lines.append([tuned.method.split("-", 1)[0], _optimizer(tuned), f"{tuned.lr0:g}" if _uses_lr0(tuned) else "–",
                       _learned(tuned), fmt_stat(a_mean, a_std, a_n, 4), fmt_stat(t_mean, t_std, t_n, 4),
                       f"{d:+.4f} ± {fmt(se, 4)} (n={n})" if n else "–", fmt(_cost(alone.runs, step_s), 0),
                       fmt(_cost(tuned.runs, step_s), 0)])
         numbers.update({f"{key}/diff_mean": d, f"{key}/diff_se": se, f"{key}/n_pairs": n,
-                        f"{key}/test_accuracy_mean": t_mean, f"{key}/alone_test_accuracy_mean": a_mean})
+                        f"{key}/test_accuracy_mean": t_mean, f"{key}/alone_test_accuracy_mean": a_mean,
+                        f"{key}/cost": _cost(tuned.runs, step_s)})
     text = markdown(["method", "optimizer", "lr0", "learned", "optimizer alone, mean ± std", "tuned, mean ± std",
                      "tuned − alone, paired mean ± SE", "cost alone", "cost tuned"], lines)
     return text, numbers
@@ -325,11 +324,11 @@ def tuning_record(groups: Sequence[Group], command: str = "") -> dict:
                              "people use? local / glocal tuning named hyperparameters of Adam, schedule-free SGD and "
                              "Prodigy, each beside the optimizer alone at the same lr0, paired seeds", runs, command)
     rec["setting"].pop("lr0", None)
-    none = next((g for g in groups if g.method == "none" and _optimizer(g) == "learnable_sgd"), None)
-    step_s = _step_seconds(none) if none is not None else math.nan
+    rec["cost_unit"] = "one inner step of the optimizer alone (its steady window / tau), so that it costs T"
     rec["variants"], rec["pairs"] = {}, []
     for tuned, alone in pairs:
         names = []
+        step_s = _step_seconds(alone)
         for g in (tuned, alone):
             name = f"{g.method}@{g.lr0:g}"
             rec["variants"][name] = {"method": _method(g), "optimizer": _optimizer(g), "lr0": g.lr0,

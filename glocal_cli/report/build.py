@@ -360,7 +360,7 @@ def _baselines(b: _Build) -> None:
         t_text, t_numbers = baselines.tuning_table(same, timing)
         t_head = (f"LeNet / {ds} ({setting}); each row: a hypergradient method tuning the named hyperparameters "
                   "of an optimizer, beside that optimizer alone at the same lr0, paired by seed. Cost in inner "
-                  "steps of `none`, from each run's own steady windows.\n\n")
+                  "steps of the optimizer alone (so it costs T), from each run's own steady windows.\n\n")
         b.table("optimizer_tuning.md" if one else f"optimizer_tuning_{ds}.md",
                 "## Does hypergradient tuning add anything on top of the optimizer?", t_head + t_text)
         _put_all(b.summary, f"optimizer_tuning/{ds}", t_numbers)
