@@ -461,7 +461,7 @@ def test_report_puts_each_tuned_optimizer_beside_the_optimizer_alone(tmp_path):
         _fake_run(tmp_path, "glocal", seed, 0.001, 0.8, 0.7, window_s=6.0)
         _fake_run(tmp_path, "prodigy", seed, 0.001, 0.5, 0.86, window_s=2.0)
         _fake_run(tmp_path, "local-prodigy", seed, 0.001, 0.5, 0.85 + 0.01 * seed, window_s=4.0,
-                  learn="weight_decay")
+                  learn=["weight_decay"])  # as metrics.json stores it
         for lr0 in sf:
             _fake_run(tmp_path, "schedule_free_sgd", seed, lr0, 0.5, sf[lr0][seed], window_s=2.0)
             _fake_run(tmp_path, "local-schedule_free_sgd", seed, lr0, 0.5, tuned[lr0][seed], window_s=4.0,

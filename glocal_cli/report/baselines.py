@@ -286,7 +286,10 @@ def tuning_pairs(groups: Sequence[Group]) -> List[Tuple[Group, Group]]:
 
 
 def _learned(g: Group) -> str:
-    return ", ".join(str(g.runs[0].config.get("learn") or "").replace(" ", "").split(","))
+    """The names a tuned row learned (``config.learn``: a list in metrics.json, or a comma-separated string)."""
+    value = g.runs[0].config.get("learn") or ""
+    names = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return ", ".join(str(n).strip() for n in names if str(n).strip())
 
 
 def tuning_table(groups: Sequence[Group], timing: Optional[dict] = None) -> Tuple[str, Dict[str, float]]:
