@@ -510,4 +510,44 @@ def test_report_puts_each_tuned_optimizer_beside_the_optimizer_alone(tmp_path):
     assert text.count("\n| local over `") == 3 and "**It depends on the optimizer:**" in text
     assert "better than the optimizer alone by more than twice the standard error (local over `schedule_free_sgd` " \
            "(learns lr, weight_decay; lr0 0.001) +0.313 ± 0.013)" in " ".join(text.split())
-    assert "| local over `prodigy` (learns weight_decay) | 0.860 ± 0.000 | 0.860 ± 0.010 | +0.000 ± 0.006 |" in text
+    assert "| local over `prodigy` (learns weight_decay) | 0.860 ± 0.000 | 0.860 ± 0.010 | +0.000 ± 0.006 | 3 |" in text
+    # from the worst lr0 (0.001: alone 0.31) against the optimizer alone at the best (1: 0.86), paired by seed
+    worst = np.subtract(tuned[0.001], sf[1.0])
+    assert (f"local over `schedule_free_sgd` from the worst lr0 (0.001) reaches 0.623, against 0.860 for "
+            f"`schedule_free_sgd` alone at the best (1): {worst.mean():+.3f} ± {worst.std(ddof=1) / np.sqrt(3):.3f} "
+            "over 3 paired seeds").replace("-", "−") in " ".join(text.split())
+    assert "did not complete" not in text
+
+
+def test_tuning_table_leaves_a_diverged_seed_out_of_its_pair_and_says_so(tmp_path):
+    """A seed that diverged (here alone and tuned alike) is left out of the paired difference (n 2), named under
+    the table, and its early stop does not make the optimizer alone look cheaper than a full run."""
+    for seed, (a, t) in enumerate([(0.86, 0.87), (0.85, 0.87), (None, None)]):
+        status = "complete" if a is not None else "diverged"
+        _fake_run(tmp_path, "schedule_free_sgd", seed, 1.0, 0.5, a, status=status, window_s=2.0)
+        _fake_run(tmp_path, "local-schedule_free_sgd", seed, 1.0, 0.5, t, status=status, window_s=4.0,
+                  learn="lr,weight_decay")
+    for seed in (2,):  # the diverged runs stopped after 5 of 30 windows
+        for v in ("schedule_free_sgd", "local-schedule_free_sgd"):
+            f = tmp_path / "runs" / "baselines" / f"fashion_mnist-{v}-lr1" / f"seed{seed}" / "metrics.json"
+            m = json.loads(f.read_text())
+            f.write_text(json.dumps({**m, "outer_steps": 5}))
+    build_report(tmp_path / "runs", tmp_path / "results")
+    from glocal_cli.report import published, records
+
+    rec = records.load(tmp_path / "results" / "records" / "optimizer_tuning_fashion_mnist.json", "optimizer_tuning")
+    assert rec["variants"]["schedule_free_sgd@1"]["cost_from_runs"] == pytest.approx(600)
+    assert rec["variants"]["local-schedule_free_sgd@1"]["cost_from_runs"] == pytest.approx(1200)
+    got = []
+
+    class Cog:
+        inFile = str(tmp_path / "results" / "page.md")
+
+        def out(self, text):
+            got.append(text)
+
+    published.optimizer_tuning(Cog(), "records/optimizer_tuning_fashion_mnist.json")
+    text = " ".join("".join(got).split())
+    assert "| +0.015 ± 0.005 | 2 | 600 | 1 200 |" in text
+    assert ("left out of their pair (the n column): local over `schedule_free_sgd` (learns lr, weight_decay; lr0 1): "
+            "seed 2 diverged (alone and tuned).") in text

@@ -88,7 +88,11 @@ def _step_seconds(none: Group) -> float:
 
 
 def _cost(runs: Sequence[Run], step_s: float) -> float:
-    """Mean over ``runs`` of (steady window seconds × windows run) / ``step_s``: inner-step equivalents."""
+    """Mean over ``runs`` of (steady window seconds × windows run) / ``step_s``: inner-step equivalents.
+
+    Over the complete runs when there are any: a diverged run stops early, and its windows would make a
+    full run look cheaper than it is."""
+    runs = [r for r in runs if r.status == "complete"] or list(runs)
     vals = [r.value("window_s") * r.value("outer_steps") / step_s for r in runs]
     vals = [v for v in vals if math.isfinite(v)]
     return float(np.mean(vals)) if vals else math.nan
