@@ -127,6 +127,20 @@ class Group:
 NOT_RUN = "not run"  # status of a run whose dataset was unavailable (see glocal_cli.train.write_not_run)
 
 
+def values_by_step(runs, column: str) -> Dict[float, List[float]]:
+    """``{inner step: [finite values of column over runs]}``: runs aligned by step; a diverged run stops
+    contributing where its values stop being finite."""
+    by_step: Dict[float, List[float]] = {}
+    for r in runs:
+        steps, vals = r.history.get("step"), r.history.get(column)
+        if steps is None or vals is None:
+            continue
+        for s, v in zip(steps, vals):
+            if math.isfinite(s) and math.isfinite(v):
+                by_step.setdefault(float(s), []).append(float(v))
+    return by_step
+
+
 def read_history(path: Path) -> Dict[str, np.ndarray]:
     """``history.csv`` as numeric columns (non-numeric columns are dropped, blanks are NaN)."""
     with open(path, newline="") as f:
@@ -165,14 +179,20 @@ def _family(run_dir: Path, runs_dir: Path, config: dict) -> str:
     return "lenet"
 
 
-def read_run(run_dir: Path, runs_dir: Path) -> Run:
-    """One run directory; raises ``ValueError`` with a short reason when unreadable."""
+def read_metrics(run_dir: Path) -> dict:
+    """A run folder's ``metrics.json``; raises ``ValueError`` with a short reason when unreadable."""
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"metrics.json unreadable ({e.__class__.__name__})") from None
     if not isinstance(metrics, dict):
         raise ValueError("metrics.json is not a mapping")
+    return metrics
+
+
+def read_run(run_dir: Path, runs_dir: Path) -> Run:
+    """One run directory; raises ``ValueError`` with a short reason when unreadable."""
+    metrics = read_metrics(run_dir)
     history: Dict[str, np.ndarray] = {}
     if (run_dir / "history.csv").is_file():
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -32,7 +32,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from glocal_cli import atomic  # noqa: E402
 from glocal_cli.dmd import hankel_dmd_fit  # noqa: E402
-from glocal_cli.report.collect import Group, Run  # noqa: E402
+from glocal_cli.report.collect import Group, Run, values_by_step  # noqa: E402
 
 METHOD_COLORS = {"none": "0.45", "local": "tab:blue", "glocal": "tab:red", "global": "tab:green"}
 PANELS = (("lr", "learning rate", True), ("momentum", "momentum", False), ("weight_decay", "weight decay", True))
@@ -98,14 +98,7 @@ def mean_curve(runs: Sequence[Run], column: str) -> Optional[Tuple[np.ndarray, n
     Runs are aligned by inner step; a step enters the mean with the runs that have a
     finite value there (a diverged run stops contributing where it diverged).
     """
-    per_step: Dict[float, List[float]] = {}
-    for r in runs:
-        steps, vals = r.history.get("step"), r.history.get(column)
-        if steps is None or vals is None:
-            continue
-        for s, v in zip(steps, vals):
-            if np.isfinite(s) and np.isfinite(v):
-                per_step.setdefault(float(s), []).append(float(v))
+    per_step = values_by_step(runs, column)
     if not per_step:
         return None
     steps = np.array(sorted(per_step))

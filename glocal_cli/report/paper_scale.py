@@ -61,6 +61,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from glocal_cli.report.collect import read_metrics
 from glocal_cli.report.paper_scale_page import summary_line  # noqa: F401 (the README's one-line answer)
 from glocal_cli.report.tables import EVIDENCE_ORDER, EVIDENCE_PAIRS
 from glocal_cli.windows import estimate_counts
@@ -156,12 +157,7 @@ def read_history(path: Path) -> Dict[str, List[str]]:
 
 def read_run(folder: Path, root: Path) -> RunFolder:
     """The run in ``folder``; raises ``ValueError`` when its ``metrics.json`` is unreadable."""
-    try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"metrics.json unreadable ({type(e).__name__})") from None
-    if not isinstance(metrics, dict):
-        raise ValueError("metrics.json is not a mapping")
+    metrics = read_metrics(folder)
     try:
         history = read_history(folder / "history.csv")
     except (OSError, csv.Error) as e:

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from glocal_cli import atomic
-from glocal_cli.report.collect import Group
+from glocal_cli.report.collect import Group, values_by_step
 
 #: quantity (folder) -> the history.csv column it comes from.
 CURVES = {"learning_rate": "lr", "val_loss": "val_loss", "test_accuracy": "test_accuracy"}
@@ -44,14 +44,7 @@ def setting_name(g: Group) -> str:
 
 def curve_rows(g: Group, column: str) -> List[List[float]]:
     """``[step, mean, min, max]`` over the group's seeds at every step where at least one seed has a finite value."""
-    by_step: Dict[float, List[float]] = {}
-    for r in g.runs:
-        steps, vals = r.history.get("step"), r.history.get(column)
-        if steps is None or vals is None:
-            continue
-        for s, v in zip(steps, vals):
-            if math.isfinite(s) and math.isfinite(v):
-                by_step.setdefault(float(s), []).append(float(v))
+    by_step = values_by_step(g.runs, column)
     return [[s, float(np.mean(v)), float(np.min(v)), float(np.max(v))] for s, v in sorted(by_step.items())]
 
 
