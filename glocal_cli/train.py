@@ -376,6 +376,7 @@ def _interrupted(snap: _Snapshot, runner: SeedGroupRunner, cfg: TrainConfig, clo
 
 
 def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional[int]) -> List[dict]:
+    prov = provenance.collect()  # the code this process loaded: the checkout may move on while it trains
     runs, runner = _build_group(cfgs, progress)
     cfg = cfgs[0]
     gs, seconds_before = _resume(runs, runner, runner.init([r.task.phi0 for r in runs]), progress)
@@ -410,7 +411,7 @@ def _run_group(cfgs: List[TrainConfig], progress: Progress, stop_after: Optional
         raise _interrupted(snap, runner, cfg, clock, t_flush, saved_step, runs) from None
     times = clock.summary()
     seeds = [r.cfg.seed for r in snap.runs]
-    return [_finish(r, runner, runner.slice(snap.gs, s), times, seeds, snap.runs[0].task)
+    return [_finish(r, runner, runner.slice(snap.gs, s), times, seeds, snap.runs[0].task, prov)
             for s, r in enumerate(snap.runs)]
 
 
@@ -424,7 +425,8 @@ def _flush_now(cfg: TrainConfig, k: int, done: bool, save: bool, win: WindowReco
             or time.perf_counter() - t_flush >= SYNC_SECONDS)
 
 
-def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, times: dict, seeds: List[int], evaluator: Task) -> dict:
+def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, times: dict, seeds: List[int], evaluator: Task,
+            prov: dict) -> dict:
     """Write one seed's ``history.csv``, ``dmd.npz`` and ``metrics.json``; remove its checkpoint."""
     status = "complete" if r.status == "running" else r.status
     if status != "complete":
@@ -459,7 +461,7 @@ def _finish(r: SeedRun, runner: SeedGroupRunner, hs: HPOState, times: dict, seed
         "device": jax.devices()[0].device_kind,
         "runtime": runner.runtime.to_dict(),
         "config": r.cfg.to_dict(),
-        "provenance": provenance.collect(),
+        "provenance": prov,
     }
     run_dir = r.run_dir
     atomic.write_text(run_dir / "history.csv", rows_to_csv(r.rows))

@@ -256,6 +256,19 @@ def test_interrupt_keeps_checkpoint_and_resume_with_absolute_path_is_exact(tmp_p
     assert not (tmp_path / "split" / CHECKPOINT).exists() and not list((tmp_path / "split").glob("checkpoint.*"))
 
 
+def test_a_run_records_the_commit_it_started_from(tmp_path, monkeypatch, tiny_data):
+    """The checkout may move on while a run trains (a commit lands during an hour-long run): metrics.json
+    names the code the process loaded, taken when the run starts, not the HEAD of when it ends."""
+    from glocal_cli import provenance
+
+    trained = []  # HEAD moves once the first window has run
+    monkeypatch.setattr(provenance, "collect", lambda with_devices=True: {"commit": ("b" if trained else "a") * 40,
+                                                                          "dirty": bool(trained)})
+    metrics = run_training(_small(tmp_path / "run", checkpoint_every=0, eval_every=0), Progress(advance=trained.append))
+    assert metrics["status"] == "complete" and metrics["provenance"] == {"commit": "a" * 40, "dirty": False}
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["provenance"]["commit"] == "a" * 40
+
+
 # ------------------------------------------------------------------ 3: exit codes
 
 
