@@ -507,15 +507,17 @@ def test_report_puts_each_tuned_optimizer_beside_the_optimizer_alone(tmp_path):
 
     published.optimizer_tuning(Cog(), "tuning.json")
     text = "".join(got)
-    assert text.count("\n| local over `") == 3 and "**It depends on the optimizer:**" in text
-    assert "better than the optimizer alone by more than twice the standard error (local over `schedule_free_sgd` " \
-           "(learns lr, weight_decay; lr0 0.001) +0.313 ± 0.013)" in " ".join(text.split())
+    assert text.count("\n| local over `") == 3 and "**It depends on the optimizer.**" in text
+    flat = " ".join(text.split())
+    # per optimizer and lr0, each method's paired difference, its verdict by 2 SE and its cost against the optimizer's
+    assert "`prodigy`: local +0.000 ± 0.006 (no difference, 2.0× the cost)" in flat
+    assert "`schedule_free_sgd` from lr0 0.001: local +0.313 ± 0.013 (better, 2.0× the cost); from lr0 1: local" in flat
     assert "| local over `prodigy` (learns weight_decay) | 0.860 ± 0.000 | 0.860 ± 0.010 | +0.000 ± 0.006 | 3 |" in text
     # from the worst lr0 (0.001: alone 0.31) against the optimizer alone at the best (1: 0.86), paired by seed
     worst = np.subtract(tuned[0.001], sf[1.0])
-    assert (f"local over `schedule_free_sgd` from the worst lr0 (0.001) reaches 0.623, against 0.860 for "
-            f"`schedule_free_sgd` alone at the best (1): {worst.mean():+.3f} ± {worst.std(ddof=1) / np.sqrt(3):.3f} "
-            "over 3 paired seeds").replace("-", "−") in " ".join(text.split())
+    assert (f"from `schedule_free_sgd`'s worst lr0 (0.001), local reaches 0.623 ({worst.mean():+.3f} ± "
+            f"{worst.std(ddof=1) / np.sqrt(3):.3f}, 3 paired seeds), against 0.860 for `schedule_free_sgd` alone at its "
+            "best (1)").replace("-", "−") in flat
     assert "did not complete" not in text
 
 
@@ -551,3 +553,35 @@ def test_tuning_table_leaves_a_diverged_seed_out_of_its_pair_and_says_so(tmp_pat
     assert "| +0.015 ± 0.005 | 2 | 600 | 1 200 |" in text
     assert ("left out of their pair (the n column): local over `schedule_free_sgd` (learns lr, weight_decay; lr0 1): "
             "seed 2 diverged (alone and tuned).") in text
+
+
+@pytest.mark.parametrize("tuned, head", [
+    ([0.90, 0.91, 0.92], "**Yes: at this setting, hypergradient tuning improves on each of these optimizers.**"),
+    ([0.80, 0.81, 0.82], "**No: at this setting, hypergradient tuning adds nothing measurable on top of these "
+                         "optimizers and takes something away from some.**"),
+    ([0.85, 0.86, 0.85], "**No: at this setting, hypergradient tuning adds nothing measurable on top of these "
+                         "optimizers.**"),
+])
+def test_the_tuning_answer_follows_the_paired_differences(tmp_path, tuned, head):
+    """The headline is the verdict over every pair by twice its standard error, whichever way it falls."""
+    from glocal_cli.report import published
+
+    def variant(method, acc, learn=""):
+        return {"method": method, "optimizer": "adam", "lr0": 0.001, "uses_lr0": True, "learn": learn,
+                "cost_from_runs": 600.0 if method == "none" else 1800.0, "seeds": [0, 1, 2],
+                "status": ["complete"] * 3, "test_accuracy": acc}
+
+    rec = {"record": "optimizer_tuning", "setting": {"steps": 600}, "pairs": [{"tuned": "t", "alone": "a"}],
+           "variants": {"t": variant("local", tuned, "lr, b1"), "a": variant("none", [0.85, 0.855, 0.86])}}
+    (tmp_path / "r.json").write_text(json.dumps(rec))
+    got = []
+
+    class Cog:
+        inFile = str(tmp_path / "page.md")
+
+        def out(self, text):
+            got.append(text)
+
+    published.optimizer_tuning(Cog(), "r.json")
+    flat = " ".join("".join(got).split())
+    assert head in flat and "3.0× the cost" in flat

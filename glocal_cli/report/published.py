@@ -40,7 +40,7 @@ from glocal_cli.report.published_verify import (  # noqa: F401  (the pages' bloc
     _closer_sentence, _verify_closer, _verify_key, _verify_words, verify_beats_local, verify_selection_table,
     verify_table,
 )
-from glocal_cli.report.published_tuning import optimizer_tuning  # noqa: F401  (the README's block calls it)
+from glocal_cli.report.published_tuning import optimizer_tuning, tuning_commits  # noqa: F401  (the pages call them)
 from glocal_cli.report.records import mean_std, paired
 from glocal_cli.windows import KINDS
 
