@@ -134,7 +134,7 @@ def test_a_missing_variant(tmp_path):
     assert [(u["name"], u["done"]) for u in rec["plan"]["units"]] == [("glocal-s012", True), ("local-s0", False),
                                                                         ("none-s012", True)]
     page = markdown(rec)
-    assert "seeds so far: none 3, glocal 3, local 0" in page
+    assert "seeds so far: none 0, 1, 2; glocal 0, 1, 2; not yet: local" in page
     assert "local – (0 of 1 planned)" in page and "| glocal-s012 | glocal | 0, 1, 2 | done | 90 | 2.6 (max 3.1) |" in page
     assert "glocal train --params params.yaml -P paper --method METHOD --seeds SEEDS" in page
 

@@ -89,15 +89,20 @@ def summary_line(record: dict, a: str = "glocal", b: str = "local") -> str:
 
 
 def seeds_label(record: dict) -> str:
-    """``3 seeds so far`` when every variant has the same seeds, else ``seeds so far: none 5, local 3, glocal 3``."""
+    """``3 seeds so far`` when every variant has the same seeds, else which seeds each has finished:
+    ``seeds so far: glocal 0, 1, 2; local 1; not yet: none`` (``no seed finished yet`` before any)."""
     variants = record.get("variants", {})
-    counts = {v: len(e["seeds"]) for v, e in variants.items()}
+    seeds = {v: sorted(e["seeds"]) for v, e in variants.items()}
     planned = list((record.get("plan") or {}).get("variants", {}))
-    counts.update({v: 0 for v in planned if v not in counts})
-    if len({tuple(e["seeds"]) for e in variants.values()}) == 1 and all(counts.values()):
-        n = next(iter(counts.values()))
+    seeds.update({v: [] for v in planned if v not in seeds})
+    if len({tuple(e["seeds"]) for e in variants.values()}) == 1 and all(seeds.values()):
+        n = len(next(iter(seeds.values())))
         return f"{n} seed{'s' if n != 1 else ''} so far"
-    return "seeds so far: " + ", ".join(f"{v} {n}" for v, n in counts.items())
+    have = [f"{v} {', '.join(map(str, ss))}" for v, ss in seeds.items() if ss]
+    missing = [v for v, ss in seeds.items() if not ss]
+    if not have:
+        return "no seed finished yet"
+    return "seeds so far: " + "; ".join(have) + (f"; not yet: {', '.join(missing)}" if missing else "")
 
 
 def verdict(record: dict) -> str:
