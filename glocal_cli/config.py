@@ -59,7 +59,8 @@ class TrainConfig:
     momentum0: float = setting(0.1, "initial momentum", panel=HYPER_PANEL, tasks=("optimizer",))
     weight_decay0: float = setting(1e-3, "initial weight decay", panel=HYPER_PANEL, tasks=("optimizer",))
     learn: tuple = setting(LEARNABLE, "learned hyperparameters (optimizer task), each named once; "
-                                      + LEARN_HELP, panel=HYPER_PANEL, tasks=("optimizer",))
+                                      + LEARN_HELP, panel=HYPER_PANEL, methods=("local", "glocal", "global", "sgld"),
+                           tasks=("optimizer",))
     val_fraction: float = setting(0.1, "held-out validation fraction", panel=DATA_PANEL, tasks=("optimizer",))
     inner_optimizer: str = setting(
         "learnable_sgd", "the inner optimizer: learnable_sgd (the paper's SGD, every method) | sgd | adam | "

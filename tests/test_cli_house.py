@@ -106,6 +106,15 @@ def test_an_explicit_flag_the_method_ignores_warns_and_the_run_goes_on(run_cli, 
     assert warnings == ["warning: --estimator is read by --method glocal only; this run (--method local) ignores it"]
 
 
+def test_learn_given_to_a_fixed_run_warns(run_cli, tmp_path):
+    """--method none learns nothing: an explicit --learn is named as ignored, not silently dropped."""
+    code, _, err = run_cli(["train", "--method", "none", "--inner-optimizer", "adam", "--learn", "lr",
+                            "--data-dir", str(tmp_path / "x")])
+    assert code == 2  # the missing data folder stops it later, after the warning
+    assert [ln for ln in err if ln.startswith("warning:")] == [
+        "warning: --learn is read by --method local / glocal / global / sgld only; this run (--method none) ignores it"]
+
+
 def test_defaults_and_read_settings_do_not_warn():
     cfg = from_mapping({"method": "glocal"})
     assert ignored_settings(cfg, {"estimator": "--estimator", "sigma": "--sigma", "tau": "--tau"}) == []
