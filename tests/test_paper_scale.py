@@ -296,7 +296,7 @@ def test_the_readme_answer_follows_the_record(tmp_path):
     se = np.std(d, ddof=1) / np.sqrt(3)
     word = "yes" if d.mean() > 2 * se else "no" if d.mean() >= -2 * se else "no, it does worse"
     answer = readme_answer(rec)
-    assert answer.startswith(f"{word}: {summary_line(rec)} (CPU campaign, ")
+    assert answer.startswith(f"{word}: {summary_line(rec)} in the CPU campaign (T = ")
     assert "glocal's 60 windows: 54 within tol of 1, 4 nearest eigenvalue, 2 fallback to local" in answer
     assert "local − none = " in answer and summary_line(rec) in readme_sentence(rec)
 

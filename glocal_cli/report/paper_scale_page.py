@@ -351,15 +351,15 @@ def _earlier_words(record: dict) -> str:
 def readme_answer(record: dict) -> str:
     """The README's paper-scale cell of "Does it work?": the campaign's answer so far, from the record."""
     s = record.get("settings", {})
-    where = (f"CPU campaign, {seeds_label(record)}, T = {steps_text(s.get('steps'))}, "
-             f"{s.get('val_fraction', 0) * 100:g} % validation")
+    where = (f"CPU campaign (T = {steps_text(s.get('steps'))}, {s.get('val_fraction', 0) * 100:g} % validation; "
+             f"{seeds_label(record)})")
     pair = pair_of(record, "glocal", "local")
     if pair is None or not pair["n"]:
         have = ", ".join(f"{v} {stat(e['summary']['test_accuracy'])}" for v, e in record.get("variants", {}).items())
         earlier = _earlier_words(record)
-        return (f"not yet: no paired seeds of glocal and local in the {where} ({have or 'no run finished'})"
+        return (f"not yet: no paired seeds of glocal and local in the {where}" + (f"; {have}" if have else "")
                 + (f"; {earlier}" if earlier else ""))
-    text = f"{_answer(pair)}: {summary_line(record, 'glocal', 'local')} ({where})"
+    text = f"{_answer(pair)}: {summary_line(record, 'glocal', 'local')} in the {where}"
     other = pair_of(record, "local", "none")
     if other is not None and other["n"]:
         text += f"; {summary_line(record, 'local', 'none')}"

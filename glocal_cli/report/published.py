@@ -40,7 +40,7 @@ from glocal_cli.report.published_verify import (  # noqa: F401  (the pages' bloc
     _closer_sentence, _verify_closer, _verify_key, _verify_words, verify_beats_local, verify_selection_table,
     verify_table,
 )
-from glocal_cli.report.published_tuning import optimizer_tuning, tuning_commits  # noqa: F401  (the pages call them)
+from glocal_cli.report.published_tuning import optimizer_tuning, tuning_answer, tuning_commits  # noqa: F401
 from glocal_cli.report.records import mean_std, paired
 from glocal_cli.windows import KINDS
 
@@ -248,9 +248,11 @@ def found(cog, baselines: str, verify: str, paper_scale: Optional[str] = None) -
     _out(cog, prose(text))
 
 
-def does_it_work(cog, baselines: str, evidence: str, verify: str, paper_scale: Optional[str] = None) -> None:
+def does_it_work(cog, baselines: str, evidence: str, verify: str, paper_scale: Optional[str] = None,
+                 tuning: Optional[str] = None) -> None:
     """The README's "Does it work?" table; its paper-scale row from the campaign's record (``paper_scale``;
-    :func:`glocal_cli.report.paper_scale_page.readme_answer`)."""
+    :func:`glocal_cli.report.paper_scale_page.readme_answer`), its row on other optimizers from the
+    ``optimizer_tuning`` record (``tuning``; :func:`glocal_cli.report.published_tuning.tuning_answer`)."""
     t600 = _load(cog, baselines, "baselines")
     t200 = _load(cog, evidence, "evidence")
     ver = records.load(Path(cog.inFile).parent / verify)
@@ -298,6 +300,10 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str, paper_scale: O
         rows_.append(["At the paper's scale (T = 20 000)?",
                       readme_answer(records.load(Path(cog.inFile).parent / paper_scale)),
                       "[docs/paper_scale_cpu.md](docs/paper_scale_cpu.md), [docs/gpu.md](docs/gpu.md)"])
+    if tuning is not None:
+        rows_.append(["Does it help the optimizer I already use?",
+                      tuning_answer(_load(cog, tuning, "optimizer_tuning")),
+                      "[docs/baselines.md](docs/baselines.md#hypergradients-on-top-of-the-optimizer-you-use)"])
     _out(cog, table(["question", "answer", "source"], rows_))
 
 

@@ -98,22 +98,40 @@ def _from_worst_lr0(groups: Dict[str, Dict[Optional[float], List[dict]]]) -> Lis
     return lines
 
 
+def _pairs(rec: dict) -> tuple:
+    groups = _by_optimizer(_tuning_pairs(rec))
+    return groups, [p for by_lr0 in groups.values() for ps in by_lr0.values() for p in ps]
+
+
+def _verdict(pairs: List[dict]) -> str:
+    """``yes`` (every pair better), ``no`` (none better; ``, and worse on some`` when some are worse), or
+    ``it depends on the optimizer``."""
+    words = {_word(p) for p in pairs}
+    if "better" not in words:
+        return "no" + (", and worse on some" if "worse" in words else "")
+    return "yes" if words == {"better"} else "it depends on the optimizer"
+
+
+def tuning_answer(rec: dict) -> str:
+    """The README's one-cell answer from the ``optimizer_tuning`` record: the verdict, then each pair's."""
+    groups, pairs = _pairs(rec)
+    n = max((p["n"] for p in pairs), default=0)
+    return (f"{_verdict(pairs)} (tuned − alone, test accuracy, T = {rec['setting']['steps']}, {n} paired seeds): "
+            f"{_clauses(groups)}")
+
+
 def optimizer_tuning(cog, record: str) -> None:
     """The table of the tuned optimizers beside the optimizer alone, and the plain answer under it."""
     rec = _load(cog, record, "optimizer_tuning")
-    groups = _by_optimizer(_tuning_pairs(rec))
-    pairs = [p for by_lr0 in groups.values() for ps in by_lr0.values() for p in ps]
+    groups, pairs = _pairs(rec)
     lines = [[_tuned_name(p["tuned"]), pm(p["a"][0], p["a"][1], 3), pm(p["t"][0], p["t"][1], 3),
               pm(p["d"], p["se"], 3, sign=True), str(p["n"]), thousands(p["alone"].get("cost_from_runs")),
               thousands(p["tuned"].get("cost_from_runs"))] for p in pairs]
-    words = {_word(p) for p in pairs}
-    if "better" not in words:
-        head = ("**No: at this setting, hypergradient tuning adds nothing measurable on top of these optimizers"
-                + (" and takes something away from some.**" if "worse" in words else ".**"))
-    elif words == {"better"}:
-        head = "**Yes: at this setting, hypergradient tuning improves on each of these optimizers.**"
-    else:
-        head = "**It depends on the optimizer.**"
+    head = {"no": "**No: at this setting, hypergradient tuning adds nothing measurable on top of these optimizers.**",
+            "no, and worse on some": "**No: at this setting, hypergradient tuning adds nothing measurable on top of "
+                                     "these optimizers and takes something away from some.**",
+            "yes": "**Yes: at this setting, hypergradient tuning improves on each of these optimizers.**",
+            "it depends on the optimizer": "**It depends on the optimizer.**"}[_verdict(pairs)]
     n = max((p["n"] for p in pairs), default=0)
     text = (f"{head} Tuned − alone in test accuracy over {n} paired seeds at T = {rec['setting']['steps']} "
             f"(better / worse: by more than twice the standard error): {_clauses(groups)}.")
