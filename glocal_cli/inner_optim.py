@@ -166,10 +166,13 @@ def hyperparams_from_phi(
 # ----------------------------------------------------------------------------------------------
 # Fixed inner optimizers (method ``none``): what a practitioner would pick instead of tuning φ.
 
-#: ``TrainConfig.inner_optimizer`` choices. ``learnable_sgd`` is the paper's SGD (the only one the
-#: hypergradient methods tune); the others train with method ``none`` (docs/baselines.md).
+#: ``TrainConfig.inner_optimizer`` choices. ``learnable_sgd`` is the paper's SGD (every method tunes it);
+#: the others train with method ``none`` (docs/baselines.md), and those in :data:`TUNABLE` are also tuned by
+#: local / glocal / global (``--learn``).
 INNER_OPTIMIZERS = ("learnable_sgd", "sgd", "adam", "hd", "prodigy", "dadapt_adamw", "schedule_free_sgd",
                     "mechanize_sgd", "dog")
+#: The inner optimizers that read no ``lr0``: learning-rate free, their own scale starts at 1.0.
+LR_FREE = ("prodigy", "dadapt_adamw", "mechanize_sgd", "dog")
 #: ``TrainConfig.schedule`` choices: the learning-rate schedule of ``sgd`` and ``adam`` over the T steps.
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 SCHEDULED = ("sgd", "adam")  # the inner optimizers whose learning rate (lr0) follows ``schedule``

@@ -177,9 +177,9 @@ def _optimizer(g: Group) -> str:
 
 def _uses_lr0(g: Group) -> bool:
     """Whether the variant has a learning rate lr0 (the learning-rate-free optimizers ignore it)."""
-    r = g.runs[0]
-    return str(r.config.get("inner_optimizer") or "learnable_sgd") not in ("prodigy", "dadapt_adamw", "mechanize_sgd",
-                                                                          "dog")
+    from glocal_cli.inner_optim import LR_FREE
+
+    return str(g.runs[0].config.get("inner_optimizer") or "learnable_sgd") not in LR_FREE
 
 
 def baselines_table(groups: Sequence[Group], timing: Optional[dict] = None) -> Tuple[str, Dict[str, float]]:
