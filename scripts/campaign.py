@@ -107,9 +107,11 @@ def ensure_code(base: Path, commit: str) -> Path:
 
 
 def command(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -> List[str]:
+    """The unit's ``glocal train`` line: its seeds in one program, each in ``runs/<unit>/seed<k>`` (the ``{seed}``
+    template: a one-seed run given a plain ``--out`` would write into that folder itself)."""
     return [str(glocal), "train", *plan["args"], "--method", unit["method"],
             "--seeds", ",".join(map(str, unit["seeds"])), "--data-dir", str(data_dir),
-            "--out", str(base / "runs" / unit["name"])]
+            "--out", str(base / "runs" / unit["name"] / "seed{seed}")]
 
 
 def adopt(unit: dict, base: Path) -> List[Path]:
@@ -154,8 +156,10 @@ def commit_records(unit: dict, paths: List[Path], info: dict) -> None:
     is staged stays staged)."""
     rel = [str(p.relative_to(ROOT)) for p in paths + [PLAN] + rebuild_pages()]
     subprocess.run(["git", "add", "--", *rel], cwd=ROOT, check=True)
+    load = ("load not sampled" if info["load_mean"] is None
+            else f"load {info['load_mean']:.1f} (max {info['load_max']:.1f})")
     msg = (f"campaign: unit {unit['name']} ({unit['method']}, seeds {','.join(map(str, unit['seeds']))}) at the pinned "
-           f"commit: {info['wall_s'] / 60:.0f} min, load {info['load_mean']:.1f} (max {info['load_max']:.1f})")
+           f"commit: {info['wall_s'] / 60:.0f} min, {load}")
     done = subprocess.run(["git", "commit", "-q", "-m", msg, "--only", "--", *rel], cwd=ROOT)
     print("committed" if done.returncode == 0 else "could not commit (commit the records by hand)", rel, flush=True)
 
@@ -186,8 +190,8 @@ def run_unit(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -
         if proc.returncode != 0:
             raise SystemExit(f"error: {unit['name']} exited {proc.returncode} (log {logs / (unit['name'] + '.log')})")
     walls = [json.loads((f / "metrics.json").read_text())["wall_s"] for f in folders]
-    info = {"wall_s": max(walls), "load_mean": sum(loads) / len(loads) if loads else float("nan"),
-            "load_max": max(loads) if loads else float("nan"), "load_samples": len(loads),
+    info = {"wall_s": max(walls), "load_mean": sum(loads) / len(loads) if loads else None,  # None: not sampled
+            "load_max": max(loads) if loads else None, "load_samples": len(loads),
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
     paths = adopt(unit, base)
     plan = load_plan()
@@ -225,7 +229,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     base = a.dir.resolve()
     if a.action == "status":
         for r in status(plan, base):
-            wall = f"  {r['wall_s'] / 60:.0f} min, load {r['load_mean']:.1f}" if "wall_s" in r else ""
+            load = "not sampled" if r.get("load_mean") is None else f"{r['load_mean']:.1f}"
+            wall = f"  {r['wall_s'] / 60:.0f} min, load {load}" if "wall_s" in r else ""
             print(f"{r['unit']:>14}  {r['state']}{r['detail']}{wall}")
         return 0
     glocal = ensure_code(base, plan["pinned_commit"])

@@ -340,3 +340,29 @@ def test_a_plan_without_runs_is_a_record(tmp_path):
     assert summary_line(rec) == "glocal − local: no paired seeds yet"
     with pytest.raises(ValueError, match="no finished runs"):
         paper_scale.build(paper_scale.Inputs(()))
+
+
+def _campaign_driver():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "campaign.py"
+    spec = importlib.util.spec_from_file_location("campaign_driver", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seeds", [[1], [0, 1, 2]])
+def test_the_campaign_writes_each_seed_where_it_looks_for_it(tmp_path, seeds):
+    """A unit's command puts seed k in runs/<unit>/seed<k> for one seed as for several (a one-seed run given a
+    plain --out writes into that folder itself: the driver then looked for seed1/ and stopped)."""
+    from glocal_cli import config
+    from glocal_cli.train import seed_configs
+
+    drv = _campaign_driver()
+    unit = {"name": "local-s1", "method": "local", "seeds": seeds}
+    cmd = drv.command({"args": []}, unit, tmp_path, Path("glocal"), tmp_path / "data")
+    out = cmd[cmd.index("--out") + 1]
+    cfg = config.from_mapping({"method": "local", "out": out})
+    got = [Path(c.run_dir()) for c in seed_configs(cfg, seeds)]
+    assert got == [drv.run_folder(tmp_path, unit, s) for s in seeds]
