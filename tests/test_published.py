@@ -22,13 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _copy_pages(tmp_path: Path) -> Path:
-    """README.md, docs/*.md and the records (docs/*.json, docs/records/*.json) copied to ``tmp_path/repo``."""
+    """README.md, docs/*.md and the records (docs/*.json, everything under docs/records: the near-one table reads
+    runs' dmd.npz and history.csv there) copied to ``tmp_path/repo``."""
     root = tmp_path / "repo"
     (root / "docs" / "records").mkdir(parents=True)
     shutil.copy2(REPO / "README.md", root / "README.md")
-    for pattern in ("docs/*.md", "docs/*.json", "docs/records/*.json"):
+    for pattern in ("docs/*.md", "docs/*.json", "docs/records/**/*"):
         for path in REPO.glob(pattern):
-            shutil.copy2(path, root / path.relative_to(REPO))
+            if path.is_file():
+                (root / path.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, root / path.relative_to(REPO))
     return root
 
 
@@ -53,6 +56,13 @@ def test_published_pages_match_their_records(capsys):
     ("docs/records/library_example.json", lambda r: r["measured"].__setitem__("val_loss_last", 0.25)),
     # a per-seed table (docs/results.md): one seed's accuracy moves its mean ± std row
     ("docs/records/results_h100_3seeds.json", lambda r: r["variants"]["local"]["test_accuracy"].__setitem__(1, 0.86)),
+    # docs/sgld.md's re-run cell and z table, docs/method.md's sentence: one seed of glocal, one of persistent-z sgld
+    ("docs/records/lt_fmnist50.json", lambda r: r["variants"]["glocal"]["test_accuracy"].__setitem__(0, 0.5)),
+    ("docs/records/lt_fmnist50.json", lambda r: r["variants"]["sgld-persist-z"]["val_loss"].__setitem__(0, 2.0)),
+    # docs/sgld.md's collapse detection: the default run's test accuracy
+    ("docs/records/collapse_probe.json", lambda r: r["runs"]["default"].__setitem__("test_accuracy", 0.5)),
+    # docs/method.md's eigenvalue table: the campaign row without its seed 2
+    ("docs/records/near_one.json", lambda r: r["rows"][0]["runs"].pop()),
 ])
 def test_a_changed_record_fails_the_check(tmp_path, capsys, record, change):
     """Change one value in a copy of a record: the check of the copied pages fails (exit 5) and shows the line."""

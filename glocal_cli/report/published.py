@@ -41,6 +41,10 @@ from glocal_cli.report.published_verify import (  # noqa: F401  (the pages' bloc
     verify_table,
 )
 from glocal_cli.report.published_tuning import optimizer_tuning, tuning_answer, tuning_commits  # noqa: F401
+from glocal_cli.report.published_docs import (  # noqa: F401  (docs/sgld.md's and docs/method.md's blocks)
+    collapse_measured, lt_rerun_sentence, lt_rerun_table, near_one_reading, near_one_table, selected_above_one,
+    sgld_z_reading, sgld_z_table, dmd_use_table,
+)
 from glocal_cli.report.records import mean_std, paired
 from glocal_cli.windows import KINDS
 
@@ -48,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The pages with generated blocks, relative to the repository root.
 FILES = ("README.md", "docs/evidence_cpu.md", "docs/baselines.md", "docs/verify_cpu.md", "docs/method.md",
-         "docs/results.md")
+         "docs/results.md", "docs/sgld.md")
 
 
 # --- the paired-seed results (evidence records; the baselines record) -------------------------------------------
