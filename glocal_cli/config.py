@@ -21,7 +21,7 @@ from glocal_cli import settings
 from glocal_cli.data.registry import ALIASES, DATASETS, canonical_name
 from glocal_cli.errors import UserError
 from glocal_cli.hpo import PERF_PANEL, RUN_PANEL, HPOConfig
-from glocal_cli.inner_optim import INNER_OPTIMIZERS, LR_FREE, SCHEDULED, SCHEDULES, TUNABLE, learnable_names, tunable_optimizer
+from glocal_cli.inner_optim import INNER_OPTIMIZERS, SCHEDULED, SCHEDULES, TUNABLE, learnable_names, tunable_optimizer
 from glocal_cli.methods import METHOD_CLASSES
 from glocal_cli.settings import section, setting
 
@@ -297,10 +297,6 @@ def ignored_settings(cfg: TrainConfig, given: Mapping[str, str]) -> List[str]:
                 lines.append(f"warning: {where} is read by {option} {' / '.join(readers)} only; "
                              f"this run ({option} {value}) ignores it")
                 break
-        else:
-            if name == "lr0" and cfg.task == "optimizer" and cfg.inner_optimizer in LR_FREE:
-                lines.append(f"warning: {where} is not read by --inner-optimizer {cfg.inner_optimizer} (learning-rate "
-                             f"free: its scale starts at 1.0); this run ignores it")
     return lines
 
 

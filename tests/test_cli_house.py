@@ -115,18 +115,6 @@ def test_learn_given_to_a_fixed_run_warns(run_cli, tmp_path):
         "warning: --learn is read by --method local / glocal / global / sgld only; this run (--method none) ignores it"]
 
 
-def test_lr0_given_to_a_learning_rate_free_optimizer_warns(run_cli, tmp_path):
-    code, _, err = run_cli(["train", "--method", "none", "--inner-optimizer", "prodigy", "--lr0", "0.5",
-                            "--data-dir", str(tmp_path / "x")])
-    assert code == 2
-    assert [ln for ln in err if ln.startswith("warning:")] == [
-        "warning: --lr0 is not read by --inner-optimizer prodigy (learning-rate free: its scale starts at 1.0); "
-        "this run ignores it"]
-    code, _, err = run_cli(["train", "--method", "none", "--inner-optimizer", "adam", "--lr0", "0.5",
-                            "--data-dir", str(tmp_path / "x")])
-    assert code == 2 and not [ln for ln in err if ln.startswith("warning:")]
-
-
 def test_defaults_and_read_settings_do_not_warn():
     cfg = from_mapping({"method": "glocal"})
     assert ignored_settings(cfg, {"estimator": "--estimator", "sigma": "--sigma", "tau": "--tau"}) == []
