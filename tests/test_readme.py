@@ -1,6 +1,6 @@
-"""The README's 'Use as a library' example runs as is, tunes the learning rate, and measures what the README says.
+"""The library example (docs/library.md, linked from the README) runs as is, tunes the learning rate, and measures what the page says.
 
-The README's sentence on its result is generated (``glocal_cli.report.published.library_example``) from
+The page's sentence on its result is generated (``glocal_cli.report.published.library_example``) from
 ``docs/records/library_example.json``, which this test writes when ``GLOCAL_WRITE_RECORDS=1``::
 
     GLOCAL_WRITE_RECORDS=1 python -m pytest -q -n0 tests/test_readme.py && python -m glocal_cli.report.published
@@ -21,6 +21,7 @@ from glocal_cli.report import published
 from glocal_cli.windows import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE = "docs/library.md"  # the library example's page (the README links to it)
 MARKER = "<!-- library-example -->"
 SEEDS_MARKER = "<!-- library-example-seeds -->"
 RECORD = REPO / "docs" / "records" / "library_example.json"
@@ -28,8 +29,8 @@ RECORD = REPO / "docs" / "records" / "library_example.json"
 
 def library_example(marker: str = MARKER) -> str:
     """The ```python block right after the marker comment in README.md."""
-    text = (REPO / "README.md").read_text()
-    assert text.count(marker) == 1, f"README.md must hold exactly one {marker} marker"
+    text = (REPO / PAGE).read_text()
+    assert text.count(marker) == 1, f"{PAGE} must hold exactly one {marker} marker"
     match = re.match(r"\s*```python\n(.*?)\n```", text.split(marker, 1)[1], re.S)
     assert match, "the marker must be followed by a ```python block"
     return match.group(1)

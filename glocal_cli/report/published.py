@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The pages with generated blocks, relative to the repository root.
 FILES = ("README.md", "docs/evidence_cpu.md", "docs/baselines.md", "docs/verify_cpu.md", "docs/method.md",
-         "docs/results.md", "docs/sgld.md")
+         "docs/results.md", "docs/sgld.md", "docs/library.md")
 
 
 # --- the paired-seed results (evidence records; the baselines record) -------------------------------------------
@@ -312,7 +312,7 @@ def does_it_work(cog, baselines: str, evidence: str, verify: str, paper_scale: O
 
 
 def library_example(cog, record: str) -> None:
-    """What the README's library example measured (its test writes the record, tests/test_readme.py)."""
+    """What the library example (docs/library.md) measured (its test writes the record, tests/test_readme.py)."""
     rec = _load(cog, record, "library_example")
     m = rec["measured"]
     split = m["windows"]
