@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence
 
 from glocal_cli.errors import UserError
 from glocal_cli.report import records
-from glocal_cli.report.published_text import g3, num, pm, prose, signed, table, thousands
+from glocal_cli.report.published_text import g3, num, pm, prose, signed, table, thousands, windows
 from glocal_cli.report.published_text import load as _load
 from glocal_cli.report.published_text import out as _out
 from glocal_cli.report.published_verify import (  # noqa: F401  (the pages' blocks call them as P.<name>)
@@ -46,7 +46,6 @@ from glocal_cli.report.published_docs import (  # noqa: F401  (docs/sgld.md's an
     sgld_z_reading, sgld_z_table, dmd_use_table,
 )
 from glocal_cli.report.records import mean_std, paired
-from glocal_cli.windows import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,12 +149,6 @@ def pair(rec: dict, a: str, b: str) -> tuple:
         return math.nan, math.nan, 0  # the pairs differ: not derivable from the two differences
     # (a − ref) − (b − ref) over the same complete seeds is the paired mean of a − b; its SE needs the seeds
     return r[a].diff - r[b].diff, math.nan, r[a].n_pairs
-
-
-def windows(v: dict) -> Dict[str, int]:
-    """A variant's windows summed over its seeds by how the estimate was made (empty without a record of it)."""
-    split = v.get("dmd_windows") if v else None
-    return {k: sum(split[k]) for k in KINDS if sum(split.get(k, [0]))} if split else {}
 
 
 def windows_words(split: Dict[str, int]) -> str:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 
 from glocal_cli.report import records
 from glocal_cli.report.published_text import load as _load
-from glocal_cli.report.published_text import num, pm, prose, table
+from glocal_cli.report.published_text import num, pm, prose, table, windows
 from glocal_cli.report.published_text import out as _out
 from glocal_cli.report.records import mean_std, paired
-from glocal_cli.windows import KINDS, describe
+from glocal_cli.windows import describe
 
 
 def _commit(v: dict) -> str:
@@ -26,11 +26,6 @@ def _commit(v: dict) -> str:
     commits = sorted({(c or "unknown")[:7] + ("+dirty" if d else "") for c, d in zip(v.get("commit", []),
                                                                                       v.get("dirty", []))})
     return ", ".join(commits) or "unknown"
-
-
-def _split(v: dict) -> Dict[str, int]:
-    split = v.get("dmd_windows") or {}
-    return {k: sum(split[k]) for k in KINDS if sum(split.get(k, [0]))}
 
 
 def _seeds(v: dict) -> str:
@@ -57,7 +52,7 @@ def lt_rerun_table(cog, record: str) -> None:
         x = v[n]
         m, s, k = mean_std(x["test_accuracy"])
         d, se, npairs = paired(records.by_seed(x), local) if n != "local" else (math.nan, math.nan, 0)
-        split = _split(x)
+        split = windows(x)
         lines.append([LT_LABEL[n], ", ".join(num(a, 3) for a in x["test_accuracy"]), f"{pm(m, s, 3)} (n={k})",
                       "(reference)" if n == "local" else f"{pm(d, se, 3, sign=True)} (n={npairs})",
                       describe(split) if split else "–"])
@@ -77,7 +72,7 @@ def lt_rerun_sentence(cog, record: str) -> None:
     v = rec["variants"]
     g, lo = mean_std(v["glocal"]["test_accuracy"]), mean_std(v["local"]["test_accuracy"])
     d, se, n = paired(records.by_seed(v["glocal"]), records.by_seed(v["local"]))
-    split = _split(v["glocal"])
+    split = windows(v["glocal"])
     fb = sum(records.finite(v["glocal"].get("dmd_fallbacks", [])))
     _out(cog, prose(
         f"Re-run with the paper's estimator on Fashion-MNIST / {rec['setting']['imbalance_factor']} "
@@ -187,10 +182,17 @@ def eigen_stats(eigenvalues: np.ndarray, tols: Sequence[float], quantiles: Seque
             "none_within": {t: float(np.mean(dist > t)) if dist.size else math.nan for t in tols}}
 
 
+def _run_folders(base: Path, row: dict) -> List[Path]:
+    """The row's run folders: each entry of ``runs`` a folder or a glob pattern relative to the record (the
+    campaign's row is ``paper_scale_cpu/glocal/seed*``: every seed it has committed)."""
+    return [f for run in row["runs"] for f in (sorted(base.glob(run)) if any(c in run for c in "*?[") else
+                                               [base / run])]
+
+
 def _row_eigenvalues(base: Path, row: dict) -> np.ndarray:
     arrays = []
-    for run in row["runs"]:
-        with np.load(base / run / "dmd.npz") as z:
+    for folder in _run_folders(base, row):
+        with np.load(folder / "dmd.npz") as z:
             arrays.append(np.asarray(z["eigenvalues"]))
     width = max(a.shape[1] for a in arrays)
     return np.concatenate([np.pad(a.astype(complex), ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
@@ -257,8 +259,8 @@ def selected_above_one(cog, record: str) -> None:
     complex_pairs = windows = 0
     import csv
 
-    for run in rec["rows"][0]["runs"]:
-        with open(base / run / "history.csv", newline="") as f:
+    for folder in _run_folders(base, rec["rows"][0]):
+        with open(folder / "history.csv", newline="") as f:
             for row in csv.DictReader(f):
                 sel = [complex(x.replace(" ", "")) for x in (row.get("dmd_selected") or "").split(";") if x.strip()]
                 if not sel:

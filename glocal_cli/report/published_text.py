@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from glocal_cli.report import records
+from glocal_cli.windows import KINDS
 
 MINUS = "\u2212"
 
@@ -40,6 +41,12 @@ def g3(x: float) -> str:
 def thousands(x: float) -> str:
     """``3 792``: an integer with a space between thousands."""
     return "–" if x is None or not math.isfinite(x) else f"{round(x):,}".replace(",", " ")
+
+
+def windows(v: dict) -> Dict[str, int]:
+    """A variant's windows summed over its seeds by how the estimate was made (empty without a record of it)."""
+    split = v.get("dmd_windows") if v else None
+    return {k: sum(split[k]) for k in KINDS if sum(split.get(k, [0]))} if split else {}
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Optional[Sequence[str]] = None) -> str:
