@@ -61,6 +61,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from glocal_cli.report import records
 from glocal_cli.report.collect import read_metrics
 from glocal_cli.report.paper_scale_page import summary_line  # noqa: F401 (the README's one-line answer)
 from glocal_cli.report.tables import EVIDENCE_ORDER, EVIDENCE_PAIRS
@@ -240,25 +241,26 @@ def add_splits(splits: Iterable[Optional[Dict[str, int]]]) -> Optional[Dict[str,
     return total
 
 
+def _none_if_nan(x: float) -> Optional[float]:
+    return None if math.isnan(x) else x
+
+
 def spread(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
-    """``{"mean", "std" (ddof 1; None below two values), "n"}`` of the values that are numbers."""
-    xs = np.array([x for x in values if x is not None], float)
-    if xs.size == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(xs.mean()), "std": float(xs.std(ddof=1)) if xs.size > 1 else None, "n": int(xs.size)}
+    """``{"mean", "std" (ddof 1; None below two values), "n"}`` of the values that are numbers
+    (:func:`glocal_cli.report.records.mean_std`, the one convention)."""
+    mean, std, n = records.mean_std(values)
+    return {"mean": _none_if_nan(mean), "std": _none_if_nan(std), "n": n}
 
 
 def paired_difference(a: Dict[int, Optional[float]], b: Dict[int, Optional[float]]) -> dict:
     """``a − b`` over the seeds where both are numbers: ``{"n", "mean", "se", "seeds", "differences"}``.
 
     ``se``: the ddof-1 standard deviation of the differences / √n (None for n < 2); ``mean``
-    None for n = 0.
+    None for n = 0 (:func:`glocal_cli.report.records.paired`, the one convention).
     """
-    seeds = sorted(s for s in set(a) & set(b) if a[s] is not None and b[s] is not None)
-    d = np.array([a[s] - b[s] for s in seeds], float)
-    return {"n": len(seeds), "mean": float(d.mean()) if d.size else None,
-            "se": float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else None,
-            "seeds": seeds, "differences": [float(x) for x in d]}
+    seeds, diffs = records.paired_differences(a, b)
+    mean, se, n = records.paired(a, b)
+    return {"n": n, "mean": _none_if_nan(mean), "se": _none_if_nan(se), "seeds": seeds, "differences": diffs}
 
 
 def _get(d: dict, dotted: str):

@@ -71,14 +71,20 @@ def mean_std(values: Sequence) -> Tuple[float, float, int]:
     return mean, std, n
 
 
-def paired(a: Dict[int, float], b: Dict[int, float]) -> Tuple[float, float, int]:
-    """(mean, standard error, n) of ``a[s] − b[s]`` over the seeds where both are finite (SE: ddof-1 std / √n)."""
-    diffs = []
+def paired_differences(a: Dict[int, float], b: Dict[int, float]) -> Tuple[List[int], List[float]]:
+    """The seeds where both ``a`` and ``b`` are finite (sorted) and ``a[s] − b[s]`` for each."""
+    seeds, diffs = [], []
     for s in sorted(set(a) & set(b)):
         fa, fb = finite([a[s]]), finite([b[s]])
         if fa and fb:
+            seeds.append(s)
             diffs.append(fa[0] - fb[0])
-    mean, std, n = mean_std(diffs)
+    return seeds, diffs
+
+
+def paired(a: Dict[int, float], b: Dict[int, float]) -> Tuple[float, float, int]:
+    """(mean, standard error, n) of ``a[s] − b[s]`` over the seeds where both are finite (SE: ddof-1 std / √n)."""
+    mean, std, n = mean_std(paired_differences(a, b)[1])
     return mean, (std / math.sqrt(n) if n > 1 else math.nan), n
 
 

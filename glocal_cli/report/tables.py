@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
 
-from glocal_cli.report import paper
+from glocal_cli.report import paper, records
 from glocal_cli.report.collect import Group
 
 METHOD_ORDER = ("none", "local", "glocal", "global")
@@ -185,14 +184,9 @@ EVIDENCE_PAIRS = (("glocal", "local"), ("glocal", "glocal-mean"), ("glocal-mean"
 
 
 def paired_difference(a: Group, b: Group, key: str = "test_accuracy") -> Tuple[float, float, int]:
-    """Mean of ``a − b`` over the seeds both have finite, its standard error (std ddof 1 / √n), and n."""
-    va = {r.seed: r.value(key) for r in a.runs}
-    vb = {r.seed: r.value(key) for r in b.runs}
-    d = np.array([va[s] - vb[s] for s in sorted(set(va) & set(vb)) if math.isfinite(va[s]) and math.isfinite(vb[s])])
-    if d.size == 0:
-        return math.nan, math.nan, 0
-    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan
-    return float(d.mean()), se, int(d.size)
+    """Mean of ``a − b`` over the seeds both have finite, its standard error (std ddof 1 / √n), and n
+    (:func:`glocal_cli.report.records.paired` over the groups' per-seed values)."""
+    return records.paired({r.seed: r.value(key) for r in a.runs}, {r.seed: r.value(key) for r in b.runs})
 
 
 def evidence_tables(groups: Sequence[Group]) -> Tuple[str, Dict[str, float]]:
@@ -238,8 +232,6 @@ def evidence_tables(groups: Sequence[Group]) -> Tuple[str, Dict[str, float]]:
 
 def evidence_record(groups: Sequence[Group], command: str = "") -> dict:
     """The record (``glocal_cli.report.records``) of one evidence table: every variant's seeds and the pairs shown."""
-    from glocal_cli.report import records
-
     by = {g.method: g for g in groups}
     order = [v for v in EVIDENCE_ORDER if v in by] + sorted(set(by) - set(EVIDENCE_ORDER))
     runs = [r for g in groups for r in g.runs]
