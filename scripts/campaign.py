@@ -5,8 +5,8 @@ checked out as a git worktree outside this checkout, with its own locked virtual
 so the table pairs runs of one training code, whatever main does meanwhile. Checkpoints stay
 in the campaign folder (outside the work tree: a machine that is kept resumes them); each
 finished unit's records (``metrics.json``, ``history.csv``, ``dmd.npz`` per seed) are copied to
-``docs/records/paper_scale_cpu/<variant>/seed<k>/`` and committed at once, so a fresh machine
-loses nothing but the unit in progress.
+``docs/records/paper_scale_cpu/<variant>/seed<k>/``, the variant's ``seeds.json`` (its seeds so far)
+is rewritten, and both are committed at once, so a fresh machine loses nothing but the unit in progress.
 
 The plan (committed): ``docs/records/paper_scale_cpu/campaign.json``: the pinned commit, the
 command, the units in order and, for each finished unit, its wall time and the machine's load
@@ -114,8 +114,28 @@ def command(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) ->
             "--out", str(base / "runs" / unit["name"] / "seed{seed}")]
 
 
+def write_seeds_summary(method: str) -> Path:
+    """``docs/records/paper_scale_cpu/<method>/seeds.json``: every seed of the variant committed so far, whichever
+    unit ran it, each with its record folder (from the repository root), status and test accuracy; the layout of
+    ``glocal train --seeds-summary`` (which writes one program's seeds; a variant's seeds span units here)."""
+    folder = RECORDS / method
+    seeds = sorted(int(d.name[len("seed"):]) for d in folder.glob("seed*")
+                   if d.name[len("seed"):].isdigit() and (d / "metrics.json").is_file())
+    runs = []
+    for s in seeds:
+        m = json.loads((record_dir(method, s) / "metrics.json").read_text())
+        runs.append({"seed": s, "run_dir": os.path.relpath(record_dir(method, s), ROOT), "status": m.get("status"),
+                     "test_accuracy": m.get("test_accuracy")})
+    path = folder / "seeds.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"seeds": seeds, "runs": runs}, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def adopt(unit: dict, base: Path) -> List[Path]:
-    """Copy a finished unit's per-seed records into docs/records; returns the copied folders."""
+    """Copy a finished unit's per-seed records into docs/records and rewrite the variant's ``seeds.json``;
+    returns the paths to commit."""
     out = []
     for s in unit["seeds"]:
         src = run_folder(base, unit, s)
@@ -128,7 +148,7 @@ def adopt(unit: dict, base: Path) -> List[Path]:
             if (src / name).is_file():
                 shutil.copy2(src / name, dst / name)
         out.append(dst)
-    return out
+    return out + [write_seeds_summary(unit["method"])]
 
 
 def rebuild_pages() -> List[Path]:

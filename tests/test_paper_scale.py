@@ -366,3 +366,32 @@ def test_the_campaign_writes_each_seed_where_it_looks_for_it(tmp_path, seeds):
     cfg = config.from_mapping({"method": "local", "out": out})
     got = [Path(c.run_dir()) for c in seed_configs(cfg, seeds)]
     assert got == [drv.run_folder(tmp_path, unit, s) for s in seeds]
+
+
+def test_the_campaign_lists_each_variants_seeds_across_units(tmp_path, monkeypatch):
+    """Adopting a unit copies its seeds' records and rewrites the variant's seeds.json with every seed committed
+    so far (units of one seed each add up; glocal train --seeds-summary's layout); a failed seed is refused."""
+    drv = _campaign_driver()
+    monkeypatch.setattr(drv, "ROOT", tmp_path)
+    monkeypatch.setattr(drv, "RECORDS", tmp_path / "docs" / "records" / "paper_scale_cpu")
+    base = tmp_path / "campaign"
+    for seed, acc in ((3, 0.84), (1, 0.85)):
+        unit = {"name": f"local-s{seed}", "method": "local", "seeds": [seed]}
+        run = drv.run_folder(base, unit, seed)
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"status": "complete", "test_accuracy": acc}))
+        (run / "history.csv").write_text("outer_step,lr\n1,0.001\n")
+        paths = drv.adopt(unit, base)
+    summary = json.loads((drv.RECORDS / "local" / "seeds.json").read_text())
+    assert paths[-1] == drv.RECORDS / "local" / "seeds.json"
+    assert summary["seeds"] == [1, 3]
+    assert summary["runs"] == [
+        {"seed": 1, "run_dir": "docs/records/paper_scale_cpu/local/seed1", "status": "complete", "test_accuracy": 0.85},
+        {"seed": 3, "run_dir": "docs/records/paper_scale_cpu/local/seed3", "status": "complete", "test_accuracy": 0.84}]
+    assert (drv.RECORDS / "local" / "seed3" / "history.csv").read_text() == "outer_step,lr\n1,0.001\n"
+    bad = {"name": "local-s4", "method": "local", "seeds": [4]}
+    drv.run_folder(base, bad, 4).mkdir(parents=True)
+    (drv.run_folder(base, bad, 4) / "metrics.json").write_text(json.dumps({"status": "failed", "failure": "nan"}))
+    with pytest.raises(SystemExit, match="ended 'failed'"):
+        drv.adopt(bad, base)
+    assert json.loads((drv.RECORDS / "local" / "seeds.json").read_text())["seeds"] == [1, 3]

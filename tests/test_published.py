@@ -159,3 +159,15 @@ def test_numbers_print_as_the_pages_do():
     assert published.pm(0.7, math.nan, 3) == "0.700" and published.num(math.nan, 2) == "–"
     assert re.fullmatch(r"\| a \| b \|\n\|---\|---:\|\n\| 1 \| 2 \|",
                         published.table(["a", "b"], [["1", "2"]], ["---", "---:"]))
+
+
+def test_a_row_pattern_names_run_folders_only(tmp_path):
+    """The near-one table's campaign row (``paper_scale_cpu/glocal/seed*``) reads every seed folder the campaign
+    has committed, not the variant's seeds.json beside them (which the same pattern matches)."""
+    from glocal_cli.report.published_docs import _run_folders
+
+    for name in ("seed0", "seed1", "seed12"):
+        (tmp_path / "glocal" / name).mkdir(parents=True)
+    (tmp_path / "glocal" / "seeds.json").write_text("{}")
+    got = _run_folders(tmp_path, {"runs": ["glocal/seed*", "glocal/seed0"]})
+    assert got == [tmp_path / "glocal" / n for n in ("seed0", "seed1", "seed12", "seed0")]

@@ -184,9 +184,10 @@ def eigen_stats(eigenvalues: np.ndarray, tols: Sequence[float], quantiles: Seque
 
 def _run_folders(base: Path, row: dict) -> List[Path]:
     """The row's run folders: each entry of ``runs`` a folder or a glob pattern relative to the record (the
-    campaign's row is ``paper_scale_cpu/glocal/seed*``: every seed it has committed)."""
-    return [f for run in row["runs"] for f in (sorted(base.glob(run)) if any(c in run for c in "*?[") else
-                                               [base / run])]
+    campaign's row is ``paper_scale_cpu/glocal/seed*``: every seed it has committed); a pattern matches folders
+    only (not the ``seeds.json`` beside them)."""
+    return [f for run in row["runs"] for f in (sorted(p for p in base.glob(run) if p.is_dir())
+                                               if any(c in run for c in "*?[") else [base / run])]
 
 
 def _row_eigenvalues(base: Path, row: dict) -> np.ndarray:
