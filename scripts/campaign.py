@@ -21,7 +21,9 @@ Usage (from the repository root, any Python 3.9+; the worktree's venv is made wi
 
 ``--dir`` (default ``../campaign``) holds ``code/`` (the worktree), ``runs/<unit>/seed<k>/`` and
 ``logs/``. A unit whose folders are locked by a running ``glocal train`` is waited for, not started
-twice. A unit is "done" when its records are in ``docs/records`` with status ``complete``.
+twice. A unit is "done" when its records are in ``docs/records`` with a status a run ends with (``complete``,
+``diverged`` or ``collapsed``: a numerical failure is a result, recorded). A unit may carry ``"set"`` (options
+that replace the plan's, ``{"--lr0": "0.1"}``) and ``"records"`` (a subfolder for that other setting, ``"lr0.1"``).
 """
 
 from __future__ import annotations
@@ -54,17 +56,27 @@ def save_plan(plan: dict) -> None:
     os.replace(tmp, PLAN)
 
 
-def record_dir(method: str, seed: int) -> Path:
-    return RECORDS / method / f"seed{seed}"
+#: How a run that ended may end: its record is a result (a diverged run is one: numerical failure is recorded).
+FINAL = ("complete", "diverged", "collapsed")
 
 
-def seed_done(method: str, seed: int) -> bool:
-    m = record_dir(method, seed) / "metrics.json"
-    return m.is_file() and json.loads(m.read_text()).get("status") == "complete"
+def variant_dir(unit: dict) -> Path:
+    """``docs/records/paper_scale_cpu[/<records>]/<method>``: a unit with ``"records"`` (a setting other than the
+    plan's, e.g. ``"lr0.1"`` with ``"set": {"--lr0": "0.1"}``) keeps its runs in that subfolder."""
+    return RECORDS / unit.get("records", "") / unit["method"]
+
+
+def record_dir(unit: dict, seed: int) -> Path:
+    return variant_dir(unit) / f"seed{seed}"
+
+
+def seed_done(unit: dict, seed: int) -> bool:
+    m = record_dir(unit, seed) / "metrics.json"
+    return m.is_file() and json.loads(m.read_text()).get("status") in FINAL
 
 
 def unit_done(unit: dict) -> bool:
-    return all(seed_done(unit["method"], s) for s in unit["seeds"])
+    return all(seed_done(unit, s) for s in unit["seeds"])
 
 
 def run_folder(base: Path, unit: dict, seed: int) -> Path:
@@ -106,25 +118,37 @@ def ensure_code(base: Path, commit: str) -> Path:
     return glocal
 
 
+def unit_args(plan: dict, unit: dict) -> List[str]:
+    """The plan's ``args`` with the unit's ``"set"`` applied: ``{"--lr0": "0.1"}`` replaces the value after
+    ``--lr0`` (or appends the option when the plan does not give it)."""
+    args = list(plan["args"])
+    for flag, value in (unit.get("set") or {}).items():
+        if flag in args:
+            args[args.index(flag) + 1] = str(value)
+        else:
+            args += [flag, str(value)]
+    return args
+
+
 def command(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -> List[str]:
     """The unit's ``glocal train`` line: its seeds in one program, each in ``runs/<unit>/seed<k>`` (the ``{seed}``
     template: a one-seed run given a plain ``--out`` would write into that folder itself)."""
-    return [str(glocal), "train", *plan["args"], "--method", unit["method"],
+    return [str(glocal), "train", *unit_args(plan, unit), "--method", unit["method"],
             "--seeds", ",".join(map(str, unit["seeds"])), "--data-dir", str(data_dir),
             "--out", str(base / "runs" / unit["name"] / "seed{seed}")]
 
 
-def write_seeds_summary(method: str) -> Path:
-    """``docs/records/paper_scale_cpu/<method>/seeds.json``: every seed of the variant committed so far, whichever
+def write_seeds_summary(unit: dict) -> Path:
+    """``<variant_dir>/seeds.json``: every seed of the unit's variant (and setting) committed so far, whichever
     unit ran it, each with its record folder (from the repository root), status and test accuracy; the layout of
     ``glocal train --seeds-summary`` (which writes one program's seeds; a variant's seeds span units here)."""
-    folder = RECORDS / method
+    folder = variant_dir(unit)
     seeds = sorted(int(d.name[len("seed"):]) for d in folder.glob("seed*")
                    if d.name[len("seed"):].isdigit() and (d / "metrics.json").is_file())
     runs = []
     for s in seeds:
-        m = json.loads((record_dir(method, s) / "metrics.json").read_text())
-        runs.append({"seed": s, "run_dir": os.path.relpath(record_dir(method, s), ROOT), "status": m.get("status"),
+        m = json.loads((record_dir(unit, s) / "metrics.json").read_text())
+        runs.append({"seed": s, "run_dir": os.path.relpath(record_dir(unit, s), ROOT), "status": m.get("status"),
                      "test_accuracy": m.get("test_accuracy")})
     path = folder / "seeds.json"
     tmp = path.with_suffix(".json.tmp")
@@ -140,15 +164,15 @@ def adopt(unit: dict, base: Path) -> List[Path]:
     for s in unit["seeds"]:
         src = run_folder(base, unit, s)
         metrics = json.loads((src / "metrics.json").read_text())
-        if metrics.get("status") != "complete":
+        if metrics.get("status") not in FINAL:
             raise SystemExit(f"error: {src} ended {metrics.get('status')!r}: {metrics.get('failure')}")
-        dst = record_dir(unit["method"], s)
+        dst = record_dir(unit, s)
         dst.mkdir(parents=True, exist_ok=True)
         for name in RECORD_FILES:
             if (src / name).is_file():
                 shutil.copy2(src / name, dst / name)
         out.append(dst)
-    return out + [write_seeds_summary(unit["method"])]
+    return out + [write_seeds_summary(unit)]
 
 
 def rebuild_pages() -> List[Path]:
@@ -178,8 +202,10 @@ def commit_records(unit: dict, paths: List[Path], info: dict) -> None:
     subprocess.run(["git", "add", "--", *rel], cwd=ROOT, check=True)
     load = ("load not sampled" if info["load_mean"] is None
             else f"load {info['load_mean']:.1f} (max {info['load_max']:.1f})")
-    msg = (f"campaign: unit {unit['name']} ({unit['method']}, seeds {','.join(map(str, unit['seeds']))}) at the pinned "
-           f"commit: {info['wall_s'] / 60:.0f} min, {load}")
+    setting = "".join(f", {k} {v}" for k, v in (unit.get("set") or {}).items())
+    statuses = sorted({json.loads((p / "metrics.json").read_text()).get("status") for p in paths if p.is_dir()})
+    msg = (f"campaign: unit {unit['name']} ({unit['method']}{setting}, seeds {','.join(map(str, unit['seeds']))}; "
+           f"{' / '.join(statuses)}) at the pinned commit: {info['wall_s'] / 60:.0f} min, {load}")
     done = subprocess.run(["git", "commit", "-q", "-m", msg, "--only", "--", *rel], cwd=ROOT)
     print("committed" if done.returncode == 0 else "could not commit (commit the records by hand)", rel, flush=True)
 
@@ -195,7 +221,7 @@ def run_unit(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -
             loads.append(os.getloadavg()[0])
             time.sleep(LOAD_EVERY_S)
     finished = all((f / "metrics.json").is_file() and json.loads((f / "metrics.json").read_text()).get("status")
-                   == "complete" for f in folders)
+                   in FINAL for f in folders)
     if not finished:
         cmd = command(plan, unit, base, glocal, data_dir)
         print(f"{unit['name']}: {' '.join(cmd)}", flush=True)

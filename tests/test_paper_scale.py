@@ -395,3 +395,54 @@ def test_the_campaign_lists_each_variants_seeds_across_units(tmp_path, monkeypat
     with pytest.raises(SystemExit, match="ended 'failed'"):
         drv.adopt(bad, base)
     assert json.loads((drv.RECORDS / "local" / "seeds.json").read_text())["seeds"] == [1, 3]
+
+
+def test_a_unit_of_another_lr0_is_its_own_entry_and_state(tmp_path):
+    """Issue 30 item 5: units at lr0 0.1 (``"set"``, ``"records": "lr0.1"``) sit beside the main campaign: a unit
+    is done when its own folders are in (glocal-lr0.1-s0 is not done by the main glocal seed 0), their seeds are
+    not the main setting's planned seeds, and their runs make an ``other_lr0s`` entry and a section of the page."""
+    for s in (0, 1):
+        write_run(tmp_path, "local", s, 0.84 + 0.001 * s)
+        write_run(tmp_path, "glocal", s, 0.83 + 0.001 * s)
+    write_run(tmp_path, "local", 0, 0.86, folder="lr0.1/local/seed0", lr0=0.1)
+    (tmp_path / "campaign.json").write_text(json.dumps({
+        "pinned_commit": COMMIT, "args": ["--lr0", "0.001"],
+        "units": [{"name": "glocal-s01", "method": "glocal", "seeds": [0, 1]},
+                  {"name": "local-s01", "method": "local", "seeds": [0, 1]},
+                  {"name": "local-lr0.1-s0", "method": "local", "seeds": [0], "set": {"--lr0": "0.1"},
+                   "records": "lr0.1"},
+                  {"name": "glocal-lr0.1-s0", "method": "glocal", "seeds": [0], "set": {"--lr0": "0.1"},
+                   "records": "lr0.1"}]}))
+    rec = paper_scale.collect(tmp_path)
+    assert [(u["name"], u["done"]) for u in rec["plan"]["units"]] == [
+        ("glocal-s01", True), ("local-s01", True), ("local-lr0.1-s0", True), ("glocal-lr0.1-s0", False)]
+    assert rec["plan"]["variants"] == {"local": [0, 1], "glocal": [0, 1]}
+    assert rec["settings"]["lr0"] == 0.001 and list(rec["variants"]) == ["local", "glocal"]
+    (other,) = rec["other_lr0s"]
+    assert other["settings"]["lr0"] == 0.1 and list(other["variants"]) == ["local"]
+    page = markdown(rec)
+    assert "| glocal-lr0.1-s0 | glocal | `--lr0 0.1` | 0 | left |" in page and "| glocal-s01 | glocal | – | 0, 1 | done |" in page
+    assert "## lr0 0.1" in page
+
+
+def test_the_campaign_runs_a_unit_of_another_setting_into_its_folder(tmp_path, monkeypatch):
+    """A unit's ``"set"`` replaces the plan's option (one --lr0 in the command, not two); its records go below its
+    ``"records"`` folder; a diverged run is a result the driver commits (a stopped one is refused)."""
+    drv = _campaign_driver()
+    monkeypatch.setattr(drv, "ROOT", tmp_path)
+    monkeypatch.setattr(drv, "RECORDS", tmp_path / "records")
+    plan = {"args": ["--params", "params.yaml", "--lr0", "0.001", "--dataset", "fashion_mnist"]}
+    unit = {"name": "glocal-lr0.1-s0", "method": "glocal", "seeds": [0], "set": {"--lr0": "0.1"}, "records": "lr0.1"}
+    cmd = drv.command(plan, unit, tmp_path, Path("glocal"), tmp_path / "data")
+    assert cmd.count("--lr0") == 1 and cmd[cmd.index("--lr0") + 1] == "0.1"
+    assert drv.unit_args(plan, {"set": {"--val-fraction": "0.1"}})[-2:] == ["--val-fraction", "0.1"]
+    assert not drv.unit_done(unit)
+    run = drv.run_folder(tmp_path, unit, 0)
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"status": "diverged", "test_accuracy": 0.1}))
+    paths = drv.adopt(unit, tmp_path)
+    assert paths[0] == tmp_path / "records" / "lr0.1" / "glocal" / "seed0" and drv.unit_done(unit)
+    assert json.loads(paths[-1].read_text())["runs"][0]["status"] == "diverged"
+    (run / "metrics.json").write_text(json.dumps({"status": "stopped"}))
+    with pytest.raises(SystemExit, match="ended 'stopped'"):
+        drv.adopt(unit, tmp_path)

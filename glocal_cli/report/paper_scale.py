@@ -85,6 +85,8 @@ SETTING_KEYS = ("dataset", "model", "task", "steps", "tau", "sigma", "m", "batch
 #: The hyperparameters whose final values the record keeps (``metrics.json``'s ``hyperparams``).
 HYPERPARAMS = ("lr", "momentum", "weight_decay")
 #: Per-seed scalars summarized over seeds (mean, ddof-1 std, n).
+#: The statuses of a run that ended (its record is a result; a diverged run is one).
+ENDED = ("complete", "diverged", "collapsed")
 SUMMARIZED = ("test_accuracy", "test_loss", "final.lr", "final.momentum", "final.weight_decay", "wall_s")
 #: How glocal's windows are split, in display order (others follow by name).
 #: The figure's panels: (history column, label, log scale), and what its line and band show.
@@ -387,20 +389,28 @@ def check_layout(run: RunFolder, variants: Iterable[str]) -> None:
         raise ValueError(f"{run.where} holds a {run.variant} run")
 
 
-def plan_summary(plan: Optional[dict], variants: dict) -> Optional[dict]:
-    """The campaign plan's command, planned seeds per variant and units (done when every seed of the unit is
-    in ``variants`` and complete; wall time and load where the plan recorded them)."""
+def unit_folders(unit: dict) -> List[str]:
+    """Where a plan's unit puts its seeds, relative to the records folder (``glocal/seed3``; a unit of another
+    setting, with ``"records": "lr0.1"``, ``lr0.1/glocal/seed0``): as ``scripts/campaign.py`` copies them."""
+    prefix = f"{unit['records']}/" if unit.get("records") else ""
+    return [f"{prefix}{unit['method']}/seed{s}" for s in unit["seeds"]]
+
+
+def plan_summary(plan: Optional[dict], ended: Iterable[str]) -> Optional[dict]:
+    """The campaign plan's command, planned seeds per variant of its own setting, and units (done when every
+    folder of the unit is among ``ended``, the run folders that ended; wall time and load where the plan recorded
+    them; ``set``: the options a unit of another setting replaces)."""
     if not plan:
         return None
-    done = {(v, r["seed"]) for v, e in variants.items() for r in e["runs"] if r["status"] == "complete"}
+    ended = set(ended)
     planned: Dict[str, List[int]] = {}
     units = []
     for u in plan.get("units", []):
-        planned.setdefault(u["method"], [])
-        planned[u["method"]] = sorted(set(planned[u["method"]]) | set(u["seeds"]))
+        if not u.get("set"):
+            planned[u["method"]] = sorted(set(planned.get(u["method"], [])) | set(u["seeds"]))
         info = (plan.get("finished") or {}).get(u["name"], {})
         units.append({"name": u["name"], "method": u["method"], "seeds": list(u["seeds"]),
-                      "done": all((u["method"], s) in done for s in u["seeds"]),
+                      "set": dict(u.get("set") or {}), "done": all(f in ended for f in unit_folders(u)),
                       "wall_s": number(info.get("wall_s")), "load_mean": number(info.get("load_mean")),
                       "load_max": number(info.get("load_max")), "cpus": info.get("cpus"),
                       "finished": info.get("finished")})
@@ -456,7 +466,7 @@ def build(inputs: Inputs, device: Optional[str] = None, date: Optional[str] = No
     main = entry(by_lr.get(lrs[0], []), inputs.planned)  # a campaign's plan before its first unit: no run yet
     pinned = (inputs.plan or {}).get("pinned_commit")
     prov = provenance_summary(main["variants"], pinned)
-    plan = plan_summary(inputs.plan, main["variants"])
+    plan = plan_summary(inputs.plan, (r.where for r in runs if r.metrics.get("status") in ENDED))
     return {
         "convention": CONVENTION,
         "device": device or device_of(prov["versions"].get("device_kind"), plan),

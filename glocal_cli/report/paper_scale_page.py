@@ -231,12 +231,17 @@ def settings_text(s: dict) -> str:
 
 
 def units_table(units: List[dict]) -> str:
+    """The campaign's units; a column of the options a unit replaces when some unit runs another setting."""
+    other = any(u.get("set") for u in units)
     rows = []
     for u in units:
         wall = "–" if u["wall_s"] is None else f"{u['wall_s'] / 60:.0f}"
         load = "–" if u["load_mean"] is None else f"{u['load_mean']:.1f} (max {plain(u['load_max'], 1)})"
-        rows.append([u["name"], u["method"], seeds_text(u["seeds"]), "done" if u["done"] else "left", wall, load])
-    return md_table(["unit", "method", "seeds", "state", "wall (min)", "load (1-min average)"], rows)
+        setting = [" ".join(f"`{k} {v}`" for k, v in (u.get("set") or {}).items()) or "–"] if other else []
+        rows.append([u["name"], u["method"], *setting, seeds_text(u["seeds"]), "done" if u["done"] else "left", wall,
+                     load])
+    return md_table(["unit", "method", *(["instead"] if other else []), "seeds", "state", "wall (min)",
+                     "load (1-min average)"], rows)
 
 
 def provenance_text(record: dict) -> str:
