@@ -205,8 +205,8 @@ def plainly(cog, baselines: str) -> None:
     _out(cog, prose(f"**Plainly: at this setting, do not use glocal (or local) to avoid tuning a learning rate.** A\n"
               f"learning-rate-free optimizer (`glocal train --method none --inner-optimizer prodigy`) is "
               f"{num(best.diff, 2)}\nbetter at about 1/{round(ratio)} of the cost, with nothing to tune. glocal is for "
-              "studying hypergradient\nestimation. The paper-scale version (T = 20 000) is part d of the GPU job, "
-              "not yet run."))
+              "studying hypergradient\nestimation. This comparison at the paper's scale (T = 20 000, with the "
+              "learning-rate-free\noptimizers) is part d of the GPU job, not yet run."))
 
 
 
