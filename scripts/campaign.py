@@ -274,10 +274,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     plan = load_plan()
     base = a.dir.resolve()
     if a.action == "status":
-        for r in status(plan, base):
+        rows = status(plan, base)
+        width = max((len(r["unit"]) for r in rows), default=0)
+        for r in rows:
             load = "not sampled" if r.get("load_mean") is None else f"{r['load_mean']:.1f}"
             wall = f"  {r['wall_s'] / 60:.0f} min, load {load}" if "wall_s" in r else ""
-            print(f"{r['unit']:>14}  {r['state']}{r['detail']}{wall}")
+            print(f"{r['unit']:>{width}}  {r['state']}{r['detail']}{wall}")
         return 0
     glocal = ensure_code(base, plan["pinned_commit"])
     for unit in plan["units"]:
