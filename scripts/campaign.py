@@ -23,7 +23,8 @@ Usage (from the repository root, any Python 3.9+; the worktree's venv is made wi
 ``logs/``. A unit whose folders are locked by a running ``glocal train`` is waited for, not started
 twice. A unit is "done" when its records are in ``docs/records`` with a status a run ends with (``complete``,
 ``diverged`` or ``collapsed``: a numerical failure is a result, recorded). A unit may carry ``"set"`` (options
-that replace the plan's, ``{"--lr0": "0.1"}``) and ``"records"`` (a subfolder for that other setting, ``"lr0.1"``).
+that replace the plan's, ``{"--lr0": "0.1"}``), ``"records"`` (a subfolder for that other setting, ``"lr0.1"``) and
+``"variant"`` (the folder name of a variant other than its method: ``prodigy``).
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ FINAL = ("complete", "diverged", "collapsed")
 
 
 def variant_dir(unit: dict) -> Path:
-    """``docs/records/paper_scale_cpu[/<records>]/<method>``: a unit with ``"records"`` (a setting other than the
-    plan's, e.g. ``"lr0.1"`` with ``"set": {"--lr0": "0.1"}``) keeps its runs in that subfolder."""
-    return RECORDS / unit.get("records", "") / unit["method"]
+    """``docs/records/paper_scale_cpu[/<records>]/<variant>``: a unit with ``"records"`` (a setting other than the
+    plan's, e.g. ``"lr0.1"`` with ``"set": {"--lr0": "0.1"}``) keeps its runs in that subfolder; ``<variant>``: the
+    unit's ``"variant"`` (``prodigy`` for ``--method none`` with ``"set": {"--inner-optimizer": "prodigy"}``, the
+    name the report gives such runs), else its method."""
+    return RECORDS / unit.get("records", "") / (unit.get("variant") or unit["method"])
 
 
 def record_dir(unit: dict, seed: int) -> Path:

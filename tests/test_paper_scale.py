@@ -446,3 +446,77 @@ def test_the_campaign_runs_a_unit_of_another_setting_into_its_folder(tmp_path, m
     (run / "metrics.json").write_text(json.dumps({"status": "stopped"}))
     with pytest.raises(SystemExit, match="ended 'stopped'"):
         drv.adopt(unit, tmp_path)
+
+
+def test_a_fixed_optimizer_beside_the_papers_variants(tmp_path, monkeypatch):
+    """What a user would pick instead, at the paper's scale: ``--method none --inner-optimizer prodigy`` runs (the
+    unit's ``"variant": "prodigy"``) join the main entry as the variant ``prodigy``, paired with glocal; the record's
+    settings stay the paper's (learnable_sgd); the README's answer adds prodigy − glocal; the driver keeps its
+    records under prodigy/, not none/."""
+    from glocal_cli.report.paper_scale_page import readme_answer
+
+    for s in (0, 1, 2):
+        write_run(tmp_path, "local", s, 0.84 + 0.001 * s)
+        write_run(tmp_path, "glocal", s, 0.83 + 0.002 * s)
+        write_run(tmp_path, "none", s, 0.86 + 0.001 * s, folder=f"prodigy/seed{s}", inner_optimizer="prodigy")
+    (tmp_path / "campaign.json").write_text(json.dumps({
+        "pinned_commit": COMMIT, "args": ["--lr0", "0.001"],
+        "units": [{"name": "glocal-s012", "method": "glocal", "seeds": [0, 1, 2]},
+                  {"name": "local-s012", "method": "local", "seeds": [0, 1, 2]},
+                  {"name": "prodigy-s012", "method": "none", "variant": "prodigy", "seeds": [0, 1, 2],
+                   "set": {"--inner-optimizer": "prodigy"}}]}))
+    rec = paper_scale.collect(tmp_path)
+    assert list(rec["variants"]) == ["local", "glocal", "prodigy"] and rec["settings"]["inner_optimizer"] == "learnable_sgd"
+    (p,) = [p for p in rec["paired"] if (p["a"], p["b"]) == ("prodigy", "glocal")]
+    assert p["n"] == 3 and p["mean"] == pytest.approx(np.mean([0.86 - 0.83, 0.861 - 0.832, 0.862 - 0.834]))
+    assert [(u["name"], u["method"], u["done"]) for u in rec["plan"]["units"]][-1] == ("prodigy-s012", "prodigy", True)
+    assert rec["plan"]["variants"] == {"local": [0, 1, 2], "glocal": [0, 1, 2], "prodigy": [0, 1, 2]}
+    assert "; prodigy − glocal = +0.0290 ± 0.0006 (n = 3 paired seeds)" in readme_answer(rec)
+    assert "| prodigy − glocal | 3 |" in markdown(rec)
+
+    drv = _campaign_driver()
+    monkeypatch.setattr(drv, "RECORDS", tmp_path / "records")
+    unit = {"name": "prodigy-s0", "method": "none", "variant": "prodigy", "seeds": [0],
+            "set": {"--inner-optimizer": "prodigy"}}
+    assert drv.record_dir(unit, 0) == tmp_path / "records" / "prodigy" / "seed0"
+    cmd = drv.command({"args": ["--lr0", "0.001"]}, unit, tmp_path, Path("glocal"), tmp_path / "data")
+    assert cmd[cmd.index("--method") + 1] == "none" and cmd[cmd.index("--inner-optimizer") + 1] == "prodigy"
+
+
+def test_the_readme_plain_answer_says_what_the_campaign_has_of_prodigy(tmp_path):
+    """README "Plainly": once the campaign's record pairs prodigy with glocal at T = 20 000, the sentence gives that
+    difference from it; before, that prodigy is planned; without a paper-scale record, the GPU job's part d."""
+    import shutil
+
+    from glocal_cli.report import published
+
+    class Cog:
+        inFile = str(tmp_path / "README.md")
+        text = ""
+
+        def out(self, s):
+            self.text += s
+
+    (tmp_path / "docs").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "baselines_cpu.json", tmp_path / "docs")
+    records = tmp_path / "records"
+    for s in (0, 1):
+        write_run(records, "glocal", s, 0.83 + 0.002 * s)
+    plan = {"pinned_commit": COMMIT, "args": [], "units": [
+        {"name": "glocal-s01", "method": "glocal", "seeds": [0, 1]},
+        {"name": "prodigy-s01", "method": "none", "variant": "prodigy", "seeds": [0, 1],
+         "set": {"--inner-optimizer": "prodigy"}}]}
+    (records / "campaign.json").write_text(json.dumps(plan))
+
+    def plain(with_record=True):
+        paper_scale.write(paper_scale.load(records), tmp_path / "docs")
+        cog = Cog()
+        published.plainly(cog, "docs/baselines_cpu.json", "docs/paper_scale_cpu.json" if with_record else None)
+        return " ".join(cog.text.split())
+
+    assert "the CPU campaign has prodigy's seeds planned, not yet run" in plain()
+    assert "is part d of the GPU job, not yet run." in plain(with_record=False)
+    for s in (0, 1):
+        write_run(records, "none", s, 0.86 + 0.001 * s, folder=f"prodigy/seed{s}", inner_optimizer="prodigy")
+    assert ("At the paper's scale (T = 20 000) the CPU campaign measures prodigy − glocal = +0.0295 ± 0.0005 (n = 2 "
+            "paired seeds)") in plain()

@@ -78,10 +78,14 @@ CONVENTION = ("± over seeds: the sample standard deviation (ddof 1); a paired d
               "per-seed differences ± its standard error (the ddof-1 standard deviation of the differences / √n); "
               "with one seed: no standard deviation, no standard error (null)")
 
-#: Config fields the record names as its settings; runs of one record must agree on all but lr0.
+#: Config fields the record names as its settings; runs of one record must agree on all but :data:`VARIANT_KEYS`.
 SETTING_KEYS = ("dataset", "model", "task", "steps", "tau", "sigma", "m", "batch_size", "val_fraction", "lr0",
                 "momentum0", "weight_decay0", "learn", "outer_optimizer", "outer_lr", "inner_optimizer", "schedule",
                 "eval_every")
+#: Settings that make a variant rather than a setting: a fixed optimizer the campaign runs beside the paper's
+#: variants (``prodigy``: ``--method none --inner-optimizer prodigy``) differs in them; the record's settings take
+#: them from the paper's variants (none / local / glocal). lr0 also splits the runs into entries (``other_lr0s``).
+VARIANT_KEYS = ("lr0", "inner_optimizer", "schedule")
 #: The hyperparameters whose final values the record keeps (``metrics.json``'s ``hyperparams``).
 HYPERPARAMS = ("lr", "momentum", "weight_decay")
 #: Per-seed scalars summarized over seeds (mean, ddof-1 std, n).
@@ -312,14 +316,24 @@ def _order(names: Iterable[str]) -> List[str]:
 
 
 def settings_of(runs: Sequence[RunFolder]) -> dict:
-    """The :data:`SETTING_KEYS` of the runs' configs; ``ValueError`` when runs differ in any but lr0."""
+    """The :data:`SETTING_KEYS` of the runs' configs, :data:`VARIANT_KEYS` from the paper's variants (the first
+    run's when none is there); ``ValueError`` when runs differ in any other."""
+    paper = [r for r in runs if r.variant in EVIDENCE_ORDER] or list(runs)
     out = {}
     for k in SETTING_KEYS:
         values = {json.dumps(r.config.get(k)) for r in runs}
-        if len(values) > 1 and k != "lr0":
+        if len(values) > 1 and k not in VARIANT_KEYS:
             raise ValueError(f"runs of different settings: {k} = {sorted(values)}")
-        out[k] = runs[0].config.get(k)
+        out[k] = paper[0].config.get(k)
     return out
+
+
+def pairs_of(variants: Iterable[str]) -> List[Tuple[str, str]]:
+    """The paired differences an entry reports: :data:`PAIRS` among its variants, then each variant beyond the
+    paper's (a fixed optimizer run beside them, ``prodigy``) minus glocal."""
+    names = list(variants)
+    out = [(a, b) for a, b in PAIRS if a in names and b in names]
+    return out + [(v, "glocal") for v in names if v not in EVIDENCE_ORDER and "glocal" in names]
 
 
 def curves(runs: Sequence[RunFolder], name: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
@@ -374,7 +388,7 @@ def entry(runs: Sequence[RunFolder], planned: Optional[dict] = None) -> dict:
             raise ValueError(f"{v}: seed(s) {dup} twice ({', '.join(r.where for r in rs if r.seed in dup)})")
     variants = {v: variant_entry(by[v]) for v in _order(by)}
     acc = {v: {r["seed"]: r["test_accuracy"] for r in e["runs"]} for v, e in variants.items()}
-    paired = [{"a": a, "b": b, **paired_difference(acc[a], acc[b])} for a, b in PAIRS if a in acc and b in acc]
+    paired = [{"a": a, "b": b, **paired_difference(acc[a], acc[b])} for a, b in pairs_of(acc)]
     return {"settings": settings_of(runs) if runs else dict(planned or {}), "variants": variants, "paired": paired,
             "test_accuracy_by_step": by_step(curves(runs, "test_accuracy"))}
 
@@ -389,27 +403,33 @@ def check_layout(run: RunFolder, variants: Iterable[str]) -> None:
         raise ValueError(f"{run.where} holds a {run.variant} run")
 
 
+def unit_variant(unit: dict) -> str:
+    """The variant a plan's unit runs: its ``"variant"`` (``prodigy`` for ``--method none --inner-optimizer
+    prodigy``), else its method."""
+    return unit.get("variant") or unit["method"]
+
+
 def unit_folders(unit: dict) -> List[str]:
     """Where a plan's unit puts its seeds, relative to the records folder (``glocal/seed3``; a unit of another
     setting, with ``"records": "lr0.1"``, ``lr0.1/glocal/seed0``): as ``scripts/campaign.py`` copies them."""
     prefix = f"{unit['records']}/" if unit.get("records") else ""
-    return [f"{prefix}{unit['method']}/seed{s}" for s in unit["seeds"]]
+    return [f"{prefix}{unit_variant(unit)}/seed{s}" for s in unit["seeds"]]
 
 
 def plan_summary(plan: Optional[dict], ended: Iterable[str]) -> Optional[dict]:
-    """The campaign plan's command, planned seeds per variant of its own setting, and units (done when every
-    folder of the unit is among ``ended``, the run folders that ended; wall time and load where the plan recorded
-    them; ``set``: the options a unit of another setting replaces)."""
+    """The campaign plan's command, planned seeds per variant of its own setting (units without a ``"records"``
+    subfolder), and units (done when every folder of the unit is among ``ended``, the run folders that ended; wall
+    time and load where the plan recorded them; ``set``: the options the unit replaces)."""
     if not plan:
         return None
     ended = set(ended)
     planned: Dict[str, List[int]] = {}
     units = []
     for u in plan.get("units", []):
-        if not u.get("set"):
-            planned[u["method"]] = sorted(set(planned.get(u["method"], [])) | set(u["seeds"]))
+        if not u.get("records"):
+            planned[unit_variant(u)] = sorted(set(planned.get(unit_variant(u), [])) | set(u["seeds"]))
         info = (plan.get("finished") or {}).get(u["name"], {})
-        units.append({"name": u["name"], "method": u["method"], "seeds": list(u["seeds"]),
+        units.append({"name": u["name"], "method": unit_variant(u), "seeds": list(u["seeds"]),
                       "set": dict(u.get("set") or {}), "done": all(f in ended for f in unit_folders(u)),
                       "wall_s": number(info.get("wall_s")), "load_mean": number(info.get("load_mean")),
                       "load_max": number(info.get("load_max")), "cpus": info.get("cpus"),

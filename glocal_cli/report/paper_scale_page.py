@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from glocal_cli.report.tables import EVIDENCE_ORDER
 from glocal_cli.report.tables import markdown as md_table
 
 MINUS = "−"
@@ -240,7 +241,7 @@ def units_table(units: List[dict]) -> str:
         setting = [" ".join(f"`{k} {v}`" for k, v in (u.get("set") or {}).items()) or "–"] if other else []
         rows.append([u["name"], u["method"], *setting, seeds_text(u["seeds"]), "done" if u["done"] else "left", wall,
                      load])
-    return md_table(["unit", "method", *(["instead"] if other else []), "seeds", "state", "wall (min)",
+    return md_table(["unit", "variant", *(["instead"] if other else []), "seeds", "state", "wall (min)",
                      "load (1-min average)"], rows)
 
 
@@ -368,6 +369,9 @@ def readme_answer(record: dict) -> str:
     other = pair_of(record, "local", "none")
     if other is not None and other["n"]:
         text += f"; {summary_line(record, 'local', 'none')}"
+    for p in record.get("paired", []):  # a fixed optimizer run beside the paper's variants: minus glocal
+        if p["b"] == "glocal" and p["a"] not in EVIDENCE_ORDER and p["n"]:
+            text += f"; {summary_line(record, p['a'], 'glocal')}"
     glocal = record.get("variants", {}).get("glocal")
     if glocal and glocal.get("windows"):
         text += f"; glocal's {glocal['windows'].get('total', 0)} windows: {_split_words(glocal['windows'])}"

@@ -196,17 +196,32 @@ def what_to_use(cog, baselines: str) -> None:
     _out(cog, table(["method", "test accuracy", "minus glocal (paired)", "cost"], out))
 
 
-def plainly(cog, baselines: str) -> None:
-    """The README's plain answer below that table: how much better the learning-rate-free optimizer is, at what cost."""
+def plainly(cog, baselines: str, paper_scale: Optional[str] = None) -> None:
+    """The README's plain answer below that table: how much better the learning-rate-free optimizer is, at what cost;
+    with ``paper_scale`` (the CPU campaign's record), what it says at T = 20 000 (prodigy − glocal, paired) once the
+    campaign has prodigy's seeds, or that they are planned."""
     rec = _load(cog, baselines, "baselines")
     r = rows(rec, "glocal")
     best = r["prodigy"]
     ratio = r["glocal"].cost / best.cost
+    scale = ("This comparison at the paper's scale (T = 20 000, with the learning-rate-free\noptimizers) is part d of "
+             "the GPU job, not yet run.")
+    if paper_scale is not None:
+        from glocal_cli.report.paper_scale_page import pair_of, summary_line
+
+        ps = records.load(Path(cog.inFile).parent / paper_scale)
+        pair = pair_of(ps, "prodigy", "glocal")
+        page = "[docs/paper_scale_cpu.md](docs/paper_scale_cpu.md)"
+        if pair is not None and pair["n"]:
+            scale = (f"At the paper's scale (T = 20 000) the CPU campaign measures {summary_line(ps, 'prodigy', 'glocal')}"
+                     f" ({page}); the other optimizers there are part d of the GPU job, not yet run.")
+        elif "prodigy" in ((ps.get("plan") or {}).get("variants") or {}):
+            scale = ("At the paper's scale (T = 20 000) the CPU campaign has prodigy's seeds planned, not yet run "
+                     f"({page}); the other optimizers there are part d of the GPU job, not yet run.")
     _out(cog, prose(f"**Plainly: at this setting, do not use glocal (or local) to avoid tuning a learning rate.** A\n"
               f"learning-rate-free optimizer (`glocal train --method none --inner-optimizer prodigy`) is "
               f"{num(best.diff, 2)}\nbetter at about 1/{round(ratio)} of the cost, with nothing to tune. glocal is for "
-              "studying hypergradient\nestimation. This comparison at the paper's scale (T = 20 000, with the "
-              "learning-rate-free\noptimizers) is part d of the GPU job, not yet run."))
+              f"studying hypergradient\nestimation. {scale}"))
 
 
 
