@@ -73,9 +73,14 @@ def record_dir(unit: dict, seed: int) -> Path:
     return variant_dir(unit) / f"seed{seed}"
 
 
-def seed_done(unit: dict, seed: int) -> bool:
-    m = record_dir(unit, seed) / "metrics.json"
+def ended(folder: Path) -> bool:
+    """Whether the run in ``folder`` (a run folder or its copied record) ended: its metrics.json has a FINAL status."""
+    m = folder / "metrics.json"
     return m.is_file() and json.loads(m.read_text()).get("status") in FINAL
+
+
+def seed_done(unit: dict, seed: int) -> bool:
+    return ended(record_dir(unit, seed))
 
 
 def unit_done(unit: dict) -> bool:
@@ -223,9 +228,7 @@ def run_unit(plan: dict, unit: dict, base: Path, glocal: Path, data_dir: Path) -
         while any(locked(f) for f in folders):
             loads.append(os.getloadavg()[0])
             time.sleep(LOAD_EVERY_S)
-    finished = all((f / "metrics.json").is_file() and json.loads((f / "metrics.json").read_text()).get("status")
-                   in FINAL for f in folders)
-    if not finished:
+    if not all(ended(f) for f in folders):
         cmd = command(plan, unit, base, glocal, data_dir)
         print(f"{unit['name']}: {' '.join(cmd)}", flush=True)
         with open(logs / f"{unit['name']}.log", "a") as log:
